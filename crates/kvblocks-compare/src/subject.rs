@@ -1,0 +1,187 @@
+//! The [`Subject`] trait: the handful of block-manager calls the workloads make,
+//! implemented once for `kvblocks` and once for `kvbm-logical`.
+//!
+//! This module owns only the mapping from the trait onto each library's public
+//! API. It must never add work of its own to a call (no extra allocation, no
+//! locking, no checks the library does not already do): every method is a
+//! direct forward, marked `#[inline]`, so the numbers measure the libraries.
+
+/// The storage-tier marker both managers are instantiated with.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tier;
+
+/// The `kvblocks` manager under test.
+pub type Kvblocks = kvblocks::BlockManager<Tier>;
+
+/// The `kvbm-logical` 1.6.1 manager under test.
+pub type Kvbm = kvbm_logical::BlockManager<Tier>;
+
+/// Which inactive-pool eviction order a manager is built with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    /// Least recently used first.
+    Lru,
+    /// Leaves of the prefix tree first (kvbm-logical's default `Tick` order).
+    Lineage,
+}
+
+impl Eviction {
+    /// Short lowercase name, used in benchmark ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            Eviction::Lru => "lru",
+            Eviction::Lineage => "lineage",
+        }
+    }
+}
+
+/// A block manager as the workloads see it.
+///
+/// Implementations forward each method to the library's own call of the same
+/// meaning. Failures the workloads never provoke (a block size mismatch, a
+/// guard from another manager) panic, so a wiring mistake cannot go unnoticed.
+pub trait Subject: Send + Sync + Sized + 'static {
+    /// The library's sequence-hash key.
+    type Hash: Copy + Send + Sync + 'static;
+    /// A writable slot (`MutableBlock`).
+    type Mutable;
+    /// A staged slot named by a hash (`CompleteBlock`).
+    type Complete;
+    /// A registered strong handle (`ImmutableBlock`); dropping the last one
+    /// moves the slot to the inactive pool.
+    type Held: Send;
+
+    /// Library name, used in benchmark ids and tables.
+    const NAME: &'static str;
+
+    /// Build a manager of `block_count` slots of `block_size` tokens.
+    fn build(block_count: usize, block_size: usize, eviction: Eviction) -> Self;
+
+    /// The library's key for the triple `(current, parent, position)`.
+    fn hash(current: u64, parent: Option<u64>, position: u64) -> Self::Hash;
+
+    /// Longest resident prefix of `hashes`, active or inactive.
+    fn match_blocks(&self, hashes: &[Self::Hash]) -> Vec<Self::Held>;
+
+    /// `count` writable slots, all or nothing (may evict inactive blocks).
+    fn allocate(&self, count: usize) -> Option<Vec<Self::Mutable>>;
+
+    /// Name a writable slot's final content.
+    fn stage(&self, block: Self::Mutable, hash: Self::Hash) -> Self::Complete;
+
+    /// Register staged slots in one call.
+    fn register(&self, blocks: Vec<Self::Complete>) -> Vec<Self::Held>;
+
+    /// Slots that an allocation could hand out now (reset + inactive).
+    fn available_blocks(&self) -> usize;
+}
+
+impl Subject for Kvblocks {
+    type Hash = kvblocks::SequenceHash;
+    type Mutable = kvblocks::MutableBlock<Tier>;
+    type Complete = kvblocks::CompleteBlock<Tier>;
+    type Held = kvblocks::ImmutableBlock<Tier>;
+
+    const NAME: &'static str = "kvblocks";
+
+    fn build(block_count: usize, block_size: usize, eviction: Eviction) -> Self {
+        let builder = kvblocks::BlockManager::<Tier>::builder()
+            .block_count(block_count)
+            .block_size(block_size);
+        let builder = match eviction {
+            Eviction::Lru => builder.with_lru_backend(),
+            Eviction::Lineage => builder.with_lineage_backend(),
+        };
+        builder.build().expect("kvblocks manager config is valid")
+    }
+
+    #[inline]
+    fn hash(current: u64, parent: Option<u64>, position: u64) -> Self::Hash {
+        kvblocks::SequenceHash::new(current, parent, position)
+    }
+
+    #[inline]
+    fn match_blocks(&self, hashes: &[Self::Hash]) -> Vec<Self::Held> {
+        kvblocks::BlockManager::match_blocks(self, hashes)
+    }
+
+    #[inline]
+    fn allocate(&self, count: usize) -> Option<Vec<Self::Mutable>> {
+        self.allocate_blocks(count)
+    }
+
+    #[inline]
+    fn stage(&self, block: Self::Mutable, hash: Self::Hash) -> Self::Complete {
+        let Ok(complete) = block.stage(hash, self.block_size()) else {
+            panic!("kvblocks: stage failed (block size mismatch)");
+        };
+        complete
+    }
+
+    #[inline]
+    fn register(&self, blocks: Vec<Self::Complete>) -> Vec<Self::Held> {
+        let Ok(held) = self.register_blocks(blocks) else {
+            panic!("kvblocks: register_blocks failed");
+        };
+        held
+    }
+
+    #[inline]
+    fn available_blocks(&self) -> usize {
+        kvblocks::BlockManager::available_blocks(self)
+    }
+}
+
+impl Subject for Kvbm {
+    type Hash = kvbm_logical::SequenceHash;
+    type Mutable = kvbm_logical::MutableBlock<Tier>;
+    type Complete = kvbm_logical::CompleteBlock<Tier>;
+    type Held = kvbm_logical::ImmutableBlock<Tier>;
+
+    const NAME: &'static str = "kvbm";
+
+    fn build(block_count: usize, block_size: usize, eviction: Eviction) -> Self {
+        let builder = kvbm_logical::BlockManager::<Tier>::builder()
+            .block_count(block_count)
+            .block_size(block_size)
+            .registry(kvbm_logical::BlockRegistry::builder().build());
+        let builder = match eviction {
+            Eviction::Lru => builder.with_lru_backend(),
+            Eviction::Lineage => builder.with_lineage_backend(),
+        };
+        builder.build().expect("kvbm manager config is valid")
+    }
+
+    #[inline]
+    fn hash(current: u64, parent: Option<u64>, position: u64) -> Self::Hash {
+        kvbm_logical::SequenceHash::new(current, parent, position)
+    }
+
+    #[inline]
+    fn match_blocks(&self, hashes: &[Self::Hash]) -> Vec<Self::Held> {
+        kvbm_logical::BlockManager::match_blocks(self, hashes)
+    }
+
+    #[inline]
+    fn allocate(&self, count: usize) -> Option<Vec<Self::Mutable>> {
+        self.allocate_blocks(count)
+    }
+
+    #[inline]
+    fn stage(&self, block: Self::Mutable, hash: Self::Hash) -> Self::Complete {
+        let Ok(complete) = block.stage(hash, self.block_size()) else {
+            panic!("kvbm: stage failed (block size mismatch)");
+        };
+        complete
+    }
+
+    #[inline]
+    fn register(&self, blocks: Vec<Self::Complete>) -> Vec<Self::Held> {
+        self.register_blocks(blocks)
+    }
+
+    #[inline]
+    fn available_blocks(&self) -> usize {
+        kvbm_logical::BlockManager::available_blocks(self)
+    }
+}

@@ -1,0 +1,245 @@
+//! Mooncake JSONL traces: one request per line,
+//! `{"timestamp": ms, "input_length": tokens, "output_length": tokens, "hash_ids": [..]}`.
+//!
+//! This module owns reading and writing that format and nothing else. Every
+//! error names the file and the 1-based line it was found on, so a bad trace
+//! is fixed from one message. It never interprets `hash_ids` beyond checking
+//! that the list is not empty (that is [`crate::chain`]'s job).
+//!
+//! Blank lines are skipped; unknown fields are ignored (later Mooncake
+//! releases add some); `input_length` is not checked against the number of
+//! blocks.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One request of a trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Arrival time, milliseconds since the trace's start (`timestamp`).
+    #[serde(rename = "timestamp")]
+    pub timestamp_ms: u64,
+    /// Prompt length in tokens.
+    pub input_length: u64,
+    /// Number of generated tokens.
+    pub output_length: u64,
+    /// Prefix block ids, one per 512-token block of the prompt; equal ids at
+    /// the start of two requests mean a shared prefix.
+    pub hash_ids: Vec<u64>,
+}
+
+/// A trace that could not be read. Each variant names the file, and the
+/// line (1-based) when one line is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The file could not be opened or read.
+    #[error("{}: cannot read trace: {source}", path.display())]
+    Io {
+        /// The trace file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// A line is not a JSON request: bad JSON, a missing field, a wrong type.
+    #[error("{}:{line}:{column}: malformed request: {message}", path.display())]
+    Malformed {
+        /// The trace file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// 1-based column where the parser stopped.
+        column: usize,
+        /// The parser's message, without its position.
+        message: String,
+    },
+    /// A request has no blocks at all.
+    #[error("{}:{line}: `hash_ids` is empty: a request needs at least one block", path.display())]
+    EmptyHashIds {
+        /// The trace file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A request has more blocks than a sequence hash can number.
+    #[error("{}:{line}: {blocks} blocks in one request exceed the limit of {limit}", path.display())]
+    TooManyBlocks {
+        /// The trace file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// Blocks in the request.
+        blocks: usize,
+        /// The largest number of blocks one request may have.
+        limit: usize,
+    },
+    /// The file holds no request.
+    #[error("{}: the trace holds no request", path.display())]
+    NoRequests {
+        /// The trace file.
+        path: PathBuf,
+    },
+}
+
+/// The most blocks one request may have: positions must fit a
+/// [`kvblocks::SequenceHash`] (below 2^24).
+pub const MAX_BLOCKS_PER_REQUEST: usize = 1 << 24;
+
+/// A named list of requests: a trace file or a generated workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    /// Where it came from: the file path as given, or a workload's label.
+    pub name: String,
+    /// The requests, in arrival order.
+    pub requests: Vec<Request>,
+}
+
+impl fmt::Display for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} requests)", self.name, self.requests.len())
+    }
+}
+
+/// Reads a Mooncake JSONL trace file.
+pub fn load(path: &Path) -> Result<Trace, TraceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let requests = parse(path, &text)?;
+    Ok(Trace {
+        name: path.display().to_string(),
+        requests,
+    })
+}
+
+/// Parses Mooncake JSONL text; `path` only names the source in errors.
+pub fn parse(path: &Path, text: &str) -> Result<Vec<Request>, TraceError> {
+    let mut requests = Vec::with_capacity(text.len() / 256 + 1);
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let request: Request =
+            serde_json::from_str(raw).map_err(|err| malformed(path, line, &err))?;
+        if request.hash_ids.is_empty() {
+            return Err(TraceError::EmptyHashIds {
+                path: path.to_path_buf(),
+                line,
+            });
+        }
+        if request.hash_ids.len() > MAX_BLOCKS_PER_REQUEST {
+            return Err(TraceError::TooManyBlocks {
+                path: path.to_path_buf(),
+                line,
+                blocks: request.hash_ids.len(),
+                limit: MAX_BLOCKS_PER_REQUEST,
+            });
+        }
+        requests.push(request);
+    }
+    if requests.is_empty() {
+        return Err(TraceError::NoRequests {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(requests)
+}
+
+/// serde_json's message ends in " at line L column C" (of the one line it
+/// was given); keep the message and report the column separately.
+fn malformed(path: &Path, line: usize, err: &serde_json::Error) -> TraceError {
+    let full = err.to_string();
+    let message = match full.rfind(" at line ") {
+        Some(cut) => full[..cut].to_string(),
+        None => full,
+    };
+    TraceError::Malformed {
+        path: path.to_path_buf(),
+        line,
+        column: err.column().max(1),
+        message,
+    }
+}
+
+/// Writes requests as Mooncake JSONL, one line each.
+pub fn write_jsonl<W: Write>(requests: &[Request], mut out: W) -> io::Result<()> {
+    for request in requests {
+        serde_json::to_writer(&mut out, request)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Vec<Request>, TraceError> {
+        parse(Path::new("t.jsonl"), text)
+    }
+
+    #[test]
+    fn parses_mooncake_lines_and_skips_blank_ones() {
+        let text = "{\"timestamp\": 0, \"input_length\": 600, \"output_length\": 3, \"hash_ids\": [0, 1]}\n\n\
+                    {\"timestamp\": 40, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [0], \"extra\": true}\n";
+        let requests = parse_str(text).unwrap();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[0].hash_ids, vec![0, 1]);
+        assert_eq!(requests[1].timestamp_ms, 40);
+    }
+
+    #[test]
+    fn malformed_json_names_file_line_and_column() {
+        let text = "{\"timestamp\": 0, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [1]}\n{\"timestamp\": 1,,}\n";
+        let err = parse_str(text).unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("t.jsonl:2:"), "{message}");
+        assert!(!message.contains("at line"), "{message}");
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let err = parse_str("{\"timestamp\": 0, \"input_length\": 1, \"output_length\": 1}").unwrap_err();
+        assert!(matches!(err, TraceError::Malformed { line: 1, .. }));
+        assert!(err.to_string().contains("missing field `hash_ids`"), "{err}");
+    }
+
+    #[test]
+    fn empty_hash_ids_are_rejected_with_their_line() {
+        let text = "{\"timestamp\": 0, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [1]}\n\
+                    {\"timestamp\": 0, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": []}\n";
+        let err = parse_str(text).unwrap_err();
+        assert!(matches!(err, TraceError::EmptyHashIds { line: 2, .. }));
+        assert_eq!(
+            err.to_string(),
+            "t.jsonl:2: `hash_ids` is empty: a request needs at least one block"
+        );
+    }
+
+    #[test]
+    fn an_empty_file_is_an_error() {
+        assert!(matches!(
+            parse_str("\n  \n"),
+            Err(TraceError::NoRequests { .. })
+        ));
+    }
+
+    #[test]
+    fn written_jsonl_reads_back() {
+        let requests = vec![Request {
+            timestamp_ms: 5,
+            input_length: 1000,
+            output_length: 7,
+            hash_ids: vec![3, 4],
+        }];
+        let mut bytes = Vec::new();
+        write_jsonl(&requests, &mut bytes).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with("{\"timestamp\":5,"));
+        assert_eq!(parse_str(&text).unwrap(), requests);
+    }
+}

@@ -1,0 +1,138 @@
+//! RAII guards for the block lifecycle.
+//!
+//! ```text
+//!  allocate       stage / complete       register          last drop
+//! ─────────► Mutable ──────────► Complete ───────► Immutable ─────────► inactive (cached)
+//!              │ drop              │ drop / reset     ▲   │ downgrade
+//!              ▼                   ▼                  │   ▼
+//!            reset pool       reset pool / Mutable    └─ Weak ── upgrade
+//! ```
+//!
+//! Each transition consumes one guard and returns the next; a transition that
+//! fails hands the guard back inside its error, so a slot is never lost.
+//! Dropping a guard returns its slot to the pool its state calls for. The tier
+//! marker `T` is a zero-cost type parameter that keeps blocks of different
+//! tiers (GPU, host, disk) apart at compile time.
+
+mod complete;
+mod immutable;
+mod mutable;
+
+use std::sync::Arc;
+
+use crate::store::Store;
+
+pub use complete::CompleteBlock;
+pub use immutable::{ImmutableBlock, WeakBlock};
+pub use mutable::MutableBlock;
+
+/// A tier marker (or any per-manager metadata type).
+///
+/// Blanket-implemented for every `Clone + Send + Sync + 'static` type:
+///
+/// ```
+/// #[derive(Clone)]
+/// struct Host;
+/// fn takes_tier<T: kvblocks::BlockMetadata>() {}
+/// takes_tier::<Host>();
+/// ```
+pub trait BlockMetadata: Clone + Send + Sync + 'static {}
+impl<T: Clone + Send + Sync + 'static> BlockMetadata for T {}
+
+/// A failed guard transition; the guard comes back in `block`.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError<B> {
+    /// The block size given (or the token block's length) is not the manager's.
+    #[error("block size mismatch: the manager's blocks hold {expected} tokens, got {actual}")]
+    BlockSizeMismatch {
+        /// The manager's block size.
+        expected: usize,
+        /// The size that was given.
+        actual: usize,
+        /// The guard, unchanged.
+        block: B,
+    },
+}
+
+impl<B> BlockError<B> {
+    /// Takes the guard back out of the error.
+    pub fn into_block(self) -> B {
+        match self {
+            BlockError::BlockSizeMismatch { block, .. } => block,
+        }
+    }
+}
+
+/// A failed registration; the staged guard(s) come back in `block`.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError<B> {
+    /// The guard was allocated by another manager. Nothing was registered.
+    #[error("block {block_id} belongs to manager {owner:?}, not to manager {manager:?}")]
+    ForeignManager {
+        /// The first foreign block's id.
+        block_id: crate::BlockId,
+        /// The manager that allocated it.
+        owner: crate::ManagerId,
+        /// The manager it was handed to.
+        manager: crate::ManagerId,
+        /// The guard (or, for a batch, every guard of the batch), unchanged.
+        block: B,
+    },
+}
+
+impl<B> RegisterError<B> {
+    /// Takes the guard(s) back out of the error.
+    pub fn into_block(self) -> B {
+        match self {
+            RegisterError::ForeignManager { block, .. } => block,
+        }
+    }
+}
+
+/// What registering a hash that is already registered does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockDuplicationPolicy {
+    /// Keep both physical copies: the new block is a duplicate that pins the
+    /// primary while it lives and goes straight back to the reset pool when
+    /// its last handle drops.
+    #[default]
+    Allow,
+    /// Keep one copy: the new block returns to the reset pool and the caller
+    /// gets a handle on the existing primary.
+    Reject,
+}
+
+/// The store a guard belongs to. A transition takes it out of the consumed
+/// guard (leaving `None`, so that guard's `Drop` does nothing) and moves it
+/// into the next guard.
+pub(crate) struct StoreLink(Option<Arc<Store>>);
+
+impl StoreLink {
+    pub(crate) fn new(store: Arc<Store>) -> Self {
+        Self(Some(store))
+    }
+
+    /// The store. Present for the whole life of a guard that can be used.
+    #[inline(always)]
+    pub(crate) fn get(&self) -> &Arc<Store> {
+        match &self.0 {
+            Some(store) => store,
+            None => unreachable!("a consumed guard is never used"),
+        }
+    }
+
+    /// The store, if the guard has not been consumed (for `Drop`).
+    #[inline(always)]
+    pub(crate) fn live(&self) -> Option<&Arc<Store>> {
+        self.0.as_ref()
+    }
+
+    /// Moves the store out of a guard being consumed.
+    #[inline(always)]
+    pub(crate) fn take(&mut self) -> Arc<Store> {
+        match self.0.take() {
+            Some(store) => store,
+            None => unreachable!("a guard is consumed once"),
+        }
+    }
+}

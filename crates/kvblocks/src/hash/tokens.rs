@@ -1,0 +1,642 @@
+//! Token blocks: a token stream cut into fixed-size blocks, each full block
+//! named by its hashes.
+//!
+//! This module owns [`TokenBlockSequence`] (a token stream that grows and
+//! shrinks at its end), the full [`TokenBlock`]s it cuts off, and the
+//! [`PartialTokenBlock`] tail still being filled. It never touches slots, the
+//! store or the manager: it only turns tokens into keys.
+//!
+//! A block is hashed exactly once, when its last token arrives; appending,
+//! extending or truncating never re-hashes an earlier block. The tail is
+//! never full: the token that fills it seals it into a [`TokenBlock`] at once.
+//!
+//! ```
+//! use kvblocks::hash::TokenBlockSequence;
+//!
+//! let mut seq = TokenBlockSequence::from_slice(&[1, 2, 3, 4, 5], 4, None);
+//! assert_eq!(seq.blocks().len(), 1);
+//! assert_eq!(seq.current_block().tokens(), &[5]);
+//!
+//! // Three more tokens fill the tail: block 1 is sealed.
+//! assert_eq!(seq.extend(&[6, 7, 8]).unwrap(), Some(1..2));
+//! assert!(seq.current_block().is_empty());
+//!
+//! // The keys a caller hands to `BlockManager::match_blocks`.
+//! let keys = seq.sequence_hashes();
+//! assert_eq!(keys[1].position(), 1);
+//! ```
+
+use std::ops::Range;
+
+use super::{compute_block_hash, BlockHash, SaltHash, SequenceHash, Token, MAX_POSITION};
+
+/// What can go wrong building or editing a [`TokenBlockSequence`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// A block size of zero was asked for.
+    #[error("block size must be greater than zero")]
+    ZeroBlockSize,
+    /// A block would land at a position a [`SequenceHash`] cannot encode
+    /// (at or past [`MAX_POSITION`]); the sequence was left unchanged.
+    #[error("block position {position} does not fit a sequence hash (limit {MAX_POSITION})")]
+    PositionOverflow {
+        /// The first position that does not fit.
+        position: u64,
+    },
+    /// More tokens were asked to be removed than the sequence holds; the
+    /// sequence was left unchanged.
+    #[error("cannot remove {requested} tokens from a sequence of {len}")]
+    UnwindBeyondLength {
+        /// How many tokens the caller asked to remove.
+        requested: usize,
+        /// How many tokens the sequence held.
+        len: usize,
+    },
+}
+
+impl From<super::PositionOverflow> for TokenError {
+    fn from(err: super::PositionOverflow) -> Self {
+        TokenError::PositionOverflow {
+            position: err.position,
+        }
+    }
+}
+
+/// A full block: exactly `block_size` tokens and the hashes naming them.
+///
+/// Immutable once built. It fits one cache line (64 bytes on 64-bit targets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBlock {
+    tokens: Box<[Token]>,
+    salt_hash: SaltHash,
+    block_hash: BlockHash,
+    /// The previous block's 64-bit sequence hash; 0 (and unused) at position 0,
+    /// which is how a missing parent is told apart without an `Option`.
+    parent_sequence_hash: u64,
+    /// Position, own sequence hash and parent fragment.
+    lineage: SequenceHash,
+}
+
+impl TokenBlock {
+    /// Hashes `tokens` as the block following `parent` (or as the first block).
+    ///
+    /// The caller has checked that the new position fits.
+    fn seal(tokens: Box<[Token]>, salt_hash: SaltHash, parent: Option<&TokenBlock>) -> Self {
+        let block_hash = compute_block_hash(&tokens, salt_hash);
+        let (lineage, parent_sequence_hash) = match parent {
+            None => (SequenceHash::root(block_hash), 0),
+            Some(parent) => (parent.lineage.extend(block_hash), parent.sequence_hash()),
+        };
+        Self {
+            tokens,
+            salt_hash,
+            block_hash,
+            parent_sequence_hash,
+            lineage,
+        }
+    }
+
+    /// The block's tokens.
+    pub fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+
+    /// The salt hash the block was hashed under.
+    pub fn salt_hash(&self) -> SaltHash {
+        self.salt_hash
+    }
+
+    /// Hash of this block's tokens alone (seeded by the salt).
+    pub fn block_hash(&self) -> BlockHash {
+        self.block_hash
+    }
+
+    /// Chained 64-bit hash of the whole prefix ending with this block.
+    pub fn sequence_hash(&self) -> u64 {
+        self.lineage.current_sequence_hash()
+    }
+
+    /// The previous block's sequence hash, `None` for the first block.
+    pub fn parent_sequence_hash(&self) -> Option<u64> {
+        (self.position() > 0).then_some(self.parent_sequence_hash)
+    }
+
+    /// Index of this block in its sequence (0 for the first block).
+    pub fn position(&self) -> u64 {
+        self.lineage.position()
+    }
+
+    /// The 128-bit key the manager registers and matches this block by.
+    pub fn positional_lineage_hash(&self) -> SequenceHash {
+        self.lineage
+    }
+
+    /// Number of tokens in the block (the sequence's block size).
+    pub fn block_size(&self) -> usize {
+        self.tokens.len()
+    }
+}
+
+/// The tail of a sequence: fewer than `block_size` tokens not yet hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialTokenBlock {
+    tokens: Vec<Token>,
+    block_size: usize,
+}
+
+impl PartialTokenBlock {
+    fn empty(block_size: usize) -> Self {
+        // Capped: an absurd block size must not reserve gigabytes up front.
+        Self {
+            tokens: Vec::with_capacity(block_size.min(1024)),
+            block_size,
+        }
+    }
+
+    /// The tokens collected so far.
+    pub fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+
+    /// Number of tokens collected so far.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// `true` when no token has been collected since the last full block.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Tokens still needed to fill the block.
+    pub fn remaining(&self) -> usize {
+        self.block_size - self.tokens.len()
+    }
+
+    /// The size this block will have once full.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+}
+
+/// A token stream cut into hashed full blocks plus a partial tail.
+///
+/// A `None` salt means salt hash 0. Equal tokens, block size and salt give
+/// equal hashes here and in `dynamo-tokens` 1.6.1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBlockSequence {
+    blocks: Vec<TokenBlock>,
+    current: PartialTokenBlock,
+    salt_hash: SaltHash,
+}
+
+impl TokenBlockSequence {
+    /// Cuts `tokens` into blocks of `block_size`; the leftover tokens form the tail.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `block_size` is 0 or if the tokens make more than
+    /// [`MAX_POSITION`] full blocks; see [`TokenBlockSequence::try_from_slice`].
+    pub fn from_slice(tokens: &[Token], block_size: u32, salt_hash: Option<SaltHash>) -> Self {
+        match Self::try_from_slice(tokens, block_size, salt_hash) {
+            Ok(seq) => seq,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// Cuts `tokens` into blocks of `block_size`, reporting bad input instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::ZeroBlockSize`] if `block_size` is 0;
+    /// [`TokenError::PositionOverflow`] if the tokens make more than
+    /// [`MAX_POSITION`] full blocks.
+    pub fn try_from_slice(
+        tokens: &[Token],
+        block_size: u32,
+        salt_hash: Option<SaltHash>,
+    ) -> Result<Self, TokenError> {
+        if block_size == 0 {
+            return Err(TokenError::ZeroBlockSize);
+        }
+        let mut seq = Self {
+            blocks: Vec::new(),
+            current: PartialTokenBlock::empty(block_size as usize),
+            salt_hash: salt_hash.unwrap_or(0),
+        };
+        seq.extend(tokens)?;
+        Ok(seq)
+    }
+
+    /// Same as [`TokenBlockSequence::from_slice`], taking an owned token vector.
+    ///
+    /// # Panics
+    ///
+    /// As [`TokenBlockSequence::from_slice`].
+    pub fn new(tokens: Vec<Token>, block_size: u32, salt_hash: Option<SaltHash>) -> Self {
+        Self::from_slice(&tokens, block_size, salt_hash)
+    }
+
+    /// Adds one token; returns the index of the block it filled, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::PositionOverflow`] if the token would fill a block past
+    /// the last encodable position; the token is not added.
+    pub fn append(&mut self, token: Token) -> Result<Option<usize>, TokenError> {
+        if self.current.remaining() > 1 {
+            self.current.tokens.push(token);
+            return Ok(None);
+        }
+        self.check_room(1)?;
+        self.current.tokens.push(token);
+        self.seal_tail();
+        Ok(Some(self.blocks.len() - 1))
+    }
+
+    /// Alias of [`TokenBlockSequence::append`].
+    ///
+    /// # Errors
+    ///
+    /// As [`TokenBlockSequence::append`].
+    pub fn push_token(&mut self, token: Token) -> Result<Option<usize>, TokenError> {
+        self.append(token)
+    }
+
+    /// Adds `tokens`; returns the index range of the blocks they filled, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::PositionOverflow`] if a filled block would land past the
+    /// last encodable position; no token is added.
+    pub fn extend(&mut self, tokens: &[Token]) -> Result<Option<Range<usize>>, TokenError> {
+        let block_size = self.block_size();
+        let filling = (self.current.len() + tokens.len()) / block_size;
+        if filling == 0 {
+            self.current.tokens.extend_from_slice(tokens);
+            return Ok(None);
+        }
+        self.check_room(filling)?;
+        let start = self.blocks.len();
+        self.blocks.reserve(filling);
+
+        let mut rest = tokens;
+        if !self.current.is_empty() {
+            let (head, tail) = rest.split_at(self.current.remaining());
+            self.current.tokens.extend_from_slice(head);
+            self.seal_tail();
+            rest = tail;
+        }
+        let mut chunks = rest.chunks_exact(block_size);
+        for chunk in &mut chunks {
+            let block = TokenBlock::seal(chunk.into(), self.salt_hash, self.blocks.last());
+            self.blocks.push(block);
+        }
+        self.current.tokens.extend_from_slice(chunks.remainder());
+        Ok(Some(start..self.blocks.len()))
+    }
+
+    /// Keeps the first `len` tokens and drops the rest; does nothing if
+    /// `len >= total_tokens()` (like `Vec::truncate`).
+    ///
+    /// Full blocks before the cut keep their hashes; a block the cut falls
+    /// inside is dropped and its kept tokens become the tail.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.total_tokens() {
+            return;
+        }
+        let block_size = self.block_size();
+        let (kept_blocks, kept_tail) = (len / block_size, len % block_size);
+        if kept_blocks < self.blocks.len() {
+            let reopened = &self.blocks[kept_blocks].tokens[..kept_tail];
+            self.current.tokens.clear();
+            self.current.tokens.extend_from_slice(reopened);
+            self.blocks.truncate(kept_blocks);
+        } else {
+            self.current.tokens.truncate(kept_tail);
+        }
+    }
+
+    /// Drops the last `count` tokens.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::UnwindBeyondLength`] if `count > total_tokens()`; the
+    /// sequence is left unchanged. Removing exactly every token is allowed.
+    pub fn unwind(&mut self, count: usize) -> Result<(), TokenError> {
+        let len = self.total_tokens();
+        if count > len {
+            return Err(TokenError::UnwindBeyondLength {
+                requested: count,
+                len,
+            });
+        }
+        self.truncate(len - count);
+        Ok(())
+    }
+
+    /// Removes and returns the last token, or `None` if the sequence is empty.
+    pub fn pop(&mut self) -> Option<Token> {
+        if let Some(token) = self.current.tokens.pop() {
+            return Some(token);
+        }
+        let last = self.blocks.pop()?;
+        let (&token, rest) = last.tokens.split_last()?;
+        self.current.tokens.extend_from_slice(rest);
+        Some(token)
+    }
+
+    /// Drops every token, keeping the block size and salt.
+    pub fn reset(&mut self) {
+        self.blocks.clear();
+        self.current.tokens.clear();
+    }
+
+    /// The full blocks, in order.
+    pub fn blocks(&self) -> &[TokenBlock] {
+        &self.blocks
+    }
+
+    /// The last full block, if any.
+    pub fn last_complete_block(&self) -> Option<&TokenBlock> {
+        self.blocks.last()
+    }
+
+    /// The partial tail (never full).
+    pub fn current_block(&self) -> &PartialTokenBlock {
+        &self.current
+    }
+
+    /// Number of tokens in the full blocks and the tail together.
+    pub fn total_tokens(&self) -> usize {
+        self.blocks.len() * self.block_size() + self.current.len()
+    }
+
+    /// Tokens per full block.
+    pub fn block_size(&self) -> usize {
+        self.current.block_size
+    }
+
+    /// The salt hash every block is hashed under (0 when built with `None`).
+    pub fn salt_hash(&self) -> SaltHash {
+        self.salt_hash
+    }
+
+    /// Splits the sequence into its full blocks and its tail.
+    pub fn into_parts(self) -> (Vec<TokenBlock>, PartialTokenBlock) {
+        (self.blocks, self.current)
+    }
+
+    /// The positional lineage hash of every full block, in order: the keys
+    /// to pass to `BlockManager::match_blocks`.
+    pub fn sequence_hashes(&self) -> Vec<SequenceHash> {
+        self.blocks
+            .iter()
+            .map(TokenBlock::positional_lineage_hash)
+            .collect()
+    }
+
+    /// Position the next full block will take.
+    fn next_position(&self) -> u64 {
+        self.blocks.last().map_or(0, |block| block.position() + 1)
+    }
+
+    /// Fails unless `count` more blocks fit below [`MAX_POSITION`].
+    fn check_room(&self, count: usize) -> Result<(), TokenError> {
+        let next = self.next_position();
+        if next + count as u64 > MAX_POSITION {
+            return Err(TokenError::PositionOverflow {
+                position: next.max(MAX_POSITION),
+            });
+        }
+        Ok(())
+    }
+
+    /// Seals the (just filled) tail into a full block; the tail keeps its buffer.
+    fn seal_tail(&mut self) {
+        debug_assert_eq!(self.current.remaining(), 0);
+        let tokens: Box<[Token]> = self.current.tokens.as_slice().into();
+        self.current.tokens.clear();
+        let block = TokenBlock::seal(tokens, self.salt_hash, self.blocks.last());
+        self.blocks.push(block);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::compute_next_sequence_hash;
+    use super::*;
+
+    fn tokens(n: u32) -> Vec<Token> {
+        (0..n).map(|t| t.wrapping_mul(2_654_435_761)).collect()
+    }
+
+    #[test]
+    fn from_slice_splits_full_blocks_and_keeps_tail() {
+        let seq = TokenBlockSequence::from_slice(&tokens(10), 4, None);
+        assert_eq!(seq.blocks().len(), 2);
+        assert_eq!(seq.blocks()[1].tokens(), &tokens(10)[4..8]);
+        assert_eq!(seq.current_block().tokens(), &tokens(10)[8..]);
+        assert_eq!(seq.current_block().remaining(), 2);
+        assert_eq!(seq.total_tokens(), 10);
+        let keys = seq.sequence_hashes();
+        let (blocks, tail) = seq.into_parts();
+        assert_eq!(blocks[1].positional_lineage_hash(), keys[1]);
+        assert_eq!((blocks[1].block_size(), tail.len()), (4, 2));
+    }
+
+    #[test]
+    fn extend_completes_blocks_and_keeps_tail() {
+        let all = tokens(23);
+        let mut seq = TokenBlockSequence::from_slice(&all[..3], 4, Some(9));
+        assert_eq!(seq.extend(&all[3..5]).unwrap(), Some(0..1));
+        assert_eq!(seq.extend(&all[5..6]).unwrap(), None);
+        assert_eq!(seq.extend(&all[6..23]).unwrap(), Some(1..5));
+        assert_eq!(seq.extend(&[]).unwrap(), None);
+        assert_eq!(seq, TokenBlockSequence::from_slice(&all, 4, Some(9)));
+        assert_eq!(seq.current_block().tokens(), &all[20..]);
+    }
+
+    #[test]
+    fn append_reports_the_block_it_completes() {
+        let mut seq = TokenBlockSequence::from_slice(&[], 3, None);
+        let filled: Vec<_> = tokens(7)
+            .into_iter()
+            .map(|t| seq.push_token(t).unwrap())
+            .collect();
+        assert_eq!(
+            filled,
+            [None, None, Some(0), None, None, Some(1), None].to_vec()
+        );
+        assert_eq!(seq, TokenBlockSequence::new(tokens(7), 3, None));
+    }
+
+    #[test]
+    fn each_block_chains_to_its_parent() {
+        let seq = TokenBlockSequence::from_slice(&tokens(12), 4, Some(3));
+        let blocks = seq.blocks();
+        assert_eq!(blocks[0].parent_sequence_hash(), None);
+        assert_eq!(blocks[0].sequence_hash(), blocks[0].block_hash());
+        assert_eq!(blocks[0].block_hash(), compute_block_hash(&tokens(4), 3));
+        for pair in blocks.windows(2) {
+            let (parent, child) = (&pair[0], &pair[1]);
+            assert_eq!(child.position(), parent.position() + 1);
+            assert_eq!(child.parent_sequence_hash(), Some(parent.sequence_hash()));
+            assert_eq!(
+                child.sequence_hash(),
+                compute_next_sequence_hash(parent.sequence_hash(), child.block_hash())
+            );
+            assert_eq!(
+                child.positional_lineage_hash(),
+                parent.positional_lineage_hash().extend(child.block_hash())
+            );
+        }
+    }
+
+    #[test]
+    fn missing_salt_is_salt_zero_and_a_salt_separates_equal_tokens() {
+        let unsalted = TokenBlockSequence::from_slice(&tokens(8), 4, None);
+        let zero = TokenBlockSequence::from_slice(&tokens(8), 4, Some(0));
+        let salted = TokenBlockSequence::from_slice(&tokens(8), 4, Some(1));
+        assert_eq!(unsalted.sequence_hashes(), zero.sequence_hashes());
+        assert_ne!(unsalted.sequence_hashes()[0], salted.sequence_hashes()[0]);
+        assert_eq!(salted.salt_hash(), 1);
+        assert_eq!(salted.blocks()[1].salt_hash(), 1);
+    }
+
+    #[test]
+    fn shared_prefix_shares_keys_until_the_first_different_block() {
+        let mut other = tokens(16);
+        other[9] ^= 1;
+        let a = TokenBlockSequence::from_slice(&tokens(16), 4, None).sequence_hashes();
+        let b = TokenBlockSequence::from_slice(&other, 4, None).sequence_hashes();
+        assert_eq!(a[..2], b[..2]);
+        assert_ne!(a[2], b[2]);
+        assert_ne!(a[3], b[3], "a difference poisons every later block");
+    }
+
+    #[test]
+    fn truncate_inside_a_full_block_reopens_it_as_tail() {
+        let mut seq = TokenBlockSequence::from_slice(&tokens(14), 4, None);
+        seq.truncate(6);
+        assert_eq!(seq, TokenBlockSequence::from_slice(&tokens(6), 4, None));
+        seq.truncate(4);
+        assert_eq!(seq.blocks().len(), 1);
+        assert!(seq.current_block().is_empty());
+        seq.truncate(0);
+        assert_eq!(seq.total_tokens(), 0);
+        assert!(seq.blocks().is_empty());
+    }
+
+    #[test]
+    fn truncate_past_the_end_changes_nothing() {
+        let mut seq = TokenBlockSequence::from_slice(&tokens(9), 4, None);
+        let before = seq.clone();
+        seq.truncate(9);
+        seq.truncate(100);
+        assert_eq!(seq, before);
+    }
+
+    #[test]
+    fn unwind_past_the_start_is_an_error_and_changes_nothing() {
+        let mut seq = TokenBlockSequence::from_slice(&tokens(9), 4, None);
+        let before = seq.clone();
+        assert_eq!(
+            seq.unwind(10),
+            Err(TokenError::UnwindBeyondLength {
+                requested: 10,
+                len: 9
+            })
+        );
+        assert_eq!(seq, before);
+        seq.unwind(3).unwrap();
+        assert_eq!(seq, TokenBlockSequence::from_slice(&tokens(6), 4, None));
+        seq.unwind(6).unwrap();
+        assert_eq!(seq.total_tokens(), 0);
+    }
+
+    #[test]
+    fn pop_walks_back_across_block_boundaries() {
+        let all = tokens(9);
+        let mut seq = TokenBlockSequence::from_slice(&all, 4, None);
+        for len in (0..9).rev() {
+            assert_eq!(seq.pop(), Some(all[len]));
+            assert_eq!(seq, TokenBlockSequence::from_slice(&all[..len], 4, None));
+        }
+        assert_eq!(seq.pop(), None);
+    }
+
+    #[test]
+    fn reset_empties_but_keeps_size_and_salt() {
+        let mut seq = TokenBlockSequence::from_slice(&tokens(9), 4, Some(5));
+        seq.reset();
+        assert_eq!(seq, TokenBlockSequence::from_slice(&[], 4, Some(5)));
+    }
+
+    #[test]
+    fn zero_block_size_is_an_error() {
+        assert_eq!(
+            TokenBlockSequence::try_from_slice(&[1], 0, None),
+            Err(TokenError::ZeroBlockSize)
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "block size")]
+    fn from_slice_panics_on_zero_block_size() {
+        let _ = TokenBlockSequence::from_slice(&[1], 0, None);
+    }
+
+    /// A sequence whose last full block sits at `position` (only that one
+    /// block is kept; the invariants the code relies on still hold).
+    fn sequence_ending_at(position: u64, block_size: u32) -> TokenBlockSequence {
+        let size = block_size as usize;
+        let block = TokenBlock {
+            tokens: vec![0; size].into(),
+            salt_hash: 0,
+            block_hash: 0,
+            parent_sequence_hash: 1,
+            lineage: SequenceHash::new(2, Some(1), position),
+        };
+        TokenBlockSequence {
+            blocks: vec![block],
+            current: PartialTokenBlock::empty(size),
+            salt_hash: 0,
+        }
+    }
+
+    #[test]
+    fn filling_a_block_past_the_last_position_is_rejected_without_change() {
+        let mut seq = sequence_ending_at(MAX_POSITION - 3, 2);
+        assert_eq!(seq.extend(&[1, 2, 3]).unwrap(), Some(1..2));
+        let before = seq.clone();
+        let overflow = Err(TokenError::PositionOverflow {
+            position: MAX_POSITION,
+        });
+        assert_eq!(seq.extend(&[4, 5, 6]), overflow.map(|()| None));
+        assert_eq!(seq, before);
+        assert_eq!(seq.append(4).unwrap(), Some(2));
+        assert_eq!(
+            seq.last_complete_block().unwrap().position(),
+            MAX_POSITION - 1
+        );
+        assert_eq!(seq.append(5).unwrap(), None);
+        let before = seq.clone();
+        assert_eq!(seq.append(6), overflow.map(|()| None));
+        assert_eq!(seq, before);
+        // Room comes back once the last block is dropped.
+        seq.unwind(2).unwrap();
+        assert_eq!(seq.extend(&[7, 8]).unwrap(), Some(2..3));
+    }
+
+    #[test]
+    fn a_huge_block_size_reserves_nothing_up_front() {
+        let seq = TokenBlockSequence::from_slice(&[1, 2], u32::MAX, None);
+        assert_eq!(seq.current_block().remaining(), u32::MAX as usize - 2);
+    }
+
+    #[test]
+    fn a_token_block_fits_one_cache_line() {
+        assert!(std::mem::size_of::<TokenBlock>() <= 64);
+    }
+}

@@ -1,0 +1,107 @@
+//! kvblocks: the logical layer of a KV-cache block manager for LLM inference.
+//!
+//! A serving engine keeps its attention KV cache in fixed-size blocks of a
+//! physical pool it owns (GPU memory, host memory, disk). This crate decides
+//! which slot of that pool holds which token block, finds cached prefixes so
+//! prefill can be skipped, keeps freed blocks as a cache, and evicts when the
+//! pool runs dry. It owns no tensor memory.
+//!
+//! # Lifecycle
+//!
+//! A slot moves through type-state guards: [`MutableBlock`] (allocated,
+//! writable) → [`CompleteBlock`] (content named by a [`SequenceHash`]) →
+//! [`ImmutableBlock`] (registered, shared, pinned) → inactive (cached,
+//! matchable, evictable) once the last handle drops. [`WeakBlock`] names a
+//! block without pinning it. Every guard's drop returns its slot to the right
+//! pool, and every failed transition hands the guard back in its error.
+//!
+//! # Keys
+//!
+//! Blocks are keyed by the 128-bit positional lineage hash ([`SequenceHash`]),
+//! computed from tokens by [`hash`], bit-identical to Dynamo's
+//! `dynamo-tokens`. A match walks a chain of keys and stops at the first miss.
+//!
+//! # Eviction policy
+//!
+//! When the reset pool is empty, allocation evicts inactive blocks in the
+//! order of the manager's [`policy`] (LRU, leaf-first lineage LRU, ...).
+//!
+//! # Thread safety
+//!
+//! A manager and all its guards share one store behind one short mutex; batch
+//! calls take it once per call. Cloning or dropping an [`ImmutableBlock`]
+//! that is not the last handle touches only a per-slot atomic.
+//!
+//! # Example
+//!
+//! ```
+//! use kvblocks::{BlockManager, SequenceHash};
+//! #[derive(Clone)] struct Gpu;
+//!
+//! let manager = BlockManager::<Gpu>::builder().block_count(4).block_size(16).build()?;
+//! let root = SequenceHash::root(0xabc);
+//! let chain = [root, root.extend(0xdef)];
+//!
+//! let mut staged = Vec::new();
+//! for (block, hash) in manager.allocate_blocks(2).unwrap().into_iter().zip(chain) {
+//!     staged.push(block.stage(hash, manager.block_size())?);    // Mutable -> Complete
+//! }
+//! let held = manager.register_blocks(staged)?;                  // Complete -> Immutable
+//! let weak = held[1].downgrade();
+//! drop(held);                                                   // -> inactive (cached)
+//! assert_eq!(manager.available_blocks(), 4);
+//!
+//! let hits = manager.match_blocks(&chain);                      // resurrected
+//! assert_eq!(hits.len(), 2);
+//! assert!(weak.upgrade().is_some());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod blocks;
+pub mod hash;
+pub mod manager;
+pub mod metrics;
+pub mod policy;
+mod store;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use blocks::{
+    BlockDuplicationPolicy, BlockError, BlockMetadata, CompleteBlock, ImmutableBlock, MutableBlock,
+    RegisterError, WeakBlock,
+};
+pub use hash::{PositionalLineageHash, SequenceHash};
+pub use manager::{BlockManager, BuildError, ResetError};
+pub use metrics::MetricsSnapshot;
+pub use policy::{EvictionPolicy, EvictionPolicyKind};
+
+/// A physical slot index, `0..block_count`.
+pub type BlockId = usize;
+
+/// Process-unique identity of a manager (and of the store its guards share).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ManagerId(pub u64);
+
+impl ManagerId {
+    /// Never given to a real manager.
+    pub const NULL: ManagerId = ManagerId(0);
+
+    pub(crate) fn next() -> ManagerId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ManagerId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Anything that can name its block with a [`SequenceHash`] (kvbm-logical's trait name).
+pub trait KvbmSequenceHashProvider {
+    /// The block's positional lineage hash.
+    fn kvbm_sequence_hash(&self) -> SequenceHash;
+}
+
+impl KvbmSequenceHashProvider for hash::TokenBlock {
+    fn kvbm_sequence_hash(&self) -> SequenceHash {
+        self.positional_lineage_hash()
+    }
+}

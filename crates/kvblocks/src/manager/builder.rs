@@ -1,0 +1,166 @@
+//! [`BlockManagerBuilder`]: validated construction of a [`BlockManager`].
+//!
+//! Owns the configuration checks; it never touches a built manager.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use super::BlockManager;
+use crate::policy::{AnyPolicy, EvictionPolicy, EvictionPolicyKind};
+use crate::store::Store;
+use crate::{BlockDuplicationPolicy, BlockMetadata};
+
+/// The largest block size accepted, in tokens (far above any real engine's).
+pub const MAX_BLOCK_SIZE: usize = 1 << 16;
+/// The largest block count accepted (slot numbers are `u32`, one value is reserved).
+pub const MAX_BLOCK_COUNT: usize = (u32::MAX - 1) as usize;
+
+/// A configuration the builder refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// `block_count` was never set.
+    #[error("block_count is required")]
+    MissingBlockCount,
+    /// `block_size` was never set.
+    #[error("block_size is required")]
+    MissingBlockSize,
+    /// A manager needs at least one block.
+    #[error("block_count must be at least 1")]
+    ZeroBlockCount,
+    /// More blocks than slot numbers.
+    #[error("block_count {0} exceeds the maximum of {MAX_BLOCK_COUNT}")]
+    TooManyBlocks(usize),
+    /// A block holds at least one token.
+    #[error("block_size must be at least 1")]
+    ZeroBlockSize,
+    /// An absurd block size (almost certainly a unit mistake).
+    #[error("block_size {0} exceeds the maximum of {MAX_BLOCK_SIZE} tokens")]
+    BlockSizeTooLarge(usize),
+}
+
+/// Builds a [`BlockManager`]; start with [`BlockManager::builder`].
+///
+/// ```
+/// use kvblocks::{BlockManager, BlockDuplicationPolicy, BuildError};
+/// #[derive(Clone)] struct Gpu;
+/// let manager = BlockManager::<Gpu>::builder()
+///     .block_count(1024)
+///     .block_size(16)
+///     .duplication_policy(BlockDuplicationPolicy::Reject)
+///     .with_lineage_backend()
+///     .build()?;
+/// assert_eq!(manager.total_blocks(), 1024);
+///
+/// let err = BlockManager::<Gpu>::builder().block_count(8).block_size(0).build().unwrap_err();
+/// assert_eq!(err, BuildError::ZeroBlockSize);
+/// # Ok::<(), BuildError>(())
+/// ```
+pub struct BlockManagerBuilder<T> {
+    block_count: Option<usize>,
+    block_size: Option<usize>,
+    duplication: BlockDuplicationPolicy,
+    policy: PolicyChoice,
+    _tier: PhantomData<fn() -> T>,
+}
+
+/// kvbm-logical's name for the builder.
+pub type BlockManagerConfigBuilder<T> = BlockManagerBuilder<T>;
+
+enum PolicyChoice {
+    Kind(EvictionPolicyKind),
+    Custom(Box<dyn FnOnce(usize) -> Box<dyn EvictionPolicy>>),
+}
+
+impl<T: BlockMetadata> Default for BlockManagerBuilder<T> {
+    fn default() -> Self {
+        Self {
+            block_count: None,
+            block_size: None,
+            duplication: BlockDuplicationPolicy::default(),
+            policy: PolicyChoice::Kind(EvictionPolicyKind::Lru),
+            _tier: PhantomData,
+        }
+    }
+}
+
+impl<T: BlockMetadata> BlockManagerBuilder<T> {
+    /// A builder with no sizes set, LRU eviction and [`BlockDuplicationPolicy::Allow`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of slots (physical blocks) to manage.
+    pub fn block_count(mut self, count: usize) -> Self {
+        self.block_count = Some(count);
+        self
+    }
+
+    /// Tokens per block.
+    pub fn block_size(mut self, size: usize) -> Self {
+        self.block_size = Some(size);
+        self
+    }
+
+    /// What registering an already registered hash does.
+    pub fn duplication_policy(mut self, policy: BlockDuplicationPolicy) -> Self {
+        self.duplication = policy;
+        self
+    }
+
+    /// Evict with one of the built-in policies.
+    pub fn eviction_policy(mut self, kind: EvictionPolicyKind) -> Self {
+        self.policy = PolicyChoice::Kind(kind);
+        self
+    }
+
+    /// Evict with a policy of your own; `make` receives the block count.
+    pub fn custom_eviction_policy<P: EvictionPolicy>(
+        mut self,
+        make: impl FnOnce(usize) -> P + 'static,
+    ) -> Self {
+        self.policy = PolicyChoice::Custom(Box::new(move |slots| Box::new(make(slots))));
+        self
+    }
+
+    /// Least recently used eviction (the default).
+    pub fn with_lru_backend(self) -> Self {
+        self.eviction_policy(EvictionPolicyKind::Lru)
+    }
+
+    /// Leaf-first LRU eviction: a block is evicted only once no resident
+    /// block extends it (unless every evictable block has pinned children).
+    pub fn with_lineage_backend(self) -> Self {
+        self.eviction_policy(EvictionPolicyKind::Lineage)
+    }
+
+    /// Checks the configuration and builds the manager.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the first setting that is missing or out of range.
+    pub fn build(self) -> Result<BlockManager<T>, BuildError> {
+        let block_count = self.block_count.ok_or(BuildError::MissingBlockCount)?;
+        let block_size = self.block_size.ok_or(BuildError::MissingBlockSize)?;
+        if block_count == 0 {
+            return Err(BuildError::ZeroBlockCount);
+        }
+        if block_count > MAX_BLOCK_COUNT {
+            return Err(BuildError::TooManyBlocks(block_count));
+        }
+        if block_size == 0 {
+            return Err(BuildError::ZeroBlockSize);
+        }
+        if block_size > MAX_BLOCK_SIZE {
+            return Err(BuildError::BlockSizeTooLarge(block_size));
+        }
+        let policy = match self.policy {
+            PolicyChoice::Kind(kind) => kind.build(block_count),
+            PolicyChoice::Custom(make) => AnyPolicy::Custom(make(block_count)),
+        };
+        let store = Store::new(block_count, block_size, self.duplication, policy);
+        Ok(BlockManager {
+            store: Arc::new(store),
+            _tier: PhantomData,
+        })
+    }
+}

@@ -1,0 +1,339 @@
+//! [`BlockManager`]: the public face of a store — allocation, registration,
+//! prefix matching and pool introspection for one tier.
+//!
+//! Owns the translation between slot numbers and guards; the state machine
+//! itself lives in the store. Every batch call takes the store lock once.
+
+mod builder;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub use builder::{
+    BlockManagerBuilder, BlockManagerConfigBuilder, BuildError, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE,
+};
+
+use crate::blocks::{CompleteBlock, ImmutableBlock, MutableBlock, RegisterError};
+use crate::metrics::MetricsSnapshot;
+use crate::store::Store;
+use crate::{BlockDuplicationPolicy, BlockMetadata, ManagerId, SequenceHash};
+
+/// `reset_inactive_pool` found blocks still held outside the pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResetError {
+    /// Some slots are still held by guards, so the reset pool is not full.
+    #[error("reset pool holds {actual} of {expected} blocks; the rest are still held by guards")]
+    BlockCountMismatch {
+        /// The manager's block count.
+        expected: usize,
+        /// Blocks in the reset pool after draining the inactive pool.
+        actual: usize,
+    },
+}
+
+/// kvbm-logical's name for [`ResetError`].
+pub type BlockManagerResetError = ResetError;
+
+/// Manages the slots of one storage tier `T`.
+///
+/// Cheap to share: wrap it in an `Arc`; every method takes `&self`.
+///
+/// ```
+/// use kvblocks::{BlockManager, hash::TokenBlockSequence};
+/// #[derive(Clone)] struct Gpu;
+///
+/// let manager = BlockManager::<Gpu>::builder().block_count(8).block_size(4).build()?;
+/// let prompt = TokenBlockSequence::from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9], 4, None);
+/// let hashes = prompt.sequence_hashes();              // two full blocks
+///
+/// // First request: nothing cached, compute both blocks and register them.
+/// assert!(manager.match_blocks(&hashes).is_empty());
+/// let staged: Vec<_> = manager.allocate_blocks(2).unwrap().into_iter()
+///     .zip(prompt.blocks())
+///     .map(|(block, tokens)| block.complete(tokens))
+///     .collect::<Result<_, _>>()?;
+/// let held = manager.register_blocks(staged)?;
+/// drop(held);                                          // cached in the inactive pool
+///
+/// // Second request with the same prompt: both blocks come back from the cache.
+/// assert_eq!(manager.match_blocks(&hashes).len(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct BlockManager<T> {
+    store: Arc<Store>,
+    _tier: PhantomData<fn() -> T>,
+}
+
+impl<T: BlockMetadata> BlockManager<T> {
+    /// A builder; `block_count` and `block_size` are required.
+    pub fn builder() -> BlockManagerBuilder<T> {
+        BlockManagerBuilder::default()
+    }
+
+    /// This manager's process-unique id.
+    pub fn id(&self) -> ManagerId {
+        self.store.id
+    }
+
+    /// Allocates `count` writable blocks, all or nothing: from the reset pool
+    /// first, then by evicting inactive blocks. `None` if fewer than `count`
+    /// are available; nothing is evicted then.
+    pub fn allocate_blocks(&self, count: usize) -> Option<Vec<MutableBlock<T>>> {
+        self.allocate(count, None)
+    }
+
+    /// Like [`allocate_blocks`](Self::allocate_blocks), also returning the
+    /// hashes of the blocks it evicted.
+    pub fn allocate_blocks_with_evictions(
+        &self,
+        count: usize,
+    ) -> Option<(Vec<MutableBlock<T>>, Vec<SequenceHash>)> {
+        let mut evicted = Vec::new();
+        let blocks = self.allocate(count, Some(&mut evicted))?;
+        Some((blocks, evicted))
+    }
+
+    fn allocate(
+        &self,
+        count: usize,
+        evicted: Option<&mut Vec<SequenceHash>>,
+    ) -> Option<Vec<MutableBlock<T>>> {
+        if count > self.store.block_count {
+            return None;
+        }
+        let mut blocks = Vec::with_capacity(count);
+        let store = &self.store;
+        let done = store.lock().allocate(count, &store.refs, evicted, |slot| {
+            blocks.push(MutableBlock::new(Arc::clone(store), slot));
+        });
+        done.then_some(blocks)
+    }
+
+    /// Registers a staged block, making it matchable.
+    ///
+    /// If the hash is already registered, the manager's
+    /// [`BlockDuplicationPolicy`] decides: `Allow` keeps this block as a
+    /// duplicate copy, `Reject` frees it and returns the existing block.
+    ///
+    /// # Errors
+    ///
+    /// [`RegisterError::ForeignManager`] with the block inside if another
+    /// manager allocated it; nothing changes in either manager.
+    pub fn register_block(
+        &self,
+        block: CompleteBlock<T>,
+    ) -> Result<ImmutableBlock<T>, RegisterError<CompleteBlock<T>>> {
+        if !block.belongs_to(&self.store) {
+            let (id, owner) = (block.block_id(), block.owner());
+            return Err(self.foreign(block, id, owner));
+        }
+        let (store, slot, hash) = block.into_parts();
+        let registered = store
+            .lock()
+            .register(slot, hash, store.duplication, &store.refs);
+        Ok(ImmutableBlock::from_registered(store, registered, hash))
+    }
+
+    /// Registers a batch of staged blocks under one lock acquisition; handles
+    /// come back in input order.
+    ///
+    /// # Errors
+    ///
+    /// [`RegisterError::ForeignManager`] with the whole batch inside if any
+    /// block came from another manager; nothing is registered then.
+    pub fn register_blocks(
+        &self,
+        blocks: Vec<CompleteBlock<T>>,
+    ) -> Result<Vec<ImmutableBlock<T>>, RegisterError<Vec<CompleteBlock<T>>>> {
+        if let Some(foreign) = blocks.iter().find(|b| !b.belongs_to(&self.store)) {
+            let (id, owner) = (foreign.block_id(), foreign.owner());
+            return Err(self.foreign(blocks, id, owner));
+        }
+        let store = &self.store;
+        let mut registered = Vec::with_capacity(blocks.len());
+        let mut core = store.lock();
+        for block in blocks {
+            let (own, slot, hash) = block.into_parts();
+            let outcome = core.register(slot, hash, store.duplication, &store.refs);
+            registered.push(ImmutableBlock::from_registered(own, outcome, hash));
+        }
+        drop(core);
+        Ok(registered)
+    }
+
+    fn foreign<B>(&self, block: B, block_id: usize, owner: ManagerId) -> RegisterError<B> {
+        RegisterError::ForeignManager {
+            block_id,
+            owner,
+            manager: self.store.id,
+            block,
+        }
+    }
+
+    /// The longest resident prefix of `hashes`, in order: stops at the first
+    /// hash that is neither active nor inactive. Inactive hits are resurrected
+    /// (pinned again).
+    pub fn match_blocks(&self, hashes: &[SequenceHash]) -> Vec<ImmutableBlock<T>> {
+        let store = &self.store;
+        let mut matched = Vec::with_capacity(hashes.len());
+        store
+            .lock()
+            .match_prefix(hashes, &store.refs, |slot, generation, hash| {
+                let registered = crate::store::core::Registered { slot, generation };
+                matched.push(ImmutableBlock::from_registered(Arc::clone(store), registered, hash));
+            });
+        matched
+    }
+
+    /// Looks up every hash without stopping at misses; the result is aligned
+    /// with `hashes` (`None` for a miss). Counted as a match.
+    pub fn match_blocks_scattered(&self, hashes: &[SequenceHash]) -> Vec<Option<ImmutableBlock<T>>> {
+        let store = &self.store;
+        let mut core = store.lock();
+        hashes
+            .iter()
+            .map(|&hash| {
+                core.match_one(hash, &store.refs)
+                    .map(|r| ImmutableBlock::from_registered(Arc::clone(store), r, hash))
+            })
+            .collect()
+    }
+
+    /// Every resident block among `hashes`, without stopping at misses.
+    /// `touch` tells the eviction policy about the use (as a match would).
+    pub fn scan_matches(
+        &self,
+        hashes: &[SequenceHash],
+        touch: bool,
+    ) -> HashMap<SequenceHash, ImmutableBlock<T>> {
+        let store = &self.store;
+        let mut found = HashMap::with_capacity(hashes.len());
+        let mut core = store.lock();
+        for &hash in hashes {
+            if found.contains_key(&hash) {
+                continue;
+            }
+            if let Some(r) = core.scan_one(hash, touch, &store.refs) {
+                found.insert(hash, ImmutableBlock::from_registered(Arc::clone(store), r, hash));
+            }
+        }
+        drop(core);
+        found
+    }
+
+    /// Evicts every inactive block to the reset pool.
+    ///
+    /// # Errors
+    ///
+    /// [`ResetError::BlockCountMismatch`] if guards still hold some slots
+    /// (the inactive pool is drained anyway).
+    pub fn reset_inactive_pool(&self) -> Result<(), ResetError> {
+        let store = &self.store;
+        let mut core = store.lock();
+        core.drain_inactive(&store.refs, |_| {});
+        let reset = core.state_counts().reset;
+        drop(core);
+        if reset == store.block_count {
+            Ok(())
+        } else {
+            Err(ResetError::BlockCountMismatch {
+                expected: store.block_count,
+                actual: reset,
+            })
+        }
+    }
+
+    /// Blocks an allocation could hand out now (reset + inactive).
+    pub fn available_blocks(&self) -> usize {
+        self.store.lock().available()
+    }
+
+    /// Slots managed (fixed at build time).
+    pub fn total_blocks(&self) -> usize {
+        self.store.block_count
+    }
+
+    /// Tokens per block (fixed at build time).
+    pub fn block_size(&self) -> usize {
+        self.store.block_size
+    }
+
+    /// The duplication policy (fixed at build time).
+    pub fn duplication_policy(&self) -> BlockDuplicationPolicy {
+        self.store.duplication
+    }
+
+    /// The eviction policy's name.
+    pub fn eviction_policy_name(&self) -> &'static str {
+        self.store.lock().policy_name()
+    }
+
+    /// Whether `hash` is resident (active or inactive). Does not pin it and
+    /// does not count as a use.
+    pub fn contains(&self, hash: SequenceHash) -> bool {
+        self.store.lock().contains(hash)
+    }
+
+    /// Counters and gauges, read under one lock acquisition.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let store = &self.store;
+        let core = store.lock();
+        let c = core.counters;
+        let counts = core.state_counts();
+        drop(core);
+        MetricsSnapshot {
+            allocations: c.allocations,
+            allocations_from_reset: c.allocations_from_reset,
+            evictions: c.evictions,
+            registrations: c.registrations,
+            duplicate_blocks: c.duplicates,
+            registration_dedups: c.dedups,
+            stagings: c.staged_exits + store.unstagings.load(Ordering::Relaxed),
+            match_hashes_requested: c.match_hashes_requested,
+            match_blocks_returned: c.match_blocks_returned,
+            scan_hashes_requested: c.scan_hashes_requested,
+            scan_blocks_returned: c.scan_blocks_returned,
+            inflight_mutable: counts.outstanding as u64,
+            inflight_immutable: counts.active as u64,
+            reset_pool_size: counts.reset as u64,
+            inactive_pool_size: counts.inactive as u64,
+        }
+    }
+
+    /// Heap bytes of bookkeeping (slot records, hash index, reset pool, handle
+    /// counts; not the policy's own arrays).
+    pub fn bookkeeping_bytes(&self) -> usize {
+        self.store.heap_bytes()
+    }
+
+    /// Walks every slot and checks that records, index, pools and handle
+    /// counts agree. O(block count): for tests and debugging.
+    ///
+    /// # Errors
+    ///
+    /// A description of the first disagreement found.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let store = &self.store;
+        let core = store.lock();
+        core.validate(&store.refs)?;
+        let counts = core.state_counts();
+        let sum = counts.reset + counts.outstanding + counts.active + counts.inactive;
+        if sum != store.block_count {
+            return Err(format!("{counts:?} sums to {sum}, not {}", store.block_count));
+        }
+        Ok(())
+    }
+}
+
+impl<T> fmt::Debug for BlockManager<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockManager")
+            .field("id", &self.store.id)
+            .field("block_count", &self.store.block_count)
+            .field("block_size", &self.store.block_size)
+            .finish()
+    }
+}

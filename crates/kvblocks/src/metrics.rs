@@ -1,0 +1,44 @@
+//! A cheap, coherent snapshot of a manager's counters and gauges.
+//!
+//! Counters are plain integers kept under the store lock (the lock already
+//! orders them, so they cost no atomics); [`BlockManager::metrics`](crate::BlockManager::metrics)
+//! copies them out under one lock acquisition. This module only describes the
+//! numbers; exporting them (Prometheus) belongs elsewhere.
+
+/// Counters since the manager was built, and gauges at the moment of the snapshot.
+///
+/// The names follow kvbm-logical's `kvbm_*` metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Blocks handed out by allocations (`kvbm_allocations_total`).
+    pub allocations: u64,
+    /// Of those, blocks taken from the reset pool (`kvbm_allocations_from_reset_total`).
+    pub allocations_from_reset: u64,
+    /// Registered blocks evicted from the inactive pool (`kvbm_evictions_total`).
+    pub evictions: u64,
+    /// Registrations (`kvbm_registrations_total`).
+    pub registrations: u64,
+    /// Registrations kept as duplicate copies under `Allow` (`kvbm_duplicate_blocks_total`).
+    pub duplicate_blocks: u64,
+    /// Registrations folded into the existing block under `Reject` (`kvbm_registration_dedup_total`).
+    pub registration_dedups: u64,
+    /// `MutableBlock -> CompleteBlock` transitions (`kvbm_stagings_total`), counted
+    /// when the staged block leaves staging (registered, reset or dropped).
+    pub stagings: u64,
+    /// Hashes asked for by `match_blocks` / `match_blocks_scattered` (`kvbm_match_hashes_requested_total`).
+    pub match_hashes_requested: u64,
+    /// Blocks those calls returned (`kvbm_match_blocks_returned_total`).
+    pub match_blocks_returned: u64,
+    /// Hashes asked for by `scan_matches` (`kvbm_scan_hashes_requested_total`).
+    pub scan_hashes_requested: u64,
+    /// Blocks `scan_matches` returned (`kvbm_scan_blocks_returned_total`).
+    pub scan_blocks_returned: u64,
+    /// Slots held as `MutableBlock` or `CompleteBlock` (`kvbm_inflight_mutable`).
+    pub inflight_mutable: u64,
+    /// Registered slots pinned by at least one `ImmutableBlock` (`kvbm_inflight_immutable`).
+    pub inflight_immutable: u64,
+    /// Free slots (`kvbm_reset_pool_size`).
+    pub reset_pool_size: u64,
+    /// Cached, evictable slots (`kvbm_inactive_pool_size`).
+    pub inactive_pool_size: u64,
+}

@@ -1,0 +1,306 @@
+//! Leaf-first LRU: never evict a block while a resident block extends it.
+//!
+//! A prefix match stops at the first miss, so a resident child whose parent
+//! was evicted can never be matched: evicting the parent wastes the child too.
+//! A radix-tree cache (SGLang) avoids that by evicting leaves only; this policy
+//! does the same over slot numbers.
+//!
+//! It learns the tree from registrations: a [`SequenceHash`] names its
+//! parent's sequence-hash fragment and position, so a small table of
+//! `(position, fragment) -> slot` finds the parent without the caller's help.
+//! Evictable slots sit in one of two LRU lists: `leaves` (no resident child)
+//! and `inner` (some resident child). Eviction takes the oldest leaf; only if
+//! there is none (every evictable block is the parent of a pinned block) does
+//! it fall back to the oldest inner block, whose children then become roots.
+//!
+//! When the last child of an evictable parent goes, the parent becomes a
+//! leaf at the *front* of `leaves`: a parent is matched whenever its child
+//! is, so it was last used no later than the child just evicted, which was
+//! the oldest leaf.
+
+use hashbrown::HashTable;
+
+use super::list::{Links, List, NIL};
+use super::EvictionPolicy;
+use crate::SequenceHash;
+
+#[derive(Clone, Copy)]
+struct Node {
+    /// Parent slot, or [`NIL`] for a root or an orphan.
+    parent: u32,
+    /// The parent's `epoch` when the link was made; a mismatch means the parent slot was reused.
+    parent_epoch: u32,
+    /// Bumped at each registration of this slot.
+    epoch: u32,
+    /// Resident children linked to this slot.
+    children: u32,
+    /// Where the slot is while evictable.
+    place: Place,
+    /// `(position, fragment)` key under which children find this slot.
+    key: (u64, u64),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Pinned,
+    Leaf,
+    Inner,
+}
+
+/// Leaf-first LRU over evictable slots.
+pub struct Lineage {
+    nodes: Vec<Node>,
+    links: Links,
+    leaves: List,
+    inner: List,
+    by_key: HashTable<u32>,
+}
+
+fn key_hash(key: (u64, u64)) -> u64 {
+    (key.1 ^ key.0.rotate_left(40)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The key a child at `hash.position() + 1` uses to name `hash`'s block.
+fn own_key(hash: SequenceHash) -> (u64, u64) {
+    let position = hash.position();
+    (
+        position,
+        hash.parent_fragment_for_child_position(position + 1),
+    )
+}
+
+/// The key of `hash`'s parent, or `None` for a root.
+fn parent_key(hash: SequenceHash) -> Option<(u64, u64)> {
+    let position = hash.position();
+    (position > 0).then(|| (position - 1, hash.parent_fragment()))
+}
+
+impl Lineage {
+    /// A policy for slots `0..slots`.
+    pub fn new(slots: usize) -> Self {
+        Self {
+            nodes: vec![
+                Node {
+                    parent: NIL,
+                    parent_epoch: 0,
+                    epoch: 0,
+                    children: 0,
+                    place: Place::Pinned,
+                    key: (u64::MAX, 0),
+                };
+                slots
+            ],
+            links: Links::new(slots),
+            leaves: List::new(),
+            inner: List::new(),
+            by_key: HashTable::with_capacity(slots),
+        }
+    }
+
+    fn live_parent(&self, slot: u32) -> Option<u32> {
+        let node = self.nodes[slot as usize];
+        (node.parent != NIL && self.nodes[node.parent as usize].epoch == node.parent_epoch)
+            .then_some(node.parent)
+    }
+
+    /// Moves an evictable `slot` to the list its child count calls for.
+    fn reclassify(&mut self, slot: u32, as_oldest: bool) {
+        let node = self.nodes[slot as usize];
+        if node.place == Place::Pinned {
+            return;
+        }
+        let wanted = if node.children == 0 {
+            Place::Leaf
+        } else {
+            Place::Inner
+        };
+        if wanted == node.place {
+            return;
+        }
+        let from = node.place;
+        let links = &mut self.links;
+        match from {
+            Place::Leaf => self.leaves.remove(links, slot),
+            _ => self.inner.remove(links, slot),
+        }
+        let list = match wanted {
+            Place::Leaf => &mut self.leaves,
+            _ => &mut self.inner,
+        };
+        if as_oldest {
+            list.push_front(links, slot);
+        } else {
+            list.push_back(links, slot);
+        }
+        self.nodes[slot as usize].place = wanted;
+    }
+
+    #[cfg(test)]
+    fn children_of(&self, slot: u32) -> u32 {
+        self.nodes[slot as usize].children
+    }
+}
+
+impl EvictionPolicy for Lineage {
+    fn name(&self) -> &'static str {
+        "lineage"
+    }
+
+    fn on_register(&mut self, slot: u32, hash: SequenceHash) {
+        let key = own_key(hash);
+        let parent = parent_key(hash).and_then(|pk| {
+            self.by_key
+                .find(key_hash(pk), |&s| self.nodes[s as usize].key == pk)
+                .copied()
+        });
+        let node = &mut self.nodes[slot as usize];
+        node.epoch = node.epoch.wrapping_add(1);
+        node.children = 0;
+        node.place = Place::Pinned;
+        node.key = key;
+        node.parent = NIL;
+        let nodes = &self.nodes;
+        let duplicate_key = self
+            .by_key
+            .find(key_hash(key), |&s| nodes[s as usize].key == key)
+            .is_some();
+        if !duplicate_key {
+            let nodes = &self.nodes;
+            self.by_key
+                .insert_unique(key_hash(key), slot, |&s| key_hash(nodes[s as usize].key));
+        }
+        if let Some(parent) = parent.filter(|&p| p != slot) {
+            let parent_epoch = self.nodes[parent as usize].epoch;
+            let node = &mut self.nodes[slot as usize];
+            node.parent = parent;
+            node.parent_epoch = parent_epoch;
+            self.nodes[parent as usize].children += 1;
+            self.reclassify(parent, false);
+        }
+    }
+
+    fn on_release(&mut self, slot: u32) {
+        let place = if self.nodes[slot as usize].children == 0 {
+            Place::Leaf
+        } else {
+            Place::Inner
+        };
+        self.nodes[slot as usize].place = place;
+        let links = &mut self.links;
+        match place {
+            Place::Leaf => self.leaves.push_back(links, slot),
+            _ => self.inner.push_back(links, slot),
+        }
+    }
+
+    fn on_reacquire(&mut self, slot: u32) {
+        let place = self.nodes[slot as usize].place;
+        self.nodes[slot as usize].place = Place::Pinned;
+        match place {
+            Place::Leaf => self.leaves.remove(&mut self.links, slot),
+            Place::Inner => self.inner.remove(&mut self.links, slot),
+            Place::Pinned => {}
+        }
+    }
+
+    fn evict(&mut self) -> Option<u32> {
+        let slot = match self.leaves.pop_front(&mut self.links) {
+            Some(slot) => slot,
+            None => self.inner.pop_front(&mut self.links)?,
+        };
+        self.nodes[slot as usize].place = Place::Pinned;
+        Some(slot)
+    }
+
+    fn on_forget(&mut self, slot: u32, _hash: SequenceHash) {
+        let node = self.nodes[slot as usize];
+        let nodes = &self.nodes;
+        if let Ok(entry) = self
+            .by_key
+            .find_entry(key_hash(node.key), |&s| nodes[s as usize].key == node.key)
+        {
+            if *entry.get() == slot {
+                entry.remove();
+            }
+        }
+        if let Some(parent) = self.live_parent(slot) {
+            let parent_node = &mut self.nodes[parent as usize];
+            parent_node.children = parent_node.children.saturating_sub(1);
+            self.reclassify(parent, true);
+        }
+        let node = &mut self.nodes[slot as usize];
+        node.epoch = node.epoch.wrapping_add(1);
+        node.parent = NIL;
+        node.children = 0;
+        node.key = (u64::MAX, 0);
+    }
+
+    fn len(&self) -> usize {
+        self.leaves.len() + self.inner.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(len: usize, seed: u64) -> Vec<SequenceHash> {
+        let mut hashes = vec![SequenceHash::root(seed)];
+        for i in 1..len {
+            let next = hashes[i - 1].extend(seed ^ (i as u64) << 8);
+            hashes.push(next);
+        }
+        hashes
+    }
+
+    #[test]
+    fn evicts_leaves_before_their_parents_even_when_parents_are_older() {
+        let mut policy = Lineage::new(8);
+        let hashes = chain(3, 7);
+        for (slot, hash) in hashes.iter().enumerate() {
+            policy.on_register(slot as u32, *hash);
+        }
+        assert_eq!(policy.children_of(0), 1);
+        // Release root first (oldest), then the rest.
+        for slot in 0..3 {
+            policy.on_release(slot);
+        }
+        let mut order = Vec::new();
+        while let Some(slot) = policy.evict() {
+            policy.on_forget(slot, hashes[slot as usize]);
+            order.push(slot);
+        }
+        assert_eq!(order, vec![2, 1, 0]);
+    }
+
+    #[test]
+    fn falls_back_to_inner_blocks_when_no_leaf_is_evictable() {
+        let mut policy = Lineage::new(4);
+        let hashes = chain(2, 9);
+        policy.on_register(0, hashes[0]);
+        policy.on_register(1, hashes[1]);
+        policy.on_release(0); // child (slot 1) stays pinned
+        assert_eq!(policy.evict(), Some(0));
+        policy.on_forget(0, hashes[0]);
+        // The orphaned child becomes evictable as a plain leaf later.
+        policy.on_release(1);
+        assert_eq!(policy.evict(), Some(1));
+    }
+
+    #[test]
+    fn reused_parent_slot_is_not_confused_with_the_old_parent() {
+        let mut policy = Lineage::new(4);
+        let a = chain(2, 1);
+        let b = chain(1, 2);
+        policy.on_register(0, a[0]);
+        policy.on_register(1, a[1]);
+        policy.on_release(0);
+        assert_eq!(policy.evict(), Some(0));
+        policy.on_forget(0, a[0]);
+        policy.on_register(0, b[0]); // slot 0 now holds an unrelated root
+        policy.on_release(1);
+        assert_eq!(policy.evict(), Some(1));
+        policy.on_forget(1, a[1]);
+        assert_eq!(policy.children_of(0), 0);
+    }
+}

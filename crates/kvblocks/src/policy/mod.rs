@@ -1,0 +1,218 @@
+//! Eviction policies: which inactive (cached, unpinned) block to give up when
+//! the reset pool runs dry.
+//!
+//! Every policy implements [`EvictionPolicy`] over slot numbers `0..block_count`
+//! and keeps its own per-slot state in arrays sized once at construction, so
+//! no operation allocates after start-up. The store calls a policy only while
+//! it holds its lock, in the order the contracts below describe; a policy never
+//! sees a slot in a state the contract rules out, and never calls back.
+//!
+//! Pick one with [`EvictionPolicyKind`] on the manager builder. One file per
+//! policy: [`lru`](Lru), [`lineage`](Lineage).
+
+mod list;
+mod lineage;
+mod lru;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use lineage::Lineage;
+pub use lru::Lru;
+
+use crate::SequenceHash;
+
+/// An eviction order over slots.
+///
+/// Slot life as a policy sees it: `on_register` (the slot now holds the
+/// primary copy of a hash; it is pinned), then any number of
+/// `on_release` / `on_reacquire` pairs (evictable / pinned again), with
+/// `on_hit` whenever a match or a deduplicated registration finds it, until
+/// `evict` returns it, followed by `on_forget`.
+pub trait EvictionPolicy: Send + 'static {
+    /// Short stable name (used by `kvsim` and in metrics).
+    fn name(&self) -> &'static str;
+
+    /// The slot became the resident primary copy of `hash`, pinned by its
+    /// registering holder.
+    ///
+    /// The caller guarantees the slot is not currently registered with this
+    /// policy. The default does nothing.
+    fn on_register(&mut self, slot: u32, hash: SequenceHash) {
+        let _ = (slot, hash);
+    }
+
+    /// A lookup found the slot (it may be pinned or evictable). Called before
+    /// `on_reacquire` when the hit resurrects an evictable slot. The default
+    /// does nothing.
+    fn on_hit(&mut self, slot: u32) {
+        let _ = slot;
+    }
+
+    /// The slot's last holder let go: it is now evictable.
+    ///
+    /// The caller guarantees the slot is registered and not already evictable.
+    /// The policy MUST make it a candidate of a later `evict`.
+    fn on_release(&mut self, slot: u32);
+
+    /// An evictable slot was matched and is pinned again.
+    ///
+    /// The caller guarantees the slot is evictable. The policy MUST NOT return
+    /// it from `evict` until the next `on_release`.
+    fn on_reacquire(&mut self, slot: u32);
+
+    /// Chooses a victim among the evictable slots, stops tracking it as
+    /// evictable and returns it; `None` if and only if none is evictable.
+    ///
+    /// The caller follows every returned slot with `on_forget`.
+    fn evict(&mut self) -> Option<u32>;
+
+    /// The slot no longer holds `hash` (it was evicted or drained). The default
+    /// does nothing.
+    fn on_forget(&mut self, slot: u32, hash: SequenceHash) {
+        let _ = (slot, hash);
+    }
+
+    /// Number of evictable slots.
+    fn len(&self) -> usize;
+
+    /// Whether no slot is evictable.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The policies a manager can be built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EvictionPolicyKind {
+    /// Least recently released first ([`Lru`]).
+    Lru,
+    /// Leaf-first LRU, as a radix-tree cache evicts ([`Lineage`]).
+    Lineage,
+}
+
+impl EvictionPolicyKind {
+    /// Every policy, in the order reports list them.
+    pub const ALL: &'static [EvictionPolicyKind] =
+        &[EvictionPolicyKind::Lru, EvictionPolicyKind::Lineage];
+
+    /// The policy's stable name, as [`FromStr`] reads it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EvictionPolicyKind::Lru => "lru",
+            EvictionPolicyKind::Lineage => "lineage",
+        }
+    }
+
+    /// Builds the policy for `slots` slots.
+    pub(crate) fn build(self, slots: usize) -> AnyPolicy {
+        match self {
+            EvictionPolicyKind::Lru => AnyPolicy::Lru(Lru::new(slots)),
+            EvictionPolicyKind::Lineage => AnyPolicy::Lineage(Lineage::new(slots)),
+        }
+    }
+}
+
+impl fmt::Display for EvictionPolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A policy name that [`EvictionPolicyKind`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown eviction policy {name:?} (known: {known})")]
+pub struct UnknownPolicy {
+    /// The name given.
+    pub name: String,
+    /// The known names, comma separated.
+    pub known: String,
+}
+
+impl FromStr for EvictionPolicyKind {
+    type Err = UnknownPolicy;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        let wanted = name.trim().to_ascii_lowercase();
+        EvictionPolicyKind::ALL
+            .iter()
+            .copied()
+            .find(|kind| kind.name() == wanted)
+            .ok_or_else(|| UnknownPolicy {
+                name: name.to_string(),
+                known: EvictionPolicyKind::ALL
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+/// Static dispatch over the built-in policies, plus a boxed escape hatch for
+/// user policies; the store holds one of these.
+pub(crate) enum AnyPolicy {
+    Lru(Lru),
+    Lineage(Lineage),
+    Custom(Box<dyn EvictionPolicy>),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $p:ident => $body:expr) => {
+        match $self {
+            AnyPolicy::Lru($p) => $body,
+            AnyPolicy::Lineage($p) => $body,
+            AnyPolicy::Custom($p) => $body,
+        }
+    };
+}
+
+impl EvictionPolicy for AnyPolicy {
+    fn name(&self) -> &'static str {
+        dispatch!(self, p => p.name())
+    }
+    #[inline]
+    fn on_register(&mut self, slot: u32, hash: SequenceHash) {
+        dispatch!(self, p => p.on_register(slot, hash))
+    }
+    #[inline]
+    fn on_hit(&mut self, slot: u32) {
+        dispatch!(self, p => p.on_hit(slot))
+    }
+    #[inline]
+    fn on_release(&mut self, slot: u32) {
+        dispatch!(self, p => p.on_release(slot))
+    }
+    #[inline]
+    fn on_reacquire(&mut self, slot: u32) {
+        dispatch!(self, p => p.on_reacquire(slot))
+    }
+    #[inline]
+    fn evict(&mut self) -> Option<u32> {
+        dispatch!(self, p => p.evict())
+    }
+    #[inline]
+    fn on_forget(&mut self, slot: u32, hash: SequenceHash) {
+        dispatch!(self, p => p.on_forget(slot, hash))
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        dispatch!(self, p => p.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_parses_from_its_name() {
+        for kind in EvictionPolicyKind::ALL {
+            assert_eq!(kind.name().parse::<EvictionPolicyKind>(), Ok(*kind));
+            assert_eq!(kind.build(4).name(), kind.name());
+        }
+        let err = "belady".parse::<EvictionPolicyKind>().unwrap_err();
+        assert!(err.to_string().contains("lru"));
+    }
+}

@@ -1,0 +1,109 @@
+//! Per-slot strong counts and generations, readable without the store lock.
+//!
+//! One `AtomicU64` per slot: the low 32 bits count live [`ImmutableBlock`]
+//! handles, the high 32 bits are the slot's generation, bumped whenever the
+//! slot stops holding a registered hash. Cloning or dropping a handle that is
+//! not the last one touches only this word; the lock is needed only when a
+//! count may cross zero:
+//!
+//! - 0 -> 1 happens only under the store lock (a match, a registration, a
+//!   slow-path upgrade), never from a clone, because a clone needs a live handle;
+//! - 1 -> 0 happens anywhere, and the dropper then takes the lock and asks the
+//!   store to release the slot *if the count is still zero*. A match that
+//!   resurrects the slot in between makes that request a no-op, so the race
+//!   between a last drop and a match resolves under the lock either way.
+//!
+//! A [`WeakBlock`] upgrade may skip the lock when the count is non-zero and the
+//! generation is the one it saw: a single compare-exchange on the whole word
+//! checks both, so a slot that was reused in between cannot be mistaken.
+//!
+//! [`ImmutableBlock`]: crate::ImmutableBlock
+//! [`WeakBlock`]: crate::WeakBlock
+
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+const COUNT_MASK: u64 = 0xFFFF_FFFF;
+const GENERATION_ONE: u64 = 1 << 32;
+
+/// The per-slot words.
+pub(crate) struct RefCounts {
+    words: Box<[AtomicU64]>,
+}
+
+impl RefCounts {
+    /// Words for `slots` slots, all at count 0 and generation 0.
+    pub(crate) fn new(slots: usize) -> Self {
+        Self {
+            words: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Live handles on `slot`.
+    #[inline]
+    pub(crate) fn count(&self, slot: u32) -> u32 {
+        (self.words[slot as usize].load(Ordering::Acquire) & COUNT_MASK) as u32
+    }
+
+    /// The slot's generation.
+    #[inline]
+    pub(crate) fn generation(&self, slot: u32) -> u32 {
+        (self.words[slot as usize].load(Ordering::Acquire) >> 32) as u32
+    }
+
+    /// Adds a handle. Callers either hold the store lock or a live handle.
+    #[inline]
+    pub(crate) fn increment(&self, slot: u32) {
+        let old = self.words[slot as usize].fetch_add(1, Ordering::Relaxed);
+        if old & COUNT_MASK == COUNT_MASK {
+            // More than 4 billion handles on one block: a leak loop. Like
+            // `Arc`, stop rather than wrap into the generation bits.
+            std::process::abort();
+        }
+    }
+
+    /// Removes a handle; returns `true` if it was the last one.
+    #[inline]
+    pub(crate) fn decrement(&self, slot: u32) -> bool {
+        let old = self.words[slot as usize].fetch_sub(1, Ordering::Release);
+        debug_assert!(old & COUNT_MASK != 0, "handle count underflow on slot {slot}");
+        if old & COUNT_MASK == 1 {
+            fence(Ordering::Acquire);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Adds a handle if `slot` is still at `generation` with a live handle.
+    #[inline]
+    pub(crate) fn try_increment_live(&self, slot: u32, generation: u32) -> bool {
+        let word = &self.words[slot as usize];
+        let mut current = word.load(Ordering::Relaxed);
+        loop {
+            let count = current & COUNT_MASK;
+            if (current >> 32) as u32 != generation || count == 0 || count == COUNT_MASK {
+                return false;
+            }
+            match word.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Starts a new generation. The caller holds the store lock and the count is 0.
+    #[inline]
+    pub(crate) fn next_generation(&self, slot: u32) {
+        let word = &self.words[slot as usize];
+        let old = word.fetch_add(GENERATION_ONE, Ordering::Release);
+        debug_assert_eq!(old & COUNT_MASK, 0, "generation bumped on a held slot {slot}");
+    }
+
+    /// Bytes per slot.
+    pub(crate) const BYTES_PER_SLOT: usize = std::mem::size_of::<AtomicU64>();
+}
