@@ -65,6 +65,7 @@ pub mod manager;
 pub mod metrics;
 pub mod policy;
 mod store;
+mod sync;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -36,15 +36,25 @@ pub const CHAIN_SEED: u64 = 1337;
 /// ```
 #[inline]
 pub fn compute_block_hash(tokens: &[Token], salt: SaltHash) -> BlockHash {
-    let mut bytes = [0u8; 4 * 64];
-    if tokens.len() <= 64 {
-        for (chunk, token) in bytes.chunks_exact_mut(4).zip(tokens) {
-            chunk.copy_from_slice(&token.to_le_bytes());
+    const CHUNK: usize = 64;
+    fn fill(bytes: &mut [u8; 4 * CHUNK], chunk: &[Token]) -> usize {
+        for (out, token) in bytes.chunks_exact_mut(4).zip(chunk) {
+            out.copy_from_slice(&token.to_le_bytes());
         }
-        return xxhash_rust::xxh3::xxh3_64_with_seed(&bytes[..tokens.len() * 4], salt);
+        chunk.len() * 4
     }
-    let owned: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-    xxhash_rust::xxh3::xxh3_64_with_seed(&owned, salt)
+    let mut bytes = [0u8; 4 * CHUNK];
+    if tokens.len() <= CHUNK {
+        let len = fill(&mut bytes, tokens);
+        return xxhash_rust::xxh3::xxh3_64_with_seed(&bytes[..len], salt);
+    }
+    // Longer blocks stream through the same stack buffer: no allocation.
+    let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(salt);
+    for chunk in tokens.chunks(CHUNK) {
+        let len = fill(&mut bytes, chunk);
+        hasher.update(&bytes[..len]);
+    }
+    hasher.digest()
 }
 
 /// One chain step: the sequence hash of a child block from its parent's

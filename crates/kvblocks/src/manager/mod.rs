@@ -9,7 +9,6 @@ mod builder;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub use builder::{
@@ -19,6 +18,7 @@ pub use builder::{
 use crate::blocks::{CompleteBlock, ImmutableBlock, MutableBlock, RegisterError};
 use crate::metrics::MetricsSnapshot;
 use crate::store::Store;
+use crate::sync::Ordering;
 use crate::{BlockDuplicationPolicy, BlockMetadata, ManagerId, SequenceHash};
 
 /// `reset_inactive_pool` found blocks still held outside the pools.

@@ -8,17 +8,26 @@
 //! sees a slot in a state the contract rules out, and never calls back.
 //!
 //! Pick one with [`EvictionPolicyKind`] on the manager builder. One file per
-//! policy: [`lru`](Lru), [`lineage`](Lineage).
+//! policy: [`Lru`], [`Lineage`], [`TinyLfu`], [`S3Fifo`], [`Sieve`],
+//! [`PrefixAware`].
 
-mod list;
 mod lineage;
+mod list;
 mod lru;
+mod prefix;
+mod s3fifo;
+mod sieve;
+mod tinylfu;
 
 use std::fmt;
 use std::str::FromStr;
 
 pub use lineage::Lineage;
 pub use lru::Lru;
+pub use prefix::PrefixAware;
+pub use s3fifo::S3Fifo;
+pub use sieve::Sieve;
+pub use tinylfu::TinyLfu;
 
 use crate::SequenceHash;
 
@@ -90,18 +99,36 @@ pub enum EvictionPolicyKind {
     Lru,
     /// Leaf-first LRU, as a radix-tree cache evicts ([`Lineage`]).
     Lineage,
+    /// Frequency-aware: W-TinyLFU style, count-min sketch with aging ([`TinyLfu`]).
+    TinyLfu,
+    /// S3-FIFO: small, main and ghost FIFO queues ([`S3Fifo`]).
+    S3Fifo,
+    /// SIEVE: one FIFO with visited bits and a moving hand ([`Sieve`]).
+    Sieve,
+    /// This crate's own prefix-cache policy ([`PrefixAware`]).
+    PrefixAware,
 }
 
 impl EvictionPolicyKind {
     /// Every policy, in the order reports list them.
-    pub const ALL: &'static [EvictionPolicyKind] =
-        &[EvictionPolicyKind::Lru, EvictionPolicyKind::Lineage];
+    pub const ALL: &'static [EvictionPolicyKind] = &[
+        EvictionPolicyKind::Lru,
+        EvictionPolicyKind::Lineage,
+        EvictionPolicyKind::TinyLfu,
+        EvictionPolicyKind::S3Fifo,
+        EvictionPolicyKind::Sieve,
+        EvictionPolicyKind::PrefixAware,
+    ];
 
     /// The policy's stable name, as [`FromStr`] reads it.
     pub const fn name(self) -> &'static str {
         match self {
             EvictionPolicyKind::Lru => "lru",
             EvictionPolicyKind::Lineage => "lineage",
+            EvictionPolicyKind::TinyLfu => "tinylfu",
+            EvictionPolicyKind::S3Fifo => "s3fifo",
+            EvictionPolicyKind::Sieve => "sieve",
+            EvictionPolicyKind::PrefixAware => "prefix",
         }
     }
 
@@ -110,6 +137,10 @@ impl EvictionPolicyKind {
         match self {
             EvictionPolicyKind::Lru => AnyPolicy::Lru(Lru::new(slots)),
             EvictionPolicyKind::Lineage => AnyPolicy::Lineage(Lineage::new(slots)),
+            EvictionPolicyKind::TinyLfu => AnyPolicy::TinyLfu(TinyLfu::new(slots)),
+            EvictionPolicyKind::S3Fifo => AnyPolicy::S3Fifo(S3Fifo::new(slots)),
+            EvictionPolicyKind::Sieve => AnyPolicy::Sieve(Sieve::new(slots)),
+            EvictionPolicyKind::PrefixAware => AnyPolicy::PrefixAware(PrefixAware::new(slots)),
         }
     }
 }
@@ -155,6 +186,10 @@ impl FromStr for EvictionPolicyKind {
 pub(crate) enum AnyPolicy {
     Lru(Lru),
     Lineage(Lineage),
+    TinyLfu(TinyLfu),
+    S3Fifo(S3Fifo),
+    Sieve(Sieve),
+    PrefixAware(PrefixAware),
     Custom(Box<dyn EvictionPolicy>),
 }
 
@@ -163,6 +198,10 @@ macro_rules! dispatch {
         match $self {
             AnyPolicy::Lru($p) => $body,
             AnyPolicy::Lineage($p) => $body,
+            AnyPolicy::TinyLfu($p) => $body,
+            AnyPolicy::S3Fifo($p) => $body,
+            AnyPolicy::Sieve($p) => $body,
+            AnyPolicy::PrefixAware($p) => $body,
             AnyPolicy::Custom($p) => $body,
         }
     };

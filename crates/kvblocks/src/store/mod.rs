@@ -11,9 +11,7 @@ mod index;
 pub(crate) mod refcount;
 pub(crate) mod slot;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use parking_lot::{Mutex, MutexGuard};
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 use self::core::StoreCore;
 use self::refcount::RefCounts;

@@ -20,7 +20,7 @@
 //! [`ImmutableBlock`]: crate::ImmutableBlock
 //! [`WeakBlock`]: crate::WeakBlock
 
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use crate::sync::{fence, AtomicU64, Ordering};
 
 const COUNT_MASK: u64 = 0xFFFF_FFFF;
 const GENERATION_ONE: u64 = 1 << 32;

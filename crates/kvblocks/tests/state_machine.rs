@@ -1,0 +1,440 @@
+//! Property test: random sequences of every operation against a plain model.
+//!
+//! The model is a `Vec` of slot states plus the handles the test holds. The
+//! eviction order is the policy's business, so the model learns which blocks
+//! were evicted from `allocate_blocks_with_evictions` and checks that only
+//! unpinned cached blocks were taken. After every step it checks the design's
+//! invariants: every slot in exactly one state with the pool sizes summing to
+//! `block_count`; at most one primary per hash and longest-prefix matches;
+//! no pinned slot handed out; everything back once every guard is dropped;
+//! typed errors with the guard handed back for bad input.
+
+use std::collections::HashMap;
+
+use kvblocks::{
+    BlockDuplicationPolicy, BlockManager, CompleteBlock, EvictionPolicyKind, ImmutableBlock,
+    MutableBlock, SequenceHash, WeakBlock,
+};
+use proptest::prelude::*;
+
+#[derive(Clone)]
+struct Tier;
+
+const BLOCKS: usize = 8;
+const BLOCK_SIZE: usize = 4;
+const CHAINS: usize = 3;
+const CHAIN_LEN: usize = 4;
+
+fn universe() -> Vec<Vec<SequenceHash>> {
+    (0..CHAINS as u64)
+        .map(|c| {
+            let mut chain = vec![SequenceHash::root(1000 + c)];
+            for i in 1..CHAIN_LEN as u64 {
+                let next = chain[chain.len() - 1].extend(i * 7 + c);
+                chain.push(next);
+            }
+            chain
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Allocate(usize),
+    Stage { pick: usize, chain: usize, pos: usize },
+    StageWrongSize(usize),
+    ResetStaged(usize),
+    DropMutable(usize),
+    DropStaged(usize),
+    Register(usize),
+    RegisterAll,
+    RegisterForeign,
+    Clone(usize),
+    DropHandle(usize),
+    Downgrade(usize),
+    Upgrade(usize),
+    DropWeak(usize),
+    Match { chain: usize, len: usize },
+    Scan { chain: usize },
+    ResetInactive,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let i = 0..16usize;
+    prop_oneof![
+        3 => (0..4usize).prop_map(Op::Allocate),
+        4 => (i.clone(), 0..CHAINS, 0..CHAIN_LEN).prop_map(|(pick, chain, pos)| Op::Stage { pick, chain, pos }),
+        1 => i.clone().prop_map(Op::StageWrongSize),
+        1 => i.clone().prop_map(Op::ResetStaged),
+        1 => i.clone().prop_map(Op::DropMutable),
+        1 => i.clone().prop_map(Op::DropStaged),
+        3 => i.clone().prop_map(Op::Register),
+        1 => Just(Op::RegisterAll),
+        1 => Just(Op::RegisterForeign),
+        1 => i.clone().prop_map(Op::Clone),
+        4 => i.clone().prop_map(Op::DropHandle),
+        1 => i.clone().prop_map(Op::Downgrade),
+        2 => i.clone().prop_map(Op::Upgrade),
+        1 => i.clone().prop_map(Op::DropWeak),
+        3 => (0..CHAINS, 1..=CHAIN_LEN).prop_map(|(chain, len)| Op::Match { chain, len }),
+        1 => (0..CHAINS).prop_map(|chain| Op::Scan { chain }),
+        1 => Just(Op::ResetInactive),
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Reset,
+    Mutable,
+    Staged,
+    Active { hash: SequenceHash, dup_of: Option<usize> },
+    Inactive { hash: SequenceHash },
+}
+
+/// The model plus the real guards the test holds.
+struct Harness {
+    manager: BlockManager<Tier>,
+    other: BlockManager<Tier>,
+    duplication: BlockDuplicationPolicy,
+    states: Vec<State>,
+    /// Registration epoch per slot: bumped whenever a slot stops being registered.
+    epochs: Vec<u64>,
+    /// Pins per slot from live duplicates (Allow policy).
+    dup_pins: Vec<usize>,
+    resident: HashMap<SequenceHash, usize>,
+    mutable: Vec<MutableBlock<Tier>>,
+    staged: Vec<CompleteBlock<Tier>>,
+    handles: Vec<ImmutableBlock<Tier>>,
+    weak: Vec<(WeakBlock<Tier>, usize, u64)>,
+    chains: Vec<Vec<SequenceHash>>,
+}
+
+impl Harness {
+    fn new(kind: EvictionPolicyKind, duplication: BlockDuplicationPolicy) -> Self {
+        let build = || {
+            BlockManager::<Tier>::builder()
+                .block_count(BLOCKS)
+                .block_size(BLOCK_SIZE)
+                .duplication_policy(duplication)
+                .eviction_policy(kind)
+                .build()
+                .unwrap()
+        };
+        Self {
+            manager: build(),
+            other: build(),
+            duplication,
+            states: vec![State::Reset; BLOCKS],
+            epochs: vec![0; BLOCKS],
+            dup_pins: vec![0; BLOCKS],
+            resident: HashMap::new(),
+            mutable: Vec::new(),
+            staged: Vec::new(),
+            handles: Vec::new(),
+            weak: Vec::new(),
+            chains: universe(),
+        }
+    }
+
+    fn handle_count(&self, slot: usize) -> usize {
+        self.handles.iter().filter(|h| h.block_id() == slot).count()
+    }
+
+    /// A new handle on `slot` was produced by the manager.
+    fn pin(&mut self, slot: usize, hash: SequenceHash) {
+        match self.states[slot] {
+            State::Inactive { hash: h } => {
+                assert_eq!(h, hash);
+                self.states[slot] = State::Active { hash, dup_of: None };
+            }
+            State::Active { hash: h, .. } => assert_eq!(h, hash),
+            other => panic!("handle on slot {slot} in state {other:?}"),
+        }
+    }
+
+    /// A handle on `slot` was dropped (already removed from `handles`).
+    fn unpin(&mut self, slot: usize) {
+        if self.handle_count(slot) > 0 || self.dup_pins[slot] > 0 {
+            return;
+        }
+        let State::Active { hash, dup_of } = self.states[slot] else {
+            panic!("unpinned slot {slot} was not active");
+        };
+        match dup_of {
+            None => self.states[slot] = State::Inactive { hash },
+            Some(primary) => {
+                self.states[slot] = State::Reset;
+                self.epochs[slot] += 1;
+                self.dup_pins[primary] -= 1;
+                self.unpin(primary);
+            }
+        }
+    }
+
+    fn take<T>(list: &mut Vec<T>, pick: usize) -> Option<T> {
+        (!list.is_empty()).then(|| list.swap_remove(pick % list.len()))
+    }
+
+    fn register_one(&mut self, block: CompleteBlock<Tier>) -> ImmutableBlock<Tier> {
+        let (slot, hash) = (block.block_id(), block.sequence_hash());
+        assert_eq!(self.states[slot], State::Staged);
+        let handle = self.manager.register_block(block).expect("own block");
+        self.expect_registered(slot, hash, &handle);
+        handle
+    }
+
+    fn expect_registered(&mut self, slot: usize, hash: SequenceHash, handle: &ImmutableBlock<Tier>) {
+        assert_eq!(handle.sequence_hash(), hash);
+        match (self.resident.get(&hash).copied(), self.duplication) {
+            (None, _) => {
+                assert_eq!(handle.block_id(), slot);
+                self.resident.insert(hash, slot);
+                self.states[slot] = State::Active { hash, dup_of: None };
+            }
+            (Some(primary), BlockDuplicationPolicy::Reject) => {
+                assert_eq!(handle.block_id(), primary, "reject hands back the primary");
+                self.states[slot] = State::Reset;
+                self.pin(primary, hash);
+            }
+            (Some(primary), BlockDuplicationPolicy::Allow) => {
+                assert_eq!(handle.block_id(), slot, "allow keeps the copy");
+                self.pin(primary, hash);
+                self.dup_pins[primary] += 1;
+                self.states[slot] = State::Active { hash, dup_of: Some(primary) };
+            }
+        }
+    }
+
+    fn step(&mut self, op: Op) {
+        match op {
+            Op::Allocate(n) => {
+                let available = self.states.iter().filter(|s| matches!(s, State::Reset | State::Inactive { .. })).count();
+                match self.manager.allocate_blocks_with_evictions(n) {
+                    None => assert!(n > available, "refused {n} with {available} available"),
+                    Some((blocks, evicted)) => {
+                        assert!(n <= available);
+                        assert_eq!(blocks.len(), n);
+                        let mut expected_evicted = Vec::new();
+                        for block in &blocks {
+                            let slot = block.block_id();
+                            match self.states[slot] {
+                                State::Reset => {}
+                                State::Inactive { hash } => {
+                                    expected_evicted.push(hash);
+                                    self.resident.remove(&hash);
+                                    self.epochs[slot] += 1;
+                                }
+                                other => panic!("allocation handed out slot {slot} in state {other:?}"),
+                            }
+                            self.states[slot] = State::Mutable;
+                        }
+                        let mut evicted = evicted;
+                        evicted.sort();
+                        expected_evicted.sort();
+                        assert_eq!(evicted, expected_evicted);
+                        let reset_left = self.states.iter().filter(|s| **s == State::Reset).count();
+                        if !expected_evicted.is_empty() {
+                            assert_eq!(reset_left, 0, "evicted while the reset pool had blocks");
+                        }
+                        self.mutable.extend(blocks);
+                    }
+                }
+            }
+            Op::Stage { pick, chain, pos } => {
+                if let Some(block) = Self::take(&mut self.mutable, pick) {
+                    let slot = block.block_id();
+                    let staged = block.stage(self.chains[chain][pos], BLOCK_SIZE).expect("right size");
+                    self.states[slot] = State::Staged;
+                    self.staged.push(staged);
+                }
+            }
+            Op::StageWrongSize(pick) => {
+                if let Some(block) = Self::take(&mut self.mutable, pick) {
+                    let slot = block.block_id();
+                    let err = block.stage(SequenceHash::root(1), BLOCK_SIZE + 1).unwrap_err();
+                    let back = err.into_block();
+                    assert_eq!(back.block_id(), slot);
+                    self.mutable.push(back);
+                }
+            }
+            Op::ResetStaged(pick) => {
+                if let Some(block) = Self::take(&mut self.staged, pick) {
+                    let back = block.reset();
+                    self.states[back.block_id()] = State::Mutable;
+                    self.mutable.push(back);
+                }
+            }
+            Op::DropMutable(pick) => {
+                if let Some(block) = Self::take(&mut self.mutable, pick) {
+                    self.states[block.block_id()] = State::Reset;
+                }
+            }
+            Op::DropStaged(pick) => {
+                if let Some(block) = Self::take(&mut self.staged, pick) {
+                    self.states[block.block_id()] = State::Reset;
+                }
+            }
+            Op::Register(pick) => {
+                if let Some(block) = Self::take(&mut self.staged, pick) {
+                    let handle = self.register_one(block);
+                    self.handles.push(handle);
+                }
+            }
+            Op::RegisterAll => {
+                let batch: Vec<_> = self.staged.drain(..).collect();
+                let expected: Vec<_> = batch.iter().map(|b| (b.block_id(), b.sequence_hash())).collect();
+                let handles = self.manager.register_blocks(batch).expect("own blocks");
+                assert_eq!(handles.len(), expected.len());
+                for ((slot, hash), handle) in expected.into_iter().zip(handles) {
+                    self.expect_registered(slot, hash, &handle);
+                    self.handles.push(handle);
+                }
+            }
+            Op::RegisterForeign => {
+                if let Some(mut blocks) = self.other.allocate_blocks(1) {
+                    let staged = blocks.pop().unwrap().stage(SequenceHash::root(5), BLOCK_SIZE).unwrap();
+                    let err = self.manager.register_block(staged).unwrap_err();
+                    let back = err.into_block();
+                    drop(back);
+                    assert_eq!(self.other.available_blocks(), BLOCKS);
+                }
+            }
+            Op::Clone(pick) => {
+                if !self.handles.is_empty() {
+                    let clone = self.handles[pick % self.handles.len()].clone();
+                    self.handles.push(clone);
+                }
+            }
+            Op::DropHandle(pick) => {
+                if let Some(handle) = Self::take(&mut self.handles, pick) {
+                    let slot = handle.block_id();
+                    drop(handle);
+                    self.unpin(slot);
+                }
+            }
+            Op::Downgrade(pick) => {
+                if !self.handles.is_empty() {
+                    let handle = &self.handles[pick % self.handles.len()];
+                    let slot = handle.block_id();
+                    self.weak.push((handle.downgrade(), slot, self.epochs[slot]));
+                }
+            }
+            Op::Upgrade(pick) => {
+                if self.weak.is_empty() {
+                    return;
+                }
+                let (weak, slot, epoch) = &self.weak[pick % self.weak.len()];
+                let (slot, epoch, hash) = (*slot, *epoch, weak.sequence_hash());
+                let same_registration = self.epochs[slot] == epoch
+                    && matches!(self.states[slot], State::Active { .. } | State::Inactive { .. });
+                let expected = if same_registration {
+                    Some(slot)
+                } else {
+                    self.resident.get(&hash).copied()
+                };
+                let upgraded = weak.upgrade();
+                assert_eq!(upgraded.as_ref().map(|h| h.block_id()), expected);
+                if let Some(handle) = upgraded {
+                    let slot = handle.block_id();
+                    if !matches!(self.states[slot], State::Active { dup_of: Some(_), .. }) {
+                        self.pin(slot, hash);
+                    }
+                    self.handles.push(handle);
+                }
+            }
+            Op::DropWeak(pick) => {
+                Self::take(&mut self.weak, pick);
+            }
+            Op::Match { chain, len } => {
+                let hashes = self.chains[chain][..len].to_vec();
+                let expected: Vec<usize> = hashes.iter().map_while(|h| self.resident.get(h).copied()).collect();
+                let matched = self.manager.match_blocks(&hashes);
+                let got: Vec<usize> = matched.iter().map(|h| h.block_id()).collect();
+                assert_eq!(got, expected, "longest resident prefix");
+                for (handle, hash) in matched.into_iter().zip(hashes) {
+                    self.pin(handle.block_id(), hash);
+                    self.handles.push(handle);
+                }
+            }
+            Op::Scan { chain } => {
+                let hashes = self.chains[chain].clone();
+                let found = self.manager.scan_matches(&hashes, true);
+                for hash in &hashes {
+                    assert_eq!(found.get(hash).map(|h| h.block_id()), self.resident.get(hash).copied());
+                }
+                for (hash, handle) in found {
+                    self.pin(handle.block_id(), hash);
+                    self.handles.push(handle);
+                }
+            }
+            Op::ResetInactive => {
+                let result = self.manager.reset_inactive_pool();
+                for slot in 0..BLOCKS {
+                    if let State::Inactive { hash } = self.states[slot] {
+                        self.resident.remove(&hash);
+                        self.states[slot] = State::Reset;
+                        self.epochs[slot] += 1;
+                    }
+                }
+                let all_reset = self.states.iter().all(|s| *s == State::Reset);
+                assert_eq!(result.is_ok(), all_reset);
+            }
+        }
+    }
+
+    fn check(&self) {
+        self.manager.check_invariants().unwrap();
+        let count = |f: &dyn Fn(&State) -> bool| self.states.iter().filter(|s| f(s)).count() as u64;
+        let m = self.manager.metrics();
+        assert_eq!(m.reset_pool_size, count(&|s| *s == State::Reset), "reset pool");
+        assert_eq!(m.inflight_mutable, count(&|s| matches!(s, State::Mutable | State::Staged)), "mutable + staged");
+        assert_eq!(m.inflight_immutable, count(&|s| matches!(s, State::Active { .. })), "registered (pinned)");
+        assert_eq!(m.inactive_pool_size, count(&|s| matches!(s, State::Inactive { .. })), "inactive");
+        assert_eq!(
+            m.reset_pool_size + m.inflight_mutable + m.inflight_immutable + m.inactive_pool_size,
+            BLOCKS as u64
+        );
+        assert_eq!(self.manager.available_blocks() as u64, m.reset_pool_size + m.inactive_pool_size);
+        for (hash, &slot) in &self.resident {
+            assert!(self.manager.contains(*hash));
+            assert!(matches!(self.states[slot], State::Active { dup_of: None, .. } | State::Inactive { .. }));
+        }
+        for slot in 0..BLOCKS {
+            let pinned = self.handle_count(slot) + self.dup_pins[slot] > 0;
+            assert_eq!(pinned, matches!(self.states[slot], State::Active { .. }), "slot {slot} pinned iff active");
+        }
+    }
+
+    fn finish(mut self) {
+        self.mutable.clear();
+        self.staged.clear();
+        self.handles.clear();
+        self.weak.clear();
+        assert_eq!(self.manager.available_blocks(), BLOCKS, "every guard dropped: all available");
+        self.manager.check_invariants().unwrap();
+        assert!(self.manager.reset_inactive_pool().is_ok());
+    }
+}
+
+fn run(kind: EvictionPolicyKind, duplication: BlockDuplicationPolicy, ops: Vec<Op>) {
+    let mut harness = Harness::new(kind, duplication);
+    for op in ops {
+        harness.step(op);
+        harness.check();
+    }
+    harness.finish();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn every_policy_keeps_the_invariants_under_random_operations(
+        ops in prop::collection::vec(op(), 1..120),
+        kind in prop::sample::select(EvictionPolicyKind::ALL.to_vec()),
+        reject in any::<bool>(),
+    ) {
+        let duplication = if reject { BlockDuplicationPolicy::Reject } else { BlockDuplicationPolicy::Allow };
+        run(kind, duplication, ops);
+    }
+}
