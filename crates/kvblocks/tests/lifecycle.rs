@@ -25,7 +25,10 @@ fn chain(len: usize, seed: u64) -> Vec<SequenceHash> {
     hashes
 }
 
-fn register_chain(m: &BlockManager<Gpu>, hashes: &[SequenceHash]) -> Vec<kvblocks::ImmutableBlock<Gpu>> {
+fn register_chain(
+    m: &BlockManager<Gpu>,
+    hashes: &[SequenceHash],
+) -> Vec<kvblocks::ImmutableBlock<Gpu>> {
     let blocks = m.allocate_blocks(hashes.len()).expect("room for the chain");
     let staged = blocks
         .into_iter()
@@ -45,7 +48,10 @@ fn dropping_last_clone_moves_block_to_inactive() {
     assert_eq!(m.metrics().inactive_pool_size, 0, "a clone still pins it");
     drop(extra);
     let metrics = m.metrics();
-    assert_eq!((metrics.inactive_pool_size, metrics.inflight_immutable), (1, 0));
+    assert_eq!(
+        (metrics.inactive_pool_size, metrics.inflight_immutable),
+        (1, 0)
+    );
     assert_eq!(m.available_blocks(), 4);
     m.check_invariants().unwrap();
 }
@@ -61,7 +67,13 @@ fn match_returns_longest_prefix_and_stops_at_first_miss() {
         vec![hashes[0], hashes[1]]
     );
     let metrics = m.metrics();
-    assert_eq!((metrics.match_hashes_requested, metrics.match_blocks_returned), (4, 2));
+    assert_eq!(
+        (
+            metrics.match_hashes_requested,
+            metrics.match_blocks_returned
+        ),
+        (4, 2)
+    );
     drop((held, hits));
     m.check_invariants().unwrap();
 }
@@ -75,7 +87,10 @@ fn scan_finds_blocks_past_a_miss() {
     assert_eq!(found.len(), 2);
     assert!(found.contains_key(&hashes[3]));
     let scattered = m.match_blocks_scattered(&hashes);
-    assert_eq!(scattered.iter().map(Option::is_some).collect::<Vec<_>>(), [true, false, false, true]);
+    assert_eq!(
+        scattered.iter().map(Option::is_some).collect::<Vec<_>>(),
+        [true, false, false, true]
+    );
 }
 
 #[test]
@@ -83,7 +98,11 @@ fn allocation_is_all_or_nothing() {
     let m = manager(4);
     let held = m.allocate_blocks(3).unwrap();
     assert!(m.allocate_blocks(2).is_none());
-    assert_eq!(m.available_blocks(), 1, "a refused allocation takes nothing");
+    assert_eq!(
+        m.available_blocks(),
+        1,
+        "a refused allocation takes nothing"
+    );
     assert!(m.allocate_blocks(usize::MAX).is_none());
     drop(held);
     assert_eq!(m.allocate_blocks(4).map(|v| v.len()), Some(4));
@@ -96,7 +115,11 @@ fn allocation_evicts_inactive_blocks_and_reports_them() {
     drop(register_chain(&m, &hashes));
     let (blocks, evicted) = m.allocate_blocks_with_evictions(1).unwrap();
     assert_eq!(blocks.len(), 1);
-    assert_eq!(evicted, vec![hashes[0]], "LRU: the first released goes first");
+    assert_eq!(
+        evicted,
+        vec![hashes[0]],
+        "LRU: the first released goes first"
+    );
     assert_eq!(m.metrics().evictions, 1);
     assert!(!m.contains(hashes[0]));
     assert!(m.contains(hashes[1]));
@@ -121,7 +144,14 @@ fn wrong_block_size_hands_the_block_back() {
     let m = manager(1);
     let block = m.allocate_blocks(1).unwrap().pop().unwrap();
     let err = block.stage(SequenceHash::root(1), 8).unwrap_err();
-    assert!(matches!(err, BlockError::BlockSizeMismatch { expected: 4, actual: 8, .. }));
+    assert!(matches!(
+        err,
+        BlockError::BlockSizeMismatch {
+            expected: 4,
+            actual: 8,
+            ..
+        }
+    ));
     let block = err.into_block();
     assert_eq!(block.block_id(), 0);
     drop(block);
@@ -132,11 +162,24 @@ fn wrong_block_size_hands_the_block_back() {
 fn block_from_another_manager_is_a_typed_error_and_nothing_is_lost() {
     let a = manager(2);
     let b = manager(2);
-    let staged = a.allocate_blocks(1).unwrap().pop().unwrap().stage(SequenceHash::root(9), 4).unwrap();
+    let staged = a
+        .allocate_blocks(1)
+        .unwrap()
+        .pop()
+        .unwrap()
+        .stage(SequenceHash::root(9), 4)
+        .unwrap();
     let err = b.register_block(staged).unwrap_err();
-    assert!(matches!(err, RegisterError::ForeignManager { block_id: 0, .. }));
+    assert!(matches!(
+        err,
+        RegisterError::ForeignManager { block_id: 0, .. }
+    ));
     assert_eq!(b.available_blocks(), 2);
-    assert_eq!(a.available_blocks(), 1, "the guard is still out, inside the error");
+    assert_eq!(
+        a.available_blocks(),
+        1,
+        "the guard is still out, inside the error"
+    );
     let staged = err.into_block();
     let registered = a.register_block(staged).unwrap();
     drop(registered);
@@ -145,8 +188,18 @@ fn block_from_another_manager_is_a_typed_error_and_nothing_is_lost() {
     b.check_invariants().unwrap();
 
     let batch = vec![
-        b.allocate_blocks(1).unwrap().pop().unwrap().stage(SequenceHash::root(1), 4).unwrap(),
-        a.allocate_blocks(1).unwrap().pop().unwrap().stage(SequenceHash::root(2), 4).unwrap(),
+        b.allocate_blocks(1)
+            .unwrap()
+            .pop()
+            .unwrap()
+            .stage(SequenceHash::root(1), 4)
+            .unwrap(),
+        a.allocate_blocks(1)
+            .unwrap()
+            .pop()
+            .unwrap()
+            .stage(SequenceHash::root(2), 4)
+            .unwrap(),
     ];
     let err = b.register_blocks(batch).unwrap_err();
     assert_eq!(err.into_block().len(), 2);
@@ -180,10 +233,17 @@ fn allow_policy_keeps_a_duplicate_that_returns_to_reset_on_drop() {
     assert_ne!(first[0].block_id(), second[0].block_id());
     assert_eq!(m.metrics().duplicate_blocks, 1);
     drop(first);
-    assert_eq!(m.metrics().inactive_pool_size, 0, "the duplicate pins the primary");
+    assert_eq!(
+        m.metrics().inactive_pool_size,
+        0,
+        "the duplicate pins the primary"
+    );
     drop(second);
     let metrics = m.metrics();
-    assert_eq!((metrics.inactive_pool_size, metrics.reset_pool_size), (1, 3));
+    assert_eq!(
+        (metrics.inactive_pool_size, metrics.reset_pool_size),
+        (1, 3)
+    );
     m.check_invariants().unwrap();
 }
 
@@ -194,7 +254,9 @@ fn weak_handle_resurrects_a_cached_block_and_fails_after_eviction() {
     let weak = register_chain(&m, &[hash]).pop().unwrap().downgrade();
     let strong = weak.upgrade().expect("inactive blocks can be resurrected");
     assert_eq!(strong.sequence_hash(), hash);
-    let fast = weak.upgrade().expect("an active block upgrades without the lock");
+    let fast = weak
+        .upgrade()
+        .expect("an active block upgrades without the lock");
     drop((strong, fast));
     let evictor = m.allocate_blocks(1).unwrap();
     assert!(weak.upgrade().is_none());
@@ -220,7 +282,13 @@ fn reset_inactive_pool_reports_blocks_still_held() {
     let held = register_chain(&m, &chain(2, 13));
     drop(register_chain(&m, &chain(1, 14)));
     let err = m.reset_inactive_pool().unwrap_err();
-    assert_eq!(err, kvblocks::ResetError::BlockCountMismatch { expected: 4, actual: 2 });
+    assert_eq!(
+        err,
+        kvblocks::ResetError::BlockCountMismatch {
+            expected: 4,
+            actual: 2
+        }
+    );
     assert_eq!(m.metrics().inactive_pool_size, 0);
     drop(held);
     assert!(m.reset_inactive_pool().is_ok());
@@ -230,12 +298,25 @@ fn reset_inactive_pool_reports_blocks_still_held() {
 #[test]
 fn complete_block_reset_and_drop_return_the_slot() {
     let m = manager(2);
-    let staged = m.allocate_blocks(1).unwrap().pop().unwrap().stage(SequenceHash::root(1), 4).unwrap();
+    let staged = m
+        .allocate_blocks(1)
+        .unwrap()
+        .pop()
+        .unwrap()
+        .stage(SequenceHash::root(1), 4)
+        .unwrap();
     let mutable = staged.reset();
     let staged = mutable.stage(SequenceHash::root(2), 4).unwrap();
     drop(staged);
     let metrics = m.metrics();
-    assert_eq!((metrics.stagings, metrics.inflight_mutable, metrics.reset_pool_size), (2, 0, 2));
+    assert_eq!(
+        (
+            metrics.stagings,
+            metrics.inflight_mutable,
+            metrics.reset_pool_size
+        ),
+        (2, 0, 2)
+    );
 }
 
 #[test]
@@ -254,8 +335,14 @@ fn builder_rejects_bad_sizes_with_typed_errors() {
     assert_eq!(build(Some(4), None), BuildError::MissingBlockSize);
     assert_eq!(build(Some(0), Some(4)), BuildError::ZeroBlockCount);
     assert_eq!(build(Some(4), Some(0)), BuildError::ZeroBlockSize);
-    assert_eq!(build(Some(4), Some(1 << 20)), BuildError::BlockSizeTooLarge(1 << 20));
-    assert_eq!(build(Some(usize::MAX), Some(4)), BuildError::TooManyBlocks(usize::MAX));
+    assert_eq!(
+        build(Some(4), Some(1 << 20)),
+        BuildError::BlockSizeTooLarge(1 << 20)
+    );
+    assert_eq!(
+        build(Some(usize::MAX), Some(4)),
+        BuildError::TooManyBlocks(usize::MAX)
+    );
 }
 
 #[test]

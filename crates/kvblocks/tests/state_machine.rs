@@ -41,7 +41,11 @@ fn universe() -> Vec<Vec<SequenceHash>> {
 #[derive(Debug, Clone)]
 enum Op {
     Allocate(usize),
-    Stage { pick: usize, chain: usize, pos: usize },
+    Stage {
+        pick: usize,
+        chain: usize,
+        pos: usize,
+    },
     StageWrongSize(usize),
     ResetStaged(usize),
     DropMutable(usize),
@@ -54,8 +58,13 @@ enum Op {
     Downgrade(usize),
     Upgrade(usize),
     DropWeak(usize),
-    Match { chain: usize, len: usize },
-    Scan { chain: usize },
+    Match {
+        chain: usize,
+        len: usize,
+    },
+    Scan {
+        chain: usize,
+    },
     ResetInactive,
 }
 
@@ -87,8 +96,13 @@ enum State {
     Reset,
     Mutable,
     Staged,
-    Active { hash: SequenceHash, dup_of: Option<usize> },
-    Inactive { hash: SequenceHash },
+    Active {
+        hash: SequenceHash,
+        dup_of: Option<usize>,
+    },
+    Inactive {
+        hash: SequenceHash,
+    },
 }
 
 /// The model plus the real guards the test holds.
@@ -183,7 +197,12 @@ impl Harness {
         handle
     }
 
-    fn expect_registered(&mut self, slot: usize, hash: SequenceHash, handle: &ImmutableBlock<Tier>) {
+    fn expect_registered(
+        &mut self,
+        slot: usize,
+        hash: SequenceHash,
+        handle: &ImmutableBlock<Tier>,
+    ) {
         assert_eq!(handle.sequence_hash(), hash);
         match (self.resident.get(&hash).copied(), self.duplication) {
             (None, _) => {
@@ -200,7 +219,10 @@ impl Harness {
                 assert_eq!(handle.block_id(), slot, "allow keeps the copy");
                 self.pin(primary, hash);
                 self.dup_pins[primary] += 1;
-                self.states[slot] = State::Active { hash, dup_of: Some(primary) };
+                self.states[slot] = State::Active {
+                    hash,
+                    dup_of: Some(primary),
+                };
             }
         }
     }
@@ -208,7 +230,11 @@ impl Harness {
     fn step(&mut self, op: Op) {
         match op {
             Op::Allocate(n) => {
-                let available = self.states.iter().filter(|s| matches!(s, State::Reset | State::Inactive { .. })).count();
+                let available = self
+                    .states
+                    .iter()
+                    .filter(|s| matches!(s, State::Reset | State::Inactive { .. }))
+                    .count();
                 match self.manager.allocate_blocks_with_evictions(n) {
                     None => assert!(n > available, "refused {n} with {available} available"),
                     Some((blocks, evicted)) => {
@@ -224,7 +250,9 @@ impl Harness {
                                     self.resident.remove(&hash);
                                     self.epochs[slot] += 1;
                                 }
-                                other => panic!("allocation handed out slot {slot} in state {other:?}"),
+                                other => {
+                                    panic!("allocation handed out slot {slot} in state {other:?}")
+                                }
                             }
                             self.states[slot] = State::Mutable;
                         }
@@ -243,7 +271,9 @@ impl Harness {
             Op::Stage { pick, chain, pos } => {
                 if let Some(block) = Self::take(&mut self.mutable, pick) {
                     let slot = block.block_id();
-                    let staged = block.stage(self.chains[chain][pos], BLOCK_SIZE).expect("right size");
+                    let staged = block
+                        .stage(self.chains[chain][pos], BLOCK_SIZE)
+                        .expect("right size");
                     self.states[slot] = State::Staged;
                     self.staged.push(staged);
                 }
@@ -251,7 +281,9 @@ impl Harness {
             Op::StageWrongSize(pick) => {
                 if let Some(block) = Self::take(&mut self.mutable, pick) {
                     let slot = block.block_id();
-                    let err = block.stage(SequenceHash::root(1), BLOCK_SIZE + 1).unwrap_err();
+                    let err = block
+                        .stage(SequenceHash::root(1), BLOCK_SIZE + 1)
+                        .unwrap_err();
                     let back = err.into_block();
                     assert_eq!(back.block_id(), slot);
                     self.mutable.push(back);
@@ -282,7 +314,10 @@ impl Harness {
             }
             Op::RegisterAll => {
                 let batch: Vec<_> = self.staged.drain(..).collect();
-                let expected: Vec<_> = batch.iter().map(|b| (b.block_id(), b.sequence_hash())).collect();
+                let expected: Vec<_> = batch
+                    .iter()
+                    .map(|b| (b.block_id(), b.sequence_hash()))
+                    .collect();
                 let handles = self.manager.register_blocks(batch).expect("own blocks");
                 assert_eq!(handles.len(), expected.len());
                 for ((slot, hash), handle) in expected.into_iter().zip(handles) {
@@ -292,7 +327,11 @@ impl Harness {
             }
             Op::RegisterForeign => {
                 if let Some(mut blocks) = self.other.allocate_blocks(1) {
-                    let staged = blocks.pop().unwrap().stage(SequenceHash::root(5), BLOCK_SIZE).unwrap();
+                    let staged = blocks
+                        .pop()
+                        .unwrap()
+                        .stage(SequenceHash::root(5), BLOCK_SIZE)
+                        .unwrap();
                     let err = self.manager.register_block(staged).unwrap_err();
                     let back = err.into_block();
                     drop(back);
@@ -316,7 +355,8 @@ impl Harness {
                 if !self.handles.is_empty() {
                     let handle = &self.handles[pick % self.handles.len()];
                     let slot = handle.block_id();
-                    self.weak.push((handle.downgrade(), slot, self.epochs[slot]));
+                    self.weak
+                        .push((handle.downgrade(), slot, self.epochs[slot]));
                 }
             }
             Op::Upgrade(pick) => {
@@ -326,7 +366,10 @@ impl Harness {
                 let (weak, slot, epoch) = &self.weak[pick % self.weak.len()];
                 let (slot, epoch, hash) = (*slot, *epoch, weak.sequence_hash());
                 let same_registration = self.epochs[slot] == epoch
-                    && matches!(self.states[slot], State::Active { .. } | State::Inactive { .. });
+                    && matches!(
+                        self.states[slot],
+                        State::Active { .. } | State::Inactive { .. }
+                    );
                 let expected = if same_registration {
                     Some(slot)
                 } else {
@@ -336,7 +379,13 @@ impl Harness {
                 assert_eq!(upgraded.as_ref().map(|h| h.block_id()), expected);
                 if let Some(handle) = upgraded {
                     let slot = handle.block_id();
-                    if !matches!(self.states[slot], State::Active { dup_of: Some(_), .. }) {
+                    if !matches!(
+                        self.states[slot],
+                        State::Active {
+                            dup_of: Some(_),
+                            ..
+                        }
+                    ) {
                         self.pin(slot, hash);
                     }
                     self.handles.push(handle);
@@ -347,7 +396,10 @@ impl Harness {
             }
             Op::Match { chain, len } => {
                 let hashes = self.chains[chain][..len].to_vec();
-                let expected: Vec<usize> = hashes.iter().map_while(|h| self.resident.get(h).copied()).collect();
+                let expected: Vec<usize> = hashes
+                    .iter()
+                    .map_while(|h| self.resident.get(h).copied())
+                    .collect();
                 let matched = self.manager.match_blocks(&hashes);
                 let got: Vec<usize> = matched.iter().map(|h| h.block_id()).collect();
                 assert_eq!(got, expected, "longest resident prefix");
@@ -360,7 +412,10 @@ impl Harness {
                 let hashes = self.chains[chain].clone();
                 let found = self.manager.scan_matches(&hashes, true);
                 for hash in &hashes {
-                    assert_eq!(found.get(hash).map(|h| h.block_id()), self.resident.get(hash).copied());
+                    assert_eq!(
+                        found.get(hash).map(|h| h.block_id()),
+                        self.resident.get(hash).copied()
+                    );
                 }
                 for (hash, handle) in found {
                     self.pin(handle.block_id(), hash);
@@ -386,22 +441,48 @@ impl Harness {
         self.manager.check_invariants().unwrap();
         let count = |f: &dyn Fn(&State) -> bool| self.states.iter().filter(|s| f(s)).count() as u64;
         let m = self.manager.metrics();
-        assert_eq!(m.reset_pool_size, count(&|s| *s == State::Reset), "reset pool");
-        assert_eq!(m.inflight_mutable, count(&|s| matches!(s, State::Mutable | State::Staged)), "mutable + staged");
-        assert_eq!(m.inflight_immutable, count(&|s| matches!(s, State::Active { .. })), "registered (pinned)");
-        assert_eq!(m.inactive_pool_size, count(&|s| matches!(s, State::Inactive { .. })), "inactive");
+        assert_eq!(
+            m.reset_pool_size,
+            count(&|s| *s == State::Reset),
+            "reset pool"
+        );
+        assert_eq!(
+            m.inflight_mutable,
+            count(&|s| matches!(s, State::Mutable | State::Staged)),
+            "mutable + staged"
+        );
+        assert_eq!(
+            m.inflight_immutable,
+            count(&|s| matches!(s, State::Active { .. })),
+            "registered (pinned)"
+        );
+        assert_eq!(
+            m.inactive_pool_size,
+            count(&|s| matches!(s, State::Inactive { .. })),
+            "inactive"
+        );
         assert_eq!(
             m.reset_pool_size + m.inflight_mutable + m.inflight_immutable + m.inactive_pool_size,
             BLOCKS as u64
         );
-        assert_eq!(self.manager.available_blocks() as u64, m.reset_pool_size + m.inactive_pool_size);
+        assert_eq!(
+            self.manager.available_blocks() as u64,
+            m.reset_pool_size + m.inactive_pool_size
+        );
         for (hash, &slot) in &self.resident {
             assert!(self.manager.contains(*hash));
-            assert!(matches!(self.states[slot], State::Active { dup_of: None, .. } | State::Inactive { .. }));
+            assert!(matches!(
+                self.states[slot],
+                State::Active { dup_of: None, .. } | State::Inactive { .. }
+            ));
         }
         for slot in 0..BLOCKS {
             let pinned = self.handle_count(slot) + self.dup_pins[slot] > 0;
-            assert_eq!(pinned, matches!(self.states[slot], State::Active { .. }), "slot {slot} pinned iff active");
+            assert_eq!(
+                pinned,
+                matches!(self.states[slot], State::Active { .. }),
+                "slot {slot} pinned iff active"
+            );
         }
     }
 
@@ -410,7 +491,11 @@ impl Harness {
         self.staged.clear();
         self.handles.clear();
         self.weak.clear();
-        assert_eq!(self.manager.available_blocks(), BLOCKS, "every guard dropped: all available");
+        assert_eq!(
+            self.manager.available_blocks(),
+            BLOCKS,
+            "every guard dropped: all available"
+        );
         self.manager.check_invariants().unwrap();
         assert!(self.manager.reset_inactive_pool().is_ok());
     }

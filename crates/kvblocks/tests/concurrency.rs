@@ -1,0 +1,161 @@
+//! Several threads sharing one manager and a set of shared prefixes: the
+//! serving loop of a real engine (match, allocate misses, stage, register,
+//! hold, drop) with clones and weak upgrades mixed in. At the end every
+//! invariant holds and no block is lost.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use kvblocks::{
+    BlockDuplicationPolicy, BlockManager, EvictionPolicyKind, ImmutableBlock, SequenceHash,
+};
+
+#[derive(Clone)]
+struct Tier;
+
+const THREADS: usize = 4;
+const REQUESTS: usize = 3_000;
+const BLOCKS: usize = 96;
+
+/// A small xorshift generator so each thread's sequence is reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A request: one of 8 shared 4-block prompts, then up to 4 private blocks.
+fn request_chain(rng: &mut Rng, thread: usize, request: usize) -> Vec<SequenceHash> {
+    let prompt = rng.below(8);
+    let mut chain = vec![SequenceHash::root(prompt + 1)];
+    for i in 1..4 {
+        let next = chain[i - 1].extend(prompt * 100 + i as u64);
+        chain.push(next);
+    }
+    for i in 0..rng.below(5) {
+        let private = ((thread as u64) << 40) | ((request as u64) << 8) | i;
+        let next = chain[chain.len() - 1].extend(private);
+        chain.push(next);
+    }
+    chain
+}
+
+fn serve(
+    manager: &BlockManager<Tier>,
+    chain: &[SequenceHash],
+) -> Option<Vec<ImmutableBlock<Tier>>> {
+    let mut held = manager.match_blocks(chain);
+    for (block, hash) in held.iter().zip(chain) {
+        assert_eq!(
+            block.sequence_hash(),
+            *hash,
+            "matches come back in chain order"
+        );
+    }
+    let misses = &chain[held.len()..];
+    let blocks = manager.allocate_blocks(misses.len())?;
+    let staged = blocks
+        .into_iter()
+        .zip(misses)
+        .map(|(block, hash)| {
+            block
+                .stage(*hash, manager.block_size())
+                .expect("right size")
+        })
+        .collect();
+    held.extend(manager.register_blocks(staged).expect("own blocks"));
+    Some(held)
+}
+
+fn run(kind: EvictionPolicyKind, duplication: BlockDuplicationPolicy) {
+    let manager = Arc::new(
+        BlockManager::<Tier>::builder()
+            .block_count(BLOCKS)
+            .block_size(16)
+            .duplication_policy(duplication)
+            .eviction_policy(kind)
+            .build()
+            .unwrap(),
+    );
+    let start = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let manager = Arc::clone(&manager);
+            let start = Arc::clone(&start);
+            thread::spawn(move || {
+                let mut rng = Rng(0x9E37_79B9 + t as u64 * 7919);
+                let mut in_flight: Vec<Vec<ImmutableBlock<Tier>>> = Vec::new();
+                let mut weak = Vec::new();
+                let mut served = 0usize;
+                start.wait();
+                for request in 0..REQUESTS {
+                    let chain = request_chain(&mut rng, t, request);
+                    if let Some(held) = serve(&manager, &chain) {
+                        served += 1;
+                        if rng.below(4) == 0 {
+                            weak.push(held[rng.below(held.len() as u64) as usize].downgrade());
+                        }
+                        if rng.below(3) == 0 {
+                            let copy = held.clone();
+                            in_flight.push(copy);
+                        }
+                        in_flight.push(held);
+                    }
+                    while in_flight.len() > 3 {
+                        let victim = rng.below(in_flight.len() as u64) as usize;
+                        in_flight.swap_remove(victim);
+                    }
+                    if let Some(w) = weak.pop() {
+                        if let Some(strong) = w.upgrade() {
+                            assert_eq!(strong.sequence_hash(), w.sequence_hash());
+                        }
+                    }
+                }
+                served
+            })
+        })
+        .collect();
+    let served: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(
+        served > THREADS * REQUESTS / 2,
+        "most requests fit: {served}"
+    );
+    manager.check_invariants().unwrap();
+    let m = manager.metrics();
+    assert_eq!(
+        m.inflight_mutable + m.inflight_immutable,
+        0,
+        "every guard dropped"
+    );
+    assert_eq!(manager.available_blocks(), BLOCKS, "no block lost");
+    assert!(
+        m.match_blocks_returned > 0 && m.evictions > 0,
+        "the run exercised hits and evictions: {m:?}"
+    );
+    assert!(manager.reset_inactive_pool().is_ok());
+}
+
+#[test]
+fn threads_sharing_prefixes_lose_no_block_under_lru() {
+    run(EvictionPolicyKind::Lru, BlockDuplicationPolicy::Allow);
+}
+
+#[test]
+fn threads_sharing_prefixes_lose_no_block_under_lineage_with_reject() {
+    run(EvictionPolicyKind::Lineage, BlockDuplicationPolicy::Reject);
+}
+
+#[test]
+fn threads_sharing_prefixes_lose_no_block_under_every_policy() {
+    for &kind in EvictionPolicyKind::ALL {
+        run(kind, BlockDuplicationPolicy::Allow);
+    }
+}
