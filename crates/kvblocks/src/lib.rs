@@ -78,6 +78,11 @@ pub use manager::{BlockManager, BuildError, ResetError};
 pub use metrics::MetricsSnapshot;
 pub use policy::{EvictionPolicy, EvictionPolicyKind};
 
+/// Runs the crate README's example as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// A physical slot index, `0..block_count`.
 pub type BlockId = usize;
 

@@ -150,9 +150,10 @@ impl StoreCore {
         self.counters.staged_exits += u64::from(was_staged);
     }
 
-    /// Pins a resident primary for one more handle, resurrecting it if inactive.
+    /// Pins a resident primary for one more handle, resurrecting it if
+    /// inactive; returns the slot's generation.
     #[inline]
-    fn acquire_primary(&mut self, slot: u32, refs: &RefCounts) {
+    fn acquire_primary(&mut self, slot: u32, refs: &RefCounts) -> u32 {
         self.policy.on_hit(slot);
         let record = &mut self.slots[slot as usize];
         if record.state == SlotState::Inactive {
@@ -160,7 +161,7 @@ impl StoreCore {
             self.policy.on_reacquire(slot);
             self.active += 1;
         }
-        refs.increment(slot);
+        refs.increment(slot)
     }
 
     /// The primary slot holding `hash`, if resident.
@@ -186,19 +187,19 @@ impl StoreCore {
         let duplicate_of = match (existing, duplication) {
             (None, _) => NO_SLOT,
             (Some(primary), BlockDuplicationPolicy::Reject) => {
-                self.acquire_primary(primary, refs);
+                let generation = self.acquire_primary(primary, refs);
                 self.slots[slot as usize].state = SlotState::Reset;
                 self.free.push(slot);
                 self.counters.dedups += 1;
                 return Registered {
                     slot: primary,
-                    generation: refs.generation(primary),
+                    generation,
                 };
             }
             (Some(primary), BlockDuplicationPolicy::Allow) => {
                 // The copy pins its primary, so a live duplicate always has a
                 // resident primary to be matched instead of it.
-                self.acquire_primary(primary, refs);
+                let _ = self.acquire_primary(primary, refs);
                 self.counters.duplicates += 1;
                 primary
             }
@@ -208,16 +209,13 @@ impl StoreCore {
         record.duplicate_of = duplicate_of;
         record.state = SlotState::Active;
         self.active += 1;
-        refs.increment(slot);
+        let generation = refs.increment(slot);
         if duplicate_of == NO_SLOT {
             let slots = &self.slots;
             self.index.insert(hash, slot, |s| slots[s as usize].hash());
             self.policy.on_register(slot, hash);
         }
-        Registered {
-            slot,
-            generation: refs.generation(slot),
-        }
+        Registered { slot, generation }
     }
 
     /// The last handle on `slot` was dropped: if nothing re-pinned it since,
@@ -256,8 +254,8 @@ impl StoreCore {
             let Some(slot) = self.lookup(hash) else {
                 break;
             };
-            self.acquire_primary(slot, refs);
-            hit(slot, refs.generation(slot), hash);
+            let generation = self.acquire_primary(slot, refs);
+            hit(slot, generation, hash);
             found += 1;
         }
         self.counters.match_hashes_requested += hashes.len() as u64;
@@ -275,8 +273,8 @@ impl StoreCore {
     ) -> Option<Registered> {
         self.counters.scan_hashes_requested += 1;
         let slot = self.lookup(hash)?;
-        if touch {
-            self.acquire_primary(slot, refs);
+        let generation = if touch {
+            self.acquire_primary(slot, refs)
         } else {
             let record = &mut self.slots[slot as usize];
             if record.state == SlotState::Inactive {
@@ -284,13 +282,10 @@ impl StoreCore {
                 self.policy.on_reacquire(slot);
                 self.active += 1;
             }
-            refs.increment(slot);
-        }
+            refs.increment(slot)
+        };
         self.counters.scan_blocks_returned += 1;
-        Some(Registered {
-            slot,
-            generation: refs.generation(slot),
-        })
+        Some(Registered { slot, generation })
     }
 
     /// Pins the resident primary of `hash` for a match that does not stop at
@@ -298,12 +293,9 @@ impl StoreCore {
     pub(crate) fn match_one(&mut self, hash: SequenceHash, refs: &RefCounts) -> Option<Registered> {
         self.counters.match_hashes_requested += 1;
         let slot = self.lookup(hash)?;
-        self.acquire_primary(slot, refs);
+        let generation = self.acquire_primary(slot, refs);
         self.counters.match_blocks_returned += 1;
-        Some(Registered {
-            slot,
-            generation: refs.generation(slot),
-        })
+        Some(Registered { slot, generation })
     }
 
     /// Re-pins a weak handle's slot if it still holds `hash` at `generation`,
@@ -319,24 +311,21 @@ impl StoreCore {
         let same = refs.generation(slot) == generation
             && matches!(record.state, SlotState::Active | SlotState::Inactive)
             && record.hash() == hash;
-        let slot = if same {
-            slot
+        let slot = if same { slot } else { self.lookup(hash)? };
+        let generation = if self.slots[slot as usize].is_primary() {
+            self.acquire_primary(slot, refs)
         } else {
-            self.lookup(hash)?
+            refs.increment(slot)
         };
-        if self.slots[slot as usize].is_primary() {
-            self.acquire_primary(slot, refs);
-        } else {
-            refs.increment(slot);
-        }
-        Some(Registered {
-            slot,
-            generation: refs.generation(slot),
-        })
+        Some(Registered { slot, generation })
     }
 
     /// Evicts every inactive slot to the reset pool; returns their hashes' count.
-    pub(crate) fn drain_inactive(&mut self, refs: &RefCounts, mut evicted: impl FnMut(SequenceHash)) {
+    pub(crate) fn drain_inactive(
+        &mut self,
+        refs: &RefCounts,
+        mut evicted: impl FnMut(SequenceHash),
+    ) {
         while let Some(slot) = self.policy.evict() {
             let hash = self.forget(slot, refs);
             self.slots[slot as usize].state = SlotState::Reset;

@@ -38,7 +38,11 @@ impl HashIndex {
 
     /// The slot registered under `hash`; `key_of` reads a slot's key.
     #[inline]
-    pub(crate) fn get(&self, hash: SequenceHash, key_of: impl Fn(u32) -> SequenceHash) -> Option<u32> {
+    pub(crate) fn get(
+        &self,
+        hash: SequenceHash,
+        key_of: impl Fn(u32) -> SequenceHash,
+    ) -> Option<u32> {
         self.table
             .find(fold(hash), |&slot| key_of(slot) == hash)
             .copied()
@@ -46,14 +50,28 @@ impl HashIndex {
 
     /// Adds `slot` under `hash`. The caller guarantees `hash` is absent.
     #[inline]
-    pub(crate) fn insert(&mut self, hash: SequenceHash, slot: u32, key_of: impl Fn(u32) -> SequenceHash) {
-        self.table.insert_unique(fold(hash), slot, |&s| fold(key_of(s)));
+    pub(crate) fn insert(
+        &mut self,
+        hash: SequenceHash,
+        slot: u32,
+        key_of: impl Fn(u32) -> SequenceHash,
+    ) {
+        self.table
+            .insert_unique(fold(hash), slot, |&s| fold(key_of(s)));
     }
 
     /// Removes the entry for `hash` if it names `slot`; returns whether it did.
     #[inline]
-    pub(crate) fn remove(&mut self, hash: SequenceHash, slot: u32, key_of: impl Fn(u32) -> SequenceHash) -> bool {
-        match self.table.find_entry(fold(hash), |&s| s == slot || key_of(s) == hash) {
+    pub(crate) fn remove(
+        &mut self,
+        hash: SequenceHash,
+        slot: u32,
+        key_of: impl Fn(u32) -> SequenceHash,
+    ) -> bool {
+        match self
+            .table
+            .find_entry(fold(hash), |&s| s == slot || key_of(s) == hash)
+        {
             Ok(entry) if *entry.get() == slot => {
                 entry.remove();
                 true

@@ -50,22 +50,27 @@ impl RefCounts {
         (self.words[slot as usize].load(Ordering::Acquire) >> 32) as u32
     }
 
-    /// Adds a handle. Callers either hold the store lock or a live handle.
+    /// Adds a handle and returns the slot's generation. Callers either hold
+    /// the store lock or a live handle.
     #[inline]
-    pub(crate) fn increment(&self, slot: u32) {
+    pub(crate) fn increment(&self, slot: u32) -> u32 {
         let old = self.words[slot as usize].fetch_add(1, Ordering::Relaxed);
         if old & COUNT_MASK == COUNT_MASK {
             // More than 4 billion handles on one block: a leak loop. Like
             // `Arc`, stop rather than wrap into the generation bits.
             std::process::abort();
         }
+        (old >> 32) as u32
     }
 
     /// Removes a handle; returns `true` if it was the last one.
     #[inline]
     pub(crate) fn decrement(&self, slot: u32) -> bool {
         let old = self.words[slot as usize].fetch_sub(1, Ordering::Release);
-        debug_assert!(old & COUNT_MASK != 0, "handle count underflow on slot {slot}");
+        debug_assert!(
+            old & COUNT_MASK != 0,
+            "handle count underflow on slot {slot}"
+        );
         if old & COUNT_MASK == 1 {
             fence(Ordering::Acquire);
             true
@@ -101,7 +106,11 @@ impl RefCounts {
     pub(crate) fn next_generation(&self, slot: u32) {
         let word = &self.words[slot as usize];
         let old = word.fetch_add(GENERATION_ONE, Ordering::Release);
-        debug_assert_eq!(old & COUNT_MASK, 0, "generation bumped on a held slot {slot}");
+        debug_assert_eq!(
+            old & COUNT_MASK,
+            0,
+            "generation bumped on a held slot {slot}"
+        );
     }
 
     /// Bytes per slot.
