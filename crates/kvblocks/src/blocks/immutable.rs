@@ -48,7 +48,11 @@ pub struct ImmutableBlock<T> {
 impl<T> ImmutableBlock<T> {
     /// Wraps a handle the store has already counted.
     #[inline]
-    pub(crate) fn from_registered(store: Arc<Store>, registered: Registered, hash: SequenceHash) -> Self {
+    pub(crate) fn from_registered(
+        store: Arc<Store>,
+        registered: Registered,
+        hash: SequenceHash,
+    ) -> Self {
         Self {
             store,
             slot: registered.slot,
@@ -163,12 +167,21 @@ impl<T> WeakBlock<T> {
                 slot: self.slot,
                 generation: self.generation,
             };
-            return Some(ImmutableBlock::from_registered(Arc::clone(store), registered, self.hash));
+            return Some(ImmutableBlock::from_registered(
+                Arc::clone(store),
+                registered,
+                self.hash,
+            ));
         }
-        let registered = store
-            .lock()
-            .upgrade(self.slot, self.generation, self.hash, &store.refs)?;
-        Some(ImmutableBlock::from_registered(Arc::clone(store), registered, self.hash))
+        let registered =
+            store
+                .lock()
+                .upgrade(self.slot, self.generation, self.hash, &store.refs)?;
+        Some(ImmutableBlock::from_registered(
+            Arc::clone(store),
+            registered,
+            self.hash,
+        ))
     }
 
     /// The hash of the block this handle names.

@@ -183,14 +183,21 @@ impl<T: BlockMetadata> BlockManager<T> {
             .lock()
             .match_prefix(hashes, &store.refs, |slot, generation, hash| {
                 let registered = crate::store::core::Registered { slot, generation };
-                matched.push(ImmutableBlock::from_registered(Arc::clone(store), registered, hash));
+                matched.push(ImmutableBlock::from_registered(
+                    Arc::clone(store),
+                    registered,
+                    hash,
+                ));
             });
         matched
     }
 
     /// Looks up every hash without stopping at misses; the result is aligned
     /// with `hashes` (`None` for a miss). Counted as a match.
-    pub fn match_blocks_scattered(&self, hashes: &[SequenceHash]) -> Vec<Option<ImmutableBlock<T>>> {
+    pub fn match_blocks_scattered(
+        &self,
+        hashes: &[SequenceHash],
+    ) -> Vec<Option<ImmutableBlock<T>>> {
         let store = &self.store;
         let mut core = store.lock();
         hashes
@@ -217,7 +224,10 @@ impl<T: BlockMetadata> BlockManager<T> {
                 continue;
             }
             if let Some(r) = core.scan_one(hash, touch, &store.refs) {
-                found.insert(hash, ImmutableBlock::from_registered(Arc::clone(store), r, hash));
+                found.insert(
+                    hash,
+                    ImmutableBlock::from_registered(Arc::clone(store), r, hash),
+                );
             }
         }
         drop(core);
@@ -322,7 +332,10 @@ impl<T: BlockMetadata> BlockManager<T> {
         let counts = core.state_counts();
         let sum = counts.reset + counts.outstanding + counts.active + counts.inactive;
         if sum != store.block_count {
-            return Err(format!("{counts:?} sums to {sum}, not {}", store.block_count));
+            return Err(format!(
+                "{counts:?} sums to {sum}, not {}",
+                store.block_count
+            ));
         }
         Ok(())
     }

@@ -11,7 +11,9 @@ pub struct TinyLfu {
 impl TinyLfu {
     /// A policy for slots `0..slots`.
     pub fn new(slots: usize) -> Self {
-        Self { inner: Lru::new(slots) }
+        Self {
+            inner: Lru::new(slots),
+        }
     }
 }
 
