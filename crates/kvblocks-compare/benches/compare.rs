@@ -27,7 +27,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
+};
 use kvblocks_compare::{Eviction, FullCache, Kvblocks, Kvbm, ServingLoop, ServingSpec, Subject};
 
 /// Slots in every benchmark's pool.
@@ -97,7 +99,7 @@ fn bench_serving(c: &mut Criterion) {
     for eviction in [Eviction::Lru, Eviction::Lineage] {
         let mut group = c.benchmark_group(format!("serving_loop/{}", eviction.name()));
         group.throughput(Throughput::Elements(
-            ServingSpec::STANDARD.chain_len() as u64,
+            ServingSpec::STANDARD.chain_len() as u64
         ));
         serving::<Kvblocks>(&mut group, eviction);
         serving::<Kvbm>(&mut group, eviction);

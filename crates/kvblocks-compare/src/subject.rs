@@ -185,3 +185,76 @@ impl Subject for Kvbm {
         kvbm_logical::BlockManager::available_blocks(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{Rng, Triple};
+
+    #[test]
+    fn both_libraries_build_bit_identical_keys_from_a_triple() {
+        let mut rng = Rng::new(7);
+        for position in [0, 1, 255, 256, 65_535, 65_536, (1 << 24) - 1] {
+            let parent = (position > 0).then(|| rng.next_u64());
+            let triple = Triple {
+                current: rng.next_u64(),
+                parent,
+                position,
+            };
+            assert_eq!(
+                triple.key::<Kvblocks>().as_u128(),
+                triple.key::<Kvbm>().as_u128(),
+                "{triple:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn serving_loop_hits_the_shared_prompt_and_misses_the_tail_on_both() {
+        fn run<S: Subject>() -> f64 {
+            let spec = crate::ServingSpec {
+                // Tails (32,768 blocks) outnumber the pool; prompts stay hot.
+                block_count: 16_384,
+                requests: 2_048,
+                ..crate::ServingSpec::STANDARD
+            };
+            let manager = S::build(spec.block_count, spec.block_size, Eviction::Lru);
+            let mut client = crate::ServingLoop::<S>::new(&spec, 0);
+            for _ in 0..2_048 {
+                client.step(&manager);
+            }
+            client.reset_stats();
+            for _ in 0..4_096 {
+                client.step(&manager);
+            }
+            client.release();
+            assert_eq!(manager.available_blocks(), spec.block_count);
+            client.hit_rate()
+        }
+        assert_eq!(run::<Kvblocks>(), 0.5);
+        assert_eq!(run::<Kvbm>(), 0.5);
+    }
+
+    #[test]
+    fn both_libraries_agree_on_hit_rate_under_eviction_pressure() {
+        fn run<S: Subject>(eviction: Eviction) -> f64 {
+            // A pool too small to keep every prompt: evictions decide hits.
+            let spec = crate::ServingSpec {
+                block_count: 2_048,
+                requests: 1_024,
+                ..crate::ServingSpec::STANDARD
+            };
+            let manager = S::build(spec.block_count, spec.block_size, eviction);
+            let mut client = crate::ServingLoop::<S>::new(&spec, 0);
+            for _ in 0..3_072 {
+                client.step(&manager);
+            }
+            client.hit_rate()
+        }
+        for eviction in [Eviction::Lru, Eviction::Lineage] {
+            let ours = run::<Kvblocks>(eviction);
+            assert!(ours < 0.45, "pool should be under pressure: {ours}");
+            assert_eq!(ours, run::<Kvbm>(eviction), "{eviction:?}");
+        }
+    }
+}

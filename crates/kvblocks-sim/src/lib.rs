@@ -33,6 +33,8 @@
 //! Belady's bound applies the same rules but evicts the unpinned resident
 //! block whose next use lies farthest in the future.
 
+#![warn(missing_docs)]
+
 pub mod belady;
 pub mod chain;
 pub mod prepare;

@@ -88,14 +88,17 @@ pub fn run(
         let misses = &keys[hits..];
         let served = if misses.is_empty() {
             true
-        } else if let Some((fresh, evicted)) = manager.allocate_blocks_with_evictions(misses.len()) {
+        } else if let Some((fresh, evicted)) = manager.allocate_blocks_with_evictions(misses.len())
+        {
             stats.evictions += evicted.len() as u64;
             let staged: Vec<_> = fresh
                 .into_iter()
                 .zip(misses)
                 .map(|(block, &key)| match block.stage(key, block_size) {
                     Ok(complete) => complete,
-                    Err(_) => panic!("staging a fresh block with the manager's own block size failed"),
+                    Err(_) => {
+                        panic!("staging a fresh block with the manager's own block size failed")
+                    }
                 })
                 .collect();
             match manager.register_blocks(staged) {

@@ -77,7 +77,7 @@ impl ReleaseSchedule {
                     in_flight_sum += j.min(window);
                 }
                 offsets.push(order.len());
-                let first_unreleased = n.saturating_sub(window);
+                let first_unreleased = n.saturating_sub(window + 1);
                 order.extend((first_unreleased..n).map(|i| i as u32));
             }
             HoldMode::Time {
@@ -96,7 +96,10 @@ impl ReleaseSchedule {
                     }
                     in_flight_sum += heap.len();
                     let hold = (request.output_length as f64 * ms_per_token).ceil() as u64;
-                    heap.push(Reverse((request.timestamp_ms.saturating_add(hold), j as u32)));
+                    heap.push(Reverse((
+                        request.timestamp_ms.saturating_add(hold),
+                        j as u32,
+                    )));
                 }
                 offsets.push(order.len());
                 while let Some(Reverse((_, i))) = heap.pop() {

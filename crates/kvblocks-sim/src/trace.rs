@@ -203,9 +203,13 @@ mod tests {
 
     #[test]
     fn missing_field_is_named() {
-        let err = parse_str("{\"timestamp\": 0, \"input_length\": 1, \"output_length\": 1}").unwrap_err();
+        let err =
+            parse_str("{\"timestamp\": 0, \"input_length\": 1, \"output_length\": 1}").unwrap_err();
         assert!(matches!(err, TraceError::Malformed { line: 1, .. }));
-        assert!(err.to_string().contains("missing field `hash_ids`"), "{err}");
+        assert!(
+            err.to_string().contains("missing field `hash_ids`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -73,8 +73,16 @@ fn measure<S: Subject>(threads: usize, requests: usize, reps: usize) -> Row {
                 .map(|w| w.join().expect("worker panicked"))
                 .collect()
         });
-        let first = spans.iter().map(|s| s.0).min().expect("at least one thread");
-        let last = spans.iter().map(|s| s.1).max().expect("at least one thread");
+        let first = spans
+            .iter()
+            .map(|s| s.0)
+            .min()
+            .expect("at least one thread");
+        let last = spans
+            .iter()
+            .map(|s| s.1)
+            .max()
+            .expect("at least one thread");
         let elapsed = last.duration_since(first).max(Duration::from_nanos(1));
         let blocks = (threads * requests * spec.chain_len()) as f64;
         rates.push(blocks / elapsed.as_secs_f64());

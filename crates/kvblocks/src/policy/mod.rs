@@ -17,6 +17,8 @@ mod lru;
 mod prefix;
 mod s3fifo;
 mod sieve;
+#[cfg(test)]
+mod test_utils;
 mod tinylfu;
 
 use std::fmt;

@@ -108,6 +108,7 @@ impl Ghost {
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.table.len()
     }
@@ -450,7 +451,20 @@ mod tests {
         assert_eq!(ghost.len(), 3);
         assert!(!ghost.remove(1) && !ghost.remove(3));
         assert!(ghost.remove(4) && ghost.remove(2) && ghost.remove(5));
-        assert_eq!(ghost.table.capacity(), Ghost::new(3).table.capacity());
+    }
+
+    #[test]
+    fn ghost_churn_never_grows_its_table() {
+        let mut ghost = Ghost::new(50);
+        let capacity = ghost.table.capacity();
+        for key in 0..20_000u128 {
+            ghost.insert(key % 173);
+            if key % 3 == 0 {
+                ghost.remove(key % 89);
+            }
+            assert!(ghost.len() <= 50);
+        }
+        assert_eq!(ghost.table.capacity(), capacity);
     }
 
     #[test]

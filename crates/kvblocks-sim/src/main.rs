@@ -1,0 +1,267 @@
+//! `kvsim`: replay request traces through kvblocks' `BlockManager`, compare
+//! eviction policies with Belady's bound, print a table or JSON, draw a plot.
+//!
+//! ```text
+//! kvsim replay [TRACE...] [--policy all|NAME[,NAME..]] [--capacity 2000,4000,8000,16000]
+//!              [--mode window|time] [--window 16] [--decode-tps 30]
+//!              [--json] [--plot-dir target/kvsim] [--no-plot] [--seed 1] [--requests 4000]
+//! kvsim generate [--seed 1] [--requests 4000] [-o FILE]
+//! ```
+//!
+//! With no trace, `replay` uses the built-in generated workload (see
+//! `kvblocks_sim::workload`). Bad input ends with one `kvsim: error: ...`
+//! line on stderr and exit code 1.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kvblocks::EvictionPolicyKind;
+use kvblocks_sim::prepare::PreparedTrace;
+use kvblocks_sim::progress::Progress;
+use kvblocks_sim::report::{self, Report, RunReport, TraceReport, BELADY};
+use kvblocks_sim::schedule::HoldMode;
+use kvblocks_sim::trace::{self, Trace};
+use kvblocks_sim::workload::{self, WorkloadConfig};
+use kvblocks_sim::{belady, replay};
+
+/// Replay KV-cache block traces through kvblocks and compare eviction policies.
+#[derive(Debug, Parser)]
+#[command(name = "kvsim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay traces (or the built-in workload) per policy and capacity, plus Belady's bound.
+    Replay(ReplayArgs),
+    /// Write the built-in workload as Mooncake JSONL.
+    Generate(GenerateArgs),
+}
+
+/// How long a request pins its blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Until `--window` later requests have been served.
+    Window,
+    /// Until its decode ends: timestamp + output_length / --decode-tps.
+    Time,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// Mooncake JSONL traces (timestamp ms, input_length, output_length, hash_ids;
+    /// 512-token blocks). None: the built-in workload.
+    traces: Vec<PathBuf>,
+    /// Eviction policies: `all` or comma-separated names.
+    #[arg(long, default_value = "all")]
+    policy: String,
+    /// Pool sizes in blocks, comma-separated.
+    #[arg(long, default_value = "2000,4000,8000,16000")]
+    capacity: String,
+    /// Hold mode.
+    #[arg(long, value_enum, default_value_t = Mode::Window)]
+    mode: Mode,
+    /// Window mode: a request pins its blocks until this many later requests have been served.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Time mode: decode speed of one request, tokens per second (prefill taken as instantaneous).
+    #[arg(long, default_value_t = 30.0)]
+    decode_tps: f64,
+    /// Print JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Directory for the plots (PNG and SVG), created if missing.
+    #[arg(long, default_value = "target/kvsim")]
+    plot_dir: PathBuf,
+    /// Do not draw plots.
+    #[arg(long)]
+    no_plot: bool,
+    /// Built-in workload: seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Built-in workload: number of requests.
+    #[arg(long, default_value_t = 4000)]
+    requests: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of requests.
+    #[arg(long, default_value_t = 4000)]
+    requests: usize,
+    /// Output file (default: stdout).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(args) => run_replay(args),
+        Command::Generate(args) => run_generate(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("kvsim: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_capacities(text: &str) -> Result<Vec<usize>, String> {
+    let mut capacities = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let capacity: usize = part.parse().map_err(|_| {
+            format!("--capacity: `{part}` is not a block count (expected e.g. 2000,4000)")
+        })?;
+        if capacity == 0 {
+            return Err("--capacity: 0 is not a valid capacity (must be at least 1 block)".into());
+        }
+        if u32::try_from(capacity).is_err() {
+            return Err(format!(
+                "--capacity: {capacity} blocks is too many (limit {})",
+                u32::MAX
+            ));
+        }
+        if !capacities.contains(&capacity) {
+            capacities.push(capacity);
+        }
+    }
+    capacities.sort_unstable();
+    Ok(capacities)
+}
+
+fn parse_policies(text: &str) -> Result<Vec<EvictionPolicyKind>, String> {
+    if text.trim() == "all" {
+        return Ok(EvictionPolicyKind::ALL.to_vec());
+    }
+    let known = || {
+        EvictionPolicyKind::ALL
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut policies = Vec::new();
+    for name in text.split(',').map(str::trim) {
+        let kind: EvictionPolicyKind = name.parse().map_err(|_| {
+            format!(
+                "--policy: unknown policy `{name}` (known: all, {})",
+                known()
+            )
+        })?;
+        if !policies.contains(&kind) {
+            policies.push(kind);
+        }
+    }
+    Ok(policies)
+}
+
+fn run_replay(args: ReplayArgs) -> Result<(), String> {
+    let capacities = parse_capacities(&args.capacity)?;
+    let policies = parse_policies(&args.policy)?;
+    let mode = match args.mode {
+        Mode::Window => HoldMode::Window(args.window),
+        Mode::Time => {
+            if !(args.decode_tps.is_finite() && args.decode_tps > 0.0) {
+                return Err(format!(
+                    "--decode-tps: {} is not a positive speed",
+                    args.decode_tps
+                ));
+            }
+            HoldMode::Time {
+                decode_tokens_per_s: args.decode_tps,
+            }
+        }
+    };
+    if args.traces.is_empty() && args.requests == 0 {
+        return Err("--requests: the built-in workload needs at least 1 request".into());
+    }
+
+    // Load everything first, so a bad file fails before any replay runs.
+    let traces: Vec<Trace> = if args.traces.is_empty() {
+        let config = WorkloadConfig::new(args.seed, args.requests);
+        vec![Trace {
+            name: config.label(),
+            requests: workload::generate(&config),
+        }]
+    } else {
+        args.traces
+            .iter()
+            .map(|path| trace::load(path).map_err(|err| err.to_string()))
+            .collect::<Result<_, _>>()?
+    };
+    let prepared: Vec<PreparedTrace> = traces
+        .into_iter()
+        .map(|t| PreparedTrace::new(t, mode))
+        .collect();
+
+    let runs_per_trace = (capacities.len() * (policies.len() + 1)) as u64;
+    let total: u64 = prepared
+        .iter()
+        .map(|t| t.requests.len() as u64 * runs_per_trace)
+        .sum();
+    let mut progress = Progress::new(total, true);
+    let mut report = Report { traces: Vec::new() };
+    for trace in &prepared {
+        let mut trace_report = TraceReport::new(trace);
+        for &capacity in &capacities {
+            for &policy in &policies {
+                progress.set_message(format!("{} @ {capacity}", policy.name()));
+                let stats = replay::run(trace, policy, capacity, |n| progress.inc(n))
+                    .map_err(|err| err.to_string())?;
+                trace_report
+                    .runs
+                    .push(RunReport::new(policy.name(), capacity, stats));
+            }
+            progress.set_message(format!("{BELADY} @ {capacity}"));
+            let stats = belady::run(trace, capacity, |n| progress.inc(n));
+            trace_report
+                .runs
+                .push(RunReport::new(BELADY, capacity, stats));
+        }
+        report.traces.push(trace_report);
+    }
+    progress.finish();
+
+    let mut stdout = io::stdout().lock();
+    let text = if args.json {
+        report::json(&report) + "\n"
+    } else {
+        report::table(&report)
+    };
+    stdout
+        .write_all(text.as_bytes())
+        .map_err(|err| format!("writing the report: {err}"))?;
+    if !args.no_plot {
+        for trace_report in &report.traces {
+            let paths = report::plot(trace_report, &args.plot_dir)
+                .map_err(|err| format!("drawing the plot: {err}"))?;
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            eprintln!("kvsim: plot written to {}", names.join(" and "));
+        }
+    }
+    Ok(())
+}
+
+fn run_generate(args: GenerateArgs) -> Result<(), String> {
+    let requests = workload::generate(&WorkloadConfig::new(args.seed, args.requests));
+    match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|err| format!("{}: cannot create: {err}", path.display()))?;
+            trace::write_jsonl(&requests, io::BufWriter::new(file))
+                .map_err(|err| format!("{}: {err}", path.display()))
+        }
+        None => trace::write_jsonl(&requests, io::BufWriter::new(io::stdout().lock()))
+            .map_err(|err| format!("writing to stdout: {err}")),
+    }
+}

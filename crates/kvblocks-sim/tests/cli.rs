@@ -1,0 +1,173 @@
+//! Runs the `kvsim` binary as a user would.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::scratch_dir;
+
+fn kvsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kvsim"))
+        .args(args)
+        .output()
+        .expect("run kvsim")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Bad input: exit code 1 and exactly one error line, which contains `needle`.
+fn assert_one_error_line(output: &Output, needle: &str) {
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(output));
+    let text = stderr(output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {text}");
+    assert!(lines[0].starts_with("kvsim: error: "), "{text}");
+    assert!(lines[0].contains(needle), "{needle:?} not in {text}");
+}
+
+#[test]
+fn replays_the_builtin_workload_as_json_and_plots_it() {
+    let dir = scratch_dir("builtin");
+    let output = kvsim(&[
+        "replay",
+        "--requests",
+        "300",
+        "--capacity",
+        "4000,500",
+        "--json",
+        "--plot-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("valid JSON");
+    let trace = &json["traces"][0];
+    assert_eq!(trace["trace"], "builtin(seed=1,requests=300)");
+    assert_eq!(trace["requests"], 300);
+    assert_eq!(trace["window"], 16);
+    let runs = trace["runs"].as_array().unwrap();
+    let policies = kvblocks::EvictionPolicyKind::ALL.len() + 1;
+    assert_eq!(runs.len(), 2 * policies);
+    // Sorted by capacity; Belady last for each capacity.
+    assert_eq!(runs[0]["capacity"], 500);
+    assert_eq!(runs[policies - 1]["policy"], "belady");
+    for run in runs {
+        let rate = run["block_hit_rate"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&rate));
+        assert_eq!(run["block_refs"], trace["block_refs"]);
+    }
+
+    let png = dir.join("builtin-seed-1-requests-300-window16.png");
+    let svg = dir.join("builtin-seed-1-requests-300-window16.svg");
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("<svg") && text.contains("belady"));
+}
+
+#[test]
+fn prints_an_aligned_table_and_a_generated_file_replays_like_the_builtin() {
+    let dir = scratch_dir("generate");
+    let file = dir.join("gen.jsonl");
+    let status = kvsim(&[
+        "generate",
+        "--seed",
+        "9",
+        "--requests",
+        "200",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(status.status.success(), "{}", stderr(&status));
+
+    let common = [
+        "--capacity",
+        "300",
+        "--no-plot",
+        "--mode",
+        "time",
+        "--decode-tps",
+        "20",
+    ];
+    let from_file = kvsim(&[&["replay", file.to_str().unwrap()][..], &common[..]].concat());
+    let builtin = kvsim(
+        &[
+            &["replay", "--seed", "9", "--requests", "200"][..],
+            &common[..],
+        ]
+        .concat(),
+    );
+    assert!(from_file.status.success() && builtin.status.success());
+    let table = String::from_utf8(from_file.stdout).unwrap();
+    let header = table.lines().nth(1).unwrap();
+    assert!(
+        header.starts_with("policy") && header.contains("block hit"),
+        "{table}"
+    );
+    // Same requests, same hit counts: compare the rows minus the timing columns.
+    let rows = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip(2)
+            .map(|l| l.split_whitespace().take(7).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(
+        rows(&table),
+        rows(&String::from_utf8(builtin.stdout).unwrap())
+    );
+    // Every data row has the header's width: the columns line up.
+    for line in table.lines().skip(1).filter(|l| !l.is_empty()) {
+        assert_eq!(line.len(), header.len(), "{table}");
+    }
+}
+
+#[test]
+fn a_malformed_line_names_file_and_line() {
+    let dir = scratch_dir("malformed");
+    let file = dir.join("bad.jsonl");
+    std::fs::write(
+        &file,
+        "{\"timestamp\": 0, \"input_length\": 512, \"output_length\": 1, \"hash_ids\": [1]}\n\
+         {\"timestamp\": 1, \"input_length\": 512, \"output_length\": 1, \"hash_ids\": [1,}\n",
+    )
+    .unwrap();
+    let output = kvsim(&["replay", file.to_str().unwrap(), "--no-plot"]);
+    assert_one_error_line(&output, &format!("{}:2:", file.display()));
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn empty_hash_ids_name_file_and_line() {
+    let dir = scratch_dir("empty-ids");
+    let file = dir.join("empty.jsonl");
+    std::fs::write(
+        &file,
+        "\n{\"timestamp\": 0, \"input_length\": 0, \"output_length\": 1, \"hash_ids\": []}\n",
+    )
+    .unwrap();
+    let output = kvsim(&["replay", file.to_str().unwrap(), "--no-plot"]);
+    assert_one_error_line(
+        &output,
+        &format!("{}:2: `hash_ids` is empty", file.display()),
+    );
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let missing = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-such-trace.jsonl");
+    let output = kvsim(&["replay", missing.to_str().unwrap(), "--no-plot"]);
+    assert_one_error_line(
+        &output,
+        &format!("{}: cannot read trace", missing.display()),
+    );
+}
+
+#[test]
+fn zero_capacity_and_unknown_policy_are_refused() {
+    let output = kvsim(&["replay", "--capacity", "4000,0", "--no-plot"]);
+    assert_one_error_line(&output, "--capacity: 0 is not a valid capacity");
+    let output = kvsim(&["replay", "--policy", "nope", "--no-plot"]);
+    assert_one_error_line(&output, "unknown policy `nope`");
+}
