@@ -6,10 +6,11 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
-use super::{MutableBlock, StoreLink};
-use crate::store::Store;
+use super::MutableBlock;
+use crate::store::{Store, StoreRef};
 use crate::{BlockId, SequenceHash};
 
 /// A staged block: content final, named by a [`SequenceHash`], not yet
@@ -32,16 +33,16 @@ use crate::{BlockId, SequenceHash};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct CompleteBlock<T> {
-    pub(crate) store: StoreLink,
+    pub(crate) store: StoreRef,
     pub(crate) slot: u32,
     pub(crate) hash: SequenceHash,
     _tier: PhantomData<fn() -> T>,
 }
 
 impl<T> CompleteBlock<T> {
-    pub(crate) fn new(store: Arc<Store>, slot: u32, hash: SequenceHash) -> Self {
+    pub(crate) fn new(store: StoreRef, slot: u32, hash: SequenceHash) -> Self {
         Self {
-            store: StoreLink::new(store),
+            store,
             slot,
             hash,
             _tier: PhantomData,
@@ -49,13 +50,14 @@ impl<T> CompleteBlock<T> {
     }
 
     /// Takes the parts out without running `Drop`.
-    pub(crate) fn into_parts(mut self) -> (Arc<Store>, u32, SequenceHash) {
-        (self.store.take(), self.slot, self.hash)
+    pub(crate) fn into_parts(self) -> (StoreRef, u32, SequenceHash) {
+        let this = ManuallyDrop::new(self);
+        (this.store, this.slot, this.hash)
     }
 
     /// Whether this guard was allocated by `store`.
     pub(crate) fn belongs_to(&self, store: &Arc<Store>) -> bool {
-        Arc::ptr_eq(self.store.get(), store)
+        self.store.is(store)
     }
 
     /// The manager this guard came from.
@@ -79,18 +81,16 @@ impl<T> CompleteBlock<T> {
     }
 
     /// Forgets the hash and gives the slot back as a writable block.
-    pub fn reset(mut self) -> MutableBlock<T> {
-        let store = self.store.take();
-        store.note_unstaged();
-        MutableBlock::new(store, self.slot)
+    pub fn reset(self) -> MutableBlock<T> {
+        let (store, slot, _) = self.into_parts();
+        store.get().note_unstaged();
+        MutableBlock::new(store, slot)
     }
 }
 
 impl<T> Drop for CompleteBlock<T> {
     fn drop(&mut self) {
-        if let Some(store) = self.store.live() {
-            store.release_outstanding(self.slot, true);
-        }
+        self.store.get().release_outstanding(self.slot, true);
     }
 }
 

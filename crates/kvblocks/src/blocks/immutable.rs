@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::store::core::Registered;
-use crate::store::Store;
+use crate::store::{Store, StoreRef};
 use crate::{BlockId, SequenceHash};
 
 /// A registered block. Cheap to clone; while any clone lives, the slot is
@@ -38,7 +38,7 @@ use crate::{BlockId, SequenceHash};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ImmutableBlock<T> {
-    store: Arc<Store>,
+    store: StoreRef,
     slot: u32,
     generation: u32,
     hash: SequenceHash,
@@ -49,7 +49,7 @@ impl<T> ImmutableBlock<T> {
     /// Wraps a handle the store has already counted.
     #[inline]
     pub(crate) fn from_registered(
-        store: Arc<Store>,
+        store: StoreRef,
         registered: Registered,
         hash: SequenceHash,
     ) -> Self {
@@ -74,18 +74,18 @@ impl<T> ImmutableBlock<T> {
 
     /// Tokens per block in this handle's manager.
     pub fn block_size(&self) -> usize {
-        self.store.block_size
+        self.store.get().block_size
     }
 
     /// Live strong handles on this slot (this one included).
     pub fn use_count(&self) -> usize {
-        self.store.refs.count(self.slot) as usize
+        self.store.get().refs.count(self.slot) as usize
     }
 
     /// A handle that does not pin the block.
     pub fn downgrade(&self) -> WeakBlock<T> {
         WeakBlock {
-            store: Arc::clone(&self.store),
+            store: self.store.to_arc(),
             slot: self.slot,
             generation: self.generation,
             hash: self.hash,
@@ -95,16 +95,16 @@ impl<T> ImmutableBlock<T> {
 
     /// The manager this handle belongs to.
     pub fn manager_id(&self) -> crate::ManagerId {
-        self.store.id
+        self.store.get().id
     }
 }
 
 impl<T> Clone for ImmutableBlock<T> {
     #[inline]
     fn clone(&self) -> Self {
-        self.store.refs.increment(self.slot);
+        self.store.get().refs.increment(self.slot);
         Self {
-            store: Arc::clone(&self.store),
+            store: self.store,
             slot: self.slot,
             generation: self.generation,
             hash: self.hash,
@@ -116,7 +116,7 @@ impl<T> Clone for ImmutableBlock<T> {
 impl<T> Drop for ImmutableBlock<T> {
     #[inline]
     fn drop(&mut self) {
-        self.store.release_handle(self.slot);
+        self.store.get().release_handle(self.slot);
     }
 }
 
@@ -168,17 +168,19 @@ impl<T> WeakBlock<T> {
                 generation: self.generation,
             };
             return Some(ImmutableBlock::from_registered(
-                Arc::clone(store),
+                StoreRef::new(store),
                 registered,
                 self.hash,
             ));
         }
-        let registered =
-            store
-                .lock()
-                .upgrade(self.slot, self.generation, self.hash, &store.refs)?;
+        let registered = {
+            let mut core = store.lock();
+            let registered = core.upgrade(self.slot, self.generation, self.hash, &store.refs)?;
+            core.keep_alive(store);
+            registered
+        };
         Some(ImmutableBlock::from_registered(
-            Arc::clone(store),
+            StoreRef::new(store),
             registered,
             self.hash,
         ))

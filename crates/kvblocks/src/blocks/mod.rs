@@ -18,10 +18,6 @@ mod complete;
 mod immutable;
 mod mutable;
 
-use std::sync::Arc;
-
-use crate::store::Store;
-
 pub use complete::CompleteBlock;
 pub use immutable::{ImmutableBlock, WeakBlock};
 pub use mutable::MutableBlock;
@@ -100,39 +96,4 @@ pub enum BlockDuplicationPolicy {
     /// Keep one copy: the new block returns to the reset pool and the caller
     /// gets a handle on the existing primary.
     Reject,
-}
-
-/// The store a guard belongs to. A transition takes it out of the consumed
-/// guard (leaving `None`, so that guard's `Drop` does nothing) and moves it
-/// into the next guard.
-pub(crate) struct StoreLink(Option<Arc<Store>>);
-
-impl StoreLink {
-    pub(crate) fn new(store: Arc<Store>) -> Self {
-        Self(Some(store))
-    }
-
-    /// The store. Present for the whole life of a guard that can be used.
-    #[inline(always)]
-    pub(crate) fn get(&self) -> &Arc<Store> {
-        match &self.0 {
-            Some(store) => store,
-            None => unreachable!("a consumed guard is never used"),
-        }
-    }
-
-    /// The store, if the guard has not been consumed (for `Drop`).
-    #[inline(always)]
-    pub(crate) fn live(&self) -> Option<&Arc<Store>> {
-        self.0.as_ref()
-    }
-
-    /// Moves the store out of a guard being consumed.
-    #[inline(always)]
-    pub(crate) fn take(&mut self) -> Arc<Store> {
-        match self.0.take() {
-            Some(store) => store,
-            None => unreachable!("a guard is consumed once"),
-        }
-    }
 }

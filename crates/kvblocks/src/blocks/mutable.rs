@@ -5,11 +5,11 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::mem::ManuallyDrop;
 
-use super::{BlockError, CompleteBlock, StoreLink};
+use super::{BlockError, CompleteBlock};
 use crate::hash::TokenBlock;
-use crate::store::Store;
+use crate::store::StoreRef;
 use crate::{BlockId, SequenceHash};
 
 /// A writable slot, fresh from [`BlockManager::allocate_blocks`](crate::BlockManager::allocate_blocks).
@@ -33,23 +33,24 @@ use crate::{BlockId, SequenceHash};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct MutableBlock<T> {
-    pub(crate) store: StoreLink,
+    pub(crate) store: StoreRef,
     pub(crate) slot: u32,
     _tier: PhantomData<fn() -> T>,
 }
 
 impl<T> MutableBlock<T> {
-    pub(crate) fn new(store: Arc<Store>, slot: u32) -> Self {
+    pub(crate) fn new(store: StoreRef, slot: u32) -> Self {
         Self {
-            store: StoreLink::new(store),
+            store,
             slot,
             _tier: PhantomData,
         }
     }
 
     /// Takes the parts out without running `Drop`.
-    pub(crate) fn into_parts(mut self) -> (Arc<Store>, u32) {
-        (self.store.take(), self.slot)
+    pub(crate) fn into_parts(self) -> (StoreRef, u32) {
+        let this = ManuallyDrop::new(self);
+        (this.store, this.slot)
     }
 
     /// The physical slot this guard names.
@@ -98,9 +99,7 @@ impl<T> MutableBlock<T> {
 
 impl<T> Drop for MutableBlock<T> {
     fn drop(&mut self) {
-        if let Some(store) = self.store.live() {
-            store.release_outstanding(self.slot, false);
-        }
+        self.store.get().release_outstanding(self.slot, false);
     }
 }
 

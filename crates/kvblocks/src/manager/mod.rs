@@ -17,7 +17,7 @@ pub use builder::{
 
 use crate::blocks::{CompleteBlock, ImmutableBlock, MutableBlock, RegisterError};
 use crate::metrics::MetricsSnapshot;
-use crate::store::Store;
+use crate::store::{Store, StoreRef};
 use crate::sync::Ordering;
 use crate::{BlockDuplicationPolicy, BlockMetadata, ManagerId, SequenceHash};
 
@@ -106,9 +106,13 @@ impl<T: BlockMetadata> BlockManager<T> {
         }
         let mut blocks = Vec::with_capacity(count);
         let store = &self.store;
-        let done = store.lock().allocate(count, &store.refs, evicted, |slot| {
-            blocks.push(MutableBlock::new(Arc::clone(store), slot));
+        let handle = StoreRef::new(store);
+        let mut core = store.lock();
+        let done = core.allocate(count, &store.refs, evicted, |slot| {
+            blocks.push(MutableBlock::new(handle, slot));
         });
+        core.keep_alive(store);
+        drop(core);
         done.then_some(blocks)
     }
 
@@ -130,11 +134,15 @@ impl<T: BlockMetadata> BlockManager<T> {
             let (id, owner) = (block.block_id(), block.owner());
             return Err(self.foreign(block, id, owner));
         }
-        let (store, slot, hash) = block.into_parts();
-        let registered = store
-            .lock()
-            .register(slot, hash, store.duplication, &store.refs);
-        Ok(ImmutableBlock::from_registered(store, registered, hash))
+        let (handle, slot, hash) = block.into_parts();
+        let store = &self.store;
+        let registered = {
+            let mut core = store.lock();
+            let registered = core.register(slot, hash, store.duplication, &store.refs);
+            core.keep_alive(store);
+            registered
+        };
+        Ok(ImmutableBlock::from_registered(handle, registered, hash))
     }
 
     /// Registers a batch of staged blocks under one lock acquisition; handles
@@ -156,10 +164,11 @@ impl<T: BlockMetadata> BlockManager<T> {
         let mut registered = Vec::with_capacity(blocks.len());
         let mut core = store.lock();
         for block in blocks {
-            let (own, slot, hash) = block.into_parts();
+            let (handle, slot, hash) = block.into_parts();
             let outcome = core.register(slot, hash, store.duplication, &store.refs);
-            registered.push(ImmutableBlock::from_registered(own, outcome, hash));
+            registered.push(ImmutableBlock::from_registered(handle, outcome, hash));
         }
+        core.keep_alive(store);
         drop(core);
         Ok(registered)
     }
@@ -178,17 +187,15 @@ impl<T: BlockMetadata> BlockManager<T> {
     /// (pinned again).
     pub fn match_blocks(&self, hashes: &[SequenceHash]) -> Vec<ImmutableBlock<T>> {
         let store = &self.store;
+        let handle = StoreRef::new(store);
         let mut matched = Vec::with_capacity(hashes.len());
-        store
-            .lock()
-            .match_prefix(hashes, &store.refs, |slot, generation, hash| {
-                let registered = crate::store::core::Registered { slot, generation };
-                matched.push(ImmutableBlock::from_registered(
-                    Arc::clone(store),
-                    registered,
-                    hash,
-                ));
-            });
+        let mut core = store.lock();
+        core.match_prefix(hashes, &store.refs, |slot, generation, hash| {
+            let registered = crate::store::core::Registered { slot, generation };
+            matched.push(ImmutableBlock::from_registered(handle, registered, hash));
+        });
+        core.keep_alive(store);
+        drop(core);
         matched
     }
 
@@ -199,14 +206,18 @@ impl<T: BlockMetadata> BlockManager<T> {
         hashes: &[SequenceHash],
     ) -> Vec<Option<ImmutableBlock<T>>> {
         let store = &self.store;
+        let handle = StoreRef::new(store);
         let mut core = store.lock();
-        hashes
+        let matched = hashes
             .iter()
             .map(|&hash| {
                 core.match_one(hash, &store.refs)
-                    .map(|r| ImmutableBlock::from_registered(Arc::clone(store), r, hash))
+                    .map(|r| ImmutableBlock::from_registered(handle, r, hash))
             })
-            .collect()
+            .collect();
+        core.keep_alive(store);
+        drop(core);
+        matched
     }
 
     /// Every resident block among `hashes`, without stopping at misses.
@@ -217,6 +228,7 @@ impl<T: BlockMetadata> BlockManager<T> {
         touch: bool,
     ) -> HashMap<SequenceHash, ImmutableBlock<T>> {
         let store = &self.store;
+        let handle = StoreRef::new(store);
         let mut found = HashMap::with_capacity(hashes.len());
         let mut core = store.lock();
         for &hash in hashes {
@@ -224,12 +236,10 @@ impl<T: BlockMetadata> BlockManager<T> {
                 continue;
             }
             if let Some(r) = core.scan_one(hash, touch, &store.refs) {
-                found.insert(
-                    hash,
-                    ImmutableBlock::from_registered(Arc::clone(store), r, hash),
-                );
+                found.insert(hash, ImmutableBlock::from_registered(handle, r, hash));
             }
         }
+        core.keep_alive(store);
         drop(core);
         found
     }

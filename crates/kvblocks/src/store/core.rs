@@ -5,9 +5,12 @@
 //! bounded amount of work per slot, without allocating. It never creates or
 //! drops guards; callers turn the slot numbers it hands out into guards.
 
+use std::sync::Arc;
+
 use super::index::HashIndex;
 use super::refcount::RefCounts;
 use super::slot::{SlotRecord, SlotState, NO_SLOT};
+use super::Store;
 use crate::policy::{AnyPolicy, EvictionPolicy};
 use crate::{BlockDuplicationPolicy, SequenceHash};
 
@@ -54,6 +57,9 @@ pub(crate) struct StoreCore {
     policy: AnyPolicy,
     outstanding: usize,
     active: usize,
+    /// The store's own `Arc`, held while any slot is live (outstanding or
+    /// active), so guards can point at the store without owning it.
+    keepalive: Option<Arc<Store>>,
     pub(crate) counters: Counters,
 }
 
@@ -68,7 +74,27 @@ impl StoreCore {
             policy,
             outstanding: 0,
             active: 0,
+            keepalive: None,
             counters: Counters::default(),
+        }
+    }
+
+    /// Makes sure the store stays alive while slots are live; call after any
+    /// operation that may have handed out guards, before unlocking.
+    #[inline]
+    pub(crate) fn keep_alive(&mut self, store: &Arc<Store>) {
+        if self.keepalive.is_none() && self.outstanding + self.active > 0 {
+            self.keepalive = Some(Arc::clone(store));
+        }
+    }
+
+    /// The keepalive, once no slot is live; drop it after unlocking.
+    #[inline]
+    pub(crate) fn take_keepalive_if_idle(&mut self) -> Option<Arc<Store>> {
+        if self.outstanding + self.active == 0 {
+            self.keepalive.take()
+        } else {
+            None
         }
     }
 

@@ -7,11 +7,14 @@
 //! one short lock. Batch calls take the lock once per call.
 
 pub(crate) mod core;
+mod handle;
 mod index;
 pub(crate) mod refcount;
 pub(crate) mod slot;
 
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
+
+pub(crate) use self::handle::StoreRef;
 
 use self::core::StoreCore;
 use self::refcount::RefCounts;
@@ -56,18 +59,34 @@ impl Store {
         self.core.lock()
     }
 
-    /// A mutable or staged guard was dropped.
+    /// A mutable or staged guard was dropped. The caller must not touch the
+    /// store after this returns (it may have been freed).
     #[inline]
     pub(crate) fn release_outstanding(&self, slot: u32, was_staged: bool) {
-        self.lock().release_outstanding(slot, was_staged);
+        let keepalive = {
+            let mut core = self.lock();
+            core.release_outstanding(slot, was_staged);
+            core.take_keepalive_if_idle()
+        };
+        drop(keepalive);
     }
 
-    /// A strong handle was dropped.
+    /// A strong handle was dropped. A count above one drops without the lock;
+    /// the last handle drops under it (see [`StoreRef`]). The caller must not
+    /// touch the store after this returns.
     #[inline]
     pub(crate) fn release_handle(&self, slot: u32) {
-        if self.refs.decrement(slot) {
-            self.lock().release_if_unused(slot, &self.refs);
+        if self.refs.decrement_if_shared(slot) {
+            return;
         }
+        let keepalive = {
+            let mut core = self.lock();
+            if self.refs.decrement(slot) {
+                core.release_if_unused(slot, &self.refs);
+            }
+            core.take_keepalive_if_idle()
+        };
+        drop(keepalive);
     }
 
     /// Records a `CompleteBlock::reset`.

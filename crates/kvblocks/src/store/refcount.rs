@@ -8,10 +8,12 @@
 //!
 //! - 0 -> 1 happens only under the store lock (a match, a registration, a
 //!   slow-path upgrade), never from a clone, because a clone needs a live handle;
-//! - 1 -> 0 happens anywhere, and the dropper then takes the lock and asks the
-//!   store to release the slot *if the count is still zero*. A match that
-//!   resurrects the slot in between makes that request a no-op, so the race
-//!   between a last drop and a match resolves under the lock either way.
+//! - 1 -> 0 happens only under the store lock too: a drop that sees a count
+//!   above one decrements by compare-exchange without the lock; one that sees
+//!   the last handle takes the lock, decrements, and releases the slot if the
+//!   count reached zero (a match may have added a handle meanwhile). So the
+//!   race between a last drop and a resurrecting match resolves under the
+//!   lock, and a slot's count is never zero while a guard still uses it.
 //!
 //! A [`WeakBlock`] upgrade may skip the lock when the count is non-zero and the
 //! generation is the one it saw: a single compare-exchange on the whole word
@@ -63,7 +65,28 @@ impl RefCounts {
         (old >> 32) as u32
     }
 
-    /// Removes a handle; returns `true` if it was the last one.
+    /// Removes a handle if it is not the last one; returns whether it did.
+    /// The last handle is removed with [`RefCounts::decrement`] under the lock.
+    #[inline]
+    pub(crate) fn decrement_if_shared(&self, slot: u32) -> bool {
+        let word = &self.words[slot as usize];
+        let mut current = word.load(Ordering::Relaxed);
+        while current & COUNT_MASK > 1 {
+            match word.compare_exchange_weak(
+                current,
+                current - 1,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => current = seen,
+            }
+        }
+        false
+    }
+
+    /// Removes a handle; returns `true` if it was the last one. Called under
+    /// the store lock, so a count reaches zero only there.
     #[inline]
     pub(crate) fn decrement(&self, slot: u32) -> bool {
         let old = self.words[slot as usize].fetch_sub(1, Ordering::Release);

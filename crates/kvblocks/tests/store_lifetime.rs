@@ -1,0 +1,107 @@
+//! Guards keep their store alive without an `Arc` each: the store frees
+//! itself exactly when the manager and the last guard are gone, whichever
+//! goes last. Checked with a counting allocator: live heap bytes return to
+//! the baseline, and guards keep working after the manager is dropped.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use kvblocks::{BlockManager, SequenceHash};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged and only
+// counts the bytes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed through.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed through.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+#[derive(Clone)]
+struct Tier;
+
+fn build() -> BlockManager<Tier> {
+    BlockManager::builder()
+        .block_count(64)
+        .block_size(4)
+        .build()
+        .unwrap()
+}
+
+/// One test function so no other test allocates concurrently.
+#[test]
+fn store_is_freed_when_the_manager_and_the_last_guard_are_gone() {
+    let baseline = LIVE.load(Ordering::SeqCst);
+
+    // Manager dropped first, guards later.
+    let manager = build();
+    let hash = SequenceHash::root(1);
+    let staged = manager
+        .allocate_blocks(1)
+        .unwrap()
+        .pop()
+        .unwrap()
+        .stage(hash, 4)
+        .unwrap();
+    let held = manager.register_block(staged).unwrap();
+    let mutable = manager.allocate_blocks(3).unwrap();
+    let weak = held.downgrade();
+    drop(manager);
+    let clone = held.clone();
+    assert_eq!(clone.use_count(), 2);
+    assert_eq!(clone.block_size(), 4);
+    drop((held, clone));
+    let again = weak
+        .upgrade()
+        .expect("the store is alive while a weak handle holds it");
+    drop(again);
+    drop(mutable);
+    assert!(
+        LIVE.load(Ordering::SeqCst) > baseline,
+        "the weak handle keeps the store"
+    );
+    drop(weak);
+    assert_eq!(
+        LIVE.load(Ordering::SeqCst),
+        baseline,
+        "store freed after the last guard"
+    );
+
+    // Guards dropped first, manager later.
+    let manager = build();
+    let blocks = manager.allocate_blocks(2).unwrap();
+    drop(blocks);
+    drop(manager);
+    assert_eq!(
+        LIVE.load(Ordering::SeqCst),
+        baseline,
+        "store freed with the manager"
+    );
+
+    // A staged block outliving its manager.
+    let manager = build();
+    let staged = manager
+        .allocate_blocks(1)
+        .unwrap()
+        .pop()
+        .unwrap()
+        .stage(hash, 4)
+        .unwrap();
+    drop(manager);
+    let back = staged.reset();
+    drop(back);
+    assert_eq!(LIVE.load(Ordering::SeqCst), baseline);
+}
