@@ -8,6 +8,18 @@
 /// Counters since the manager was built, and gauges at the moment of the snapshot.
 ///
 /// The names follow kvbm-logical's `kvbm_*` metrics.
+///
+/// ```
+/// use kvblocks::{BlockManager, SequenceHash};
+/// #[derive(Clone)] struct Gpu;
+/// let manager = BlockManager::<Gpu>::builder().block_count(4).block_size(4).build()?;
+/// let staged = manager.allocate_blocks(1).unwrap().pop().unwrap().stage(SequenceHash::root(1), 4)?;
+/// drop(manager.register_block(staged)?);
+/// let m = manager.metrics();
+/// assert_eq!((m.allocations, m.registrations, m.stagings), (1, 1, 1));
+/// assert_eq!((m.reset_pool_size, m.inactive_pool_size), (3, 1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MetricsSnapshot {
     /// Blocks handed out by allocations (`kvbm_allocations_total`).

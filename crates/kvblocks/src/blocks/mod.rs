@@ -86,6 +86,20 @@ impl<B> RegisterError<B> {
 }
 
 /// What registering a hash that is already registered does.
+///
+/// ```
+/// use kvblocks::{BlockDuplicationPolicy, BlockManager, SequenceHash};
+/// #[derive(Clone)] struct Gpu;
+/// let manager = BlockManager::<Gpu>::builder().block_count(4).block_size(4)
+///     .duplication_policy(BlockDuplicationPolicy::Reject).build()?;
+/// let mut register = || {
+///     let staged = manager.allocate_blocks(1).unwrap().pop().unwrap().stage(SequenceHash::root(5), 4)?;
+///     Ok::<_, Box<dyn std::error::Error>>(manager.register_block(staged)?)
+/// };
+/// let (first, second) = (register()?, register()?);
+/// assert_eq!(first.block_id(), second.block_id(), "Reject: one physical copy");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BlockDuplicationPolicy {
     /// Keep both physical copies: the new block is a duplicate that pins the

@@ -65,6 +65,15 @@ impl From<super::PositionOverflow> for TokenError {
 /// A full block: exactly `block_size` tokens and the hashes naming them.
 ///
 /// Immutable once built. It fits one cache line (64 bytes on 64-bit targets).
+///
+/// ```
+/// use kvblocks::hash::TokenBlockSequence;
+/// let seq = TokenBlockSequence::from_slice(&[1, 2, 3, 4, 5, 6, 7, 8], 4, None);
+/// let [first, second] = seq.blocks() else { unreachable!() };
+/// assert_eq!(first.tokens(), &[1, 2, 3, 4]);
+/// assert_eq!(second.parent_sequence_hash(), Some(first.sequence_hash()));
+/// assert_eq!(second.positional_lineage_hash().position(), 1);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenBlock {
     tokens: Box<[Token]>,
@@ -138,6 +147,13 @@ impl TokenBlock {
 }
 
 /// The tail of a sequence: fewer than `block_size` tokens not yet hashed.
+///
+/// ```
+/// use kvblocks::hash::TokenBlockSequence;
+/// let seq = TokenBlockSequence::from_slice(&[1, 2, 3, 4, 5, 6], 4, None);
+/// assert_eq!(seq.current_block().tokens(), &[5, 6]);
+/// assert_eq!(seq.current_block().remaining(), 2);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartialTokenBlock {
     tokens: Vec<Token>,
@@ -183,6 +199,18 @@ impl PartialTokenBlock {
 ///
 /// A `None` salt means salt hash 0. Equal tokens, block size and salt give
 /// equal hashes here and in `dynamo-tokens` 1.6.1.
+///
+/// ```
+/// use kvblocks::hash::TokenBlockSequence;
+/// let mut seq = TokenBlockSequence::from_slice(&[10, 11, 12], 4, Some(42));
+/// assert!(seq.blocks().is_empty());
+/// assert_eq!(seq.append(13)?, Some(0));          // completes block 0
+/// assert_eq!(seq.extend(&[14, 15, 16, 17, 18])?, Some(1..2));
+/// assert_eq!(seq.total_tokens(), 9);
+/// // The keys a scheduler matches with, one per full block:
+/// assert_eq!(seq.sequence_hashes().len(), 2);
+/// # Ok::<(), kvblocks::hash::TokenError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenBlockSequence {
     blocks: Vec<TokenBlock>,

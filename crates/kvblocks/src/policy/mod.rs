@@ -40,6 +40,30 @@ use crate::SequenceHash;
 /// `on_release` / `on_reacquire` pairs (evictable / pinned again), with
 /// `on_hit` whenever a match or a deduplicated registration finds it, until
 /// `evict` returns it, followed by `on_forget`.
+///
+/// A policy of your own plugs in through the builder:
+///
+/// ```
+/// use kvblocks::{BlockManager, EvictionPolicy};
+///
+/// /// Evicts the most recently released block first.
+/// struct Newest(Vec<u32>);
+///
+/// impl EvictionPolicy for Newest {
+///     fn name(&self) -> &'static str { "newest" }
+///     fn on_release(&mut self, slot: u32) { self.0.push(slot) }
+///     fn on_reacquire(&mut self, slot: u32) { self.0.retain(|&s| s != slot) }
+///     fn evict(&mut self) -> Option<u32> { self.0.pop() }
+///     fn len(&self) -> usize { self.0.len() }
+/// }
+///
+/// #[derive(Clone)] struct Gpu;
+/// let manager = BlockManager::<Gpu>::builder().block_count(8).block_size(4)
+///     .custom_eviction_policy(|slots| Newest(Vec::with_capacity(slots)))
+///     .build()?;
+/// assert_eq!(manager.eviction_policy_name(), "newest");
+/// # Ok::<(), kvblocks::BuildError>(())
+/// ```
 pub trait EvictionPolicy: Send + 'static {
     /// Short stable name (used by `kvsim` and in metrics).
     fn name(&self) -> &'static str;
@@ -94,6 +118,14 @@ pub trait EvictionPolicy: Send + 'static {
 }
 
 /// The policies a manager can be built with.
+///
+/// ```
+/// use kvblocks::EvictionPolicyKind;
+/// let kind: EvictionPolicyKind = "lineage".parse()?;
+/// assert_eq!(kind, EvictionPolicyKind::Lineage);
+/// assert!(EvictionPolicyKind::ALL.iter().any(|k| k.name() == "s3fifo"));
+/// # Ok::<(), kvblocks::policy::UnknownPolicy>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum EvictionPolicyKind {
