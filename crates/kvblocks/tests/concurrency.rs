@@ -159,3 +159,50 @@ fn threads_sharing_prefixes_lose_no_block_under_every_policy() {
         run(kind, BlockDuplicationPolicy::Allow);
     }
 }
+
+#[test]
+fn manager_dropped_while_threads_still_release_their_blocks() {
+    for round in 0..50u64 {
+        let manager = BlockManager::<Tier>::builder()
+            .block_count(64)
+            .block_size(16)
+            .build()
+            .unwrap();
+        let per_thread: Vec<Vec<ImmutableBlock<Tier>>> = (0..THREADS as u64)
+            .map(|t| {
+                let chain: Vec<SequenceHash> = (0..8u64)
+                    .scan(None, |parent: &mut Option<SequenceHash>, i| {
+                        let next = match parent {
+                            None => SequenceHash::root(round << 8 | t),
+                            Some(p) => p.extend(i),
+                        };
+                        *parent = Some(next);
+                        Some(next)
+                    })
+                    .collect();
+                serve(&manager, &chain).expect("room for every thread")
+            })
+            .collect();
+        let weak = per_thread[0][0].downgrade();
+        let start = Arc::new(Barrier::new(THREADS + 1));
+        let workers: Vec<_> = per_thread
+            .into_iter()
+            .map(|held| {
+                let start = Arc::clone(&start);
+                thread::spawn(move || {
+                    start.wait();
+                    let copies = held.clone();
+                    drop(held);
+                    drop(copies);
+                })
+            })
+            .collect();
+        start.wait();
+        drop(manager);
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        // The weak handle kept the store; the cached block is still there.
+        assert!(weak.upgrade().is_some());
+    }
+}
