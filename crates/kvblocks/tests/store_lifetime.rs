@@ -104,4 +104,53 @@ fn store_is_freed_when_the_manager_and_the_last_guard_are_gone() {
     let back = staged.reset();
     drop(back);
     assert_eq!(LIVE.load(Ordering::SeqCst), baseline);
+
+    // Steady state: a long churn of registrations and evictions (removals
+    // leave hash-table tombstones) must not grow any structure.
+    for kind in kvblocks::EvictionPolicyKind::ALL {
+        churn_does_not_grow(*kind);
+    }
+}
+
+fn churn_does_not_grow(kind: kvblocks::EvictionPolicyKind) {
+    let manager = BlockManager::<Tier>::builder()
+        .block_count(1024)
+        .block_size(4)
+        .eviction_policy(kind)
+        .build()
+        .unwrap();
+    let mut chain_of = |request: u64| {
+        let mut chain = vec![SequenceHash::root(request % 7)];
+        for i in 1..8 {
+            let next = chain[chain.len() - 1].extend(if i < 4 { i } else { request << 8 | i });
+            chain.push(next);
+        }
+        chain
+    };
+    let mut serve = |request: u64| {
+        let chain = chain_of(request);
+        let mut held = manager.match_blocks(&chain);
+        let misses = &chain[held.len()..];
+        let staged = manager
+            .allocate_blocks(misses.len())
+            .unwrap()
+            .into_iter()
+            .zip(misses)
+            .map(|(b, h)| b.stage(*h, 4).unwrap())
+            .collect();
+        held.extend(manager.register_blocks(staged).unwrap());
+    };
+    for request in 0..2_000 {
+        serve(request);
+    }
+    let settled = LIVE.load(Ordering::SeqCst);
+    for request in 2_000..40_000 {
+        serve(request);
+    }
+    assert_eq!(
+        LIVE.load(Ordering::SeqCst),
+        settled,
+        "{}: bookkeeping grew under churn",
+        kind.name()
+    );
 }

@@ -93,7 +93,9 @@ impl Lineage {
             links: Links::new(slots),
             leaves: List::new(),
             inner: List::new(),
-            by_key: HashTable::with_capacity(slots),
+            // Twice the slots: tombstones are then always cleared by an
+            // in-place rehash, never by growing (see `store::index`).
+            by_key: HashTable::with_capacity(slots.saturating_mul(2)),
         }
     }
 

@@ -158,9 +158,8 @@ impl StoreCore {
     /// Drops an inactive slot's registration: index, policy, generation.
     /// Returns the hash it held. The caller gives the slot a new state.
     fn forget(&mut self, slot: u32, refs: &RefCounts) -> SequenceHash {
-        let slots = &self.slots;
-        let hash = slots[slot as usize].hash();
-        self.index.remove(hash, slot, |s| slots[s as usize].hash());
+        let hash = self.slots[slot as usize].hash();
+        self.index.remove(hash, slot);
         self.policy.on_forget(slot, hash);
         refs.next_generation(slot);
         self.counters.evictions += 1;
@@ -209,7 +208,10 @@ impl StoreCore {
         self.outstanding -= 1;
         self.counters.staged_exits += 1;
         self.counters.registrations += 1;
-        let existing = self.lookup(hash);
+        let slots = &self.slots;
+        let existing = self
+            .index
+            .insert_if_absent(hash, slot, |s| slots[s as usize].hash());
         let duplicate_of = match (existing, duplication) {
             (None, _) => NO_SLOT,
             (Some(primary), BlockDuplicationPolicy::Reject) => {
@@ -237,8 +239,6 @@ impl StoreCore {
         self.active += 1;
         let generation = refs.increment(slot);
         if duplicate_of == NO_SLOT {
-            let slots = &self.slots;
-            self.index.insert(hash, slot, |s| slots[s as usize].hash());
             self.policy.on_register(slot, hash);
         }
         Registered { slot, generation }

@@ -2,11 +2,13 @@
 //!
 //! Owns one open-addressing table of bare `u32` slot numbers. The key of an
 //! entry is not stored in the table: it is read back from the slot record, so
-//! an entry costs 4 bytes plus a control byte. The table is sized once for
-//! every slot and never grows, so steady state allocates nothing.
+//! an entry costs 4 bytes plus a control byte. The table is sized once (for
+//! twice the slots, see [`HashIndex::with_capacity`]) and never grows, so
+//! steady state allocates nothing.
 //!
 //! It never decides what is registered; [`super::core::StoreCore`] does.
 
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
 use crate::SequenceHash;
@@ -29,10 +31,14 @@ pub(crate) struct HashIndex {
 }
 
 impl HashIndex {
-    /// An index able to hold `capacity` entries without growing.
+    /// An index able to hold `capacity` entries without ever allocating.
+    ///
+    /// Removals leave tombstones that hashbrown clears by rehashing, in place
+    /// while the table is at most half full and by growing otherwise, so the
+    /// table is sized for twice the entries it can hold.
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         Self {
-            table: HashTable::with_capacity(capacity),
+            table: HashTable::with_capacity(capacity.saturating_mul(2)),
         }
     }
 
@@ -48,35 +54,37 @@ impl HashIndex {
             .copied()
     }
 
-    /// Adds `slot` under `hash`. The caller guarantees `hash` is absent.
+    /// Adds `slot` under `hash` unless `hash` is present; returns the slot
+    /// already registered under it, if any. One probe either way.
     #[inline]
-    pub(crate) fn insert(
+    pub(crate) fn insert_if_absent(
         &mut self,
         hash: SequenceHash,
         slot: u32,
         key_of: impl Fn(u32) -> SequenceHash,
-    ) {
-        self.table
-            .insert_unique(fold(hash), slot, |&s| fold(key_of(s)));
-    }
-
-    /// Removes the entry for `hash` if it names `slot`; returns whether it did.
-    #[inline]
-    pub(crate) fn remove(
-        &mut self,
-        hash: SequenceHash,
-        slot: u32,
-        key_of: impl Fn(u32) -> SequenceHash,
-    ) -> bool {
+    ) -> Option<u32> {
         match self
             .table
-            .find_entry(fold(hash), |&s| s == slot || key_of(s) == hash)
+            .entry(fold(hash), |&s| key_of(s) == hash, |&s| fold(key_of(s)))
         {
-            Ok(entry) if *entry.get() == slot => {
+            Entry::Occupied(entry) => Some(*entry.get()),
+            Entry::Vacant(entry) => {
+                entry.insert(slot);
+                None
+            }
+        }
+    }
+
+    /// Removes the entry naming `slot` under `hash`; returns whether there was
+    /// one. Compares slot numbers only, so it reads no other slot's record.
+    #[inline]
+    pub(crate) fn remove(&mut self, hash: SequenceHash, slot: u32) -> bool {
+        match self.table.find_entry(fold(hash), |&s| s == slot) {
+            Ok(entry) => {
                 entry.remove();
                 true
             }
-            _ => false,
+            Err(_) => false,
         }
     }
 
