@@ -180,6 +180,12 @@ impl StoreCore {
     #[inline]
     fn acquire_primary(&mut self, slot: u32, refs: &RefCounts) -> u32 {
         self.policy.on_hit(slot);
+        self.pin_primary(slot, refs)
+    }
+
+    /// Pins a resident primary without telling the policy it was used.
+    #[inline]
+    fn pin_primary(&mut self, slot: u32, refs: &RefCounts) -> u32 {
         let record = &mut self.slots[slot as usize];
         if record.state == SlotState::Inactive {
             record.state = SlotState::Active;
@@ -302,13 +308,7 @@ impl StoreCore {
         let generation = if touch {
             self.acquire_primary(slot, refs)
         } else {
-            let record = &mut self.slots[slot as usize];
-            if record.state == SlotState::Inactive {
-                record.state = SlotState::Active;
-                self.policy.on_reacquire(slot);
-                self.active += 1;
-            }
-            refs.increment(slot)
+            self.pin_primary(slot, refs)
         };
         self.counters.scan_blocks_returned += 1;
         Some(Registered { slot, generation })
