@@ -119,7 +119,7 @@ fn churn_does_not_grow(kind: kvblocks::EvictionPolicyKind) {
         .eviction_policy(kind)
         .build()
         .unwrap();
-    let mut chain_of = |request: u64| {
+    let chain_of = |request: u64| {
         let mut chain = vec![SequenceHash::root(request % 7)];
         for i in 1..8 {
             let next = chain[chain.len() - 1].extend(if i < 4 { i } else { request << 8 | i });
@@ -127,7 +127,7 @@ fn churn_does_not_grow(kind: kvblocks::EvictionPolicyKind) {
         }
         chain
     };
-    let mut serve = |request: u64| {
+    let serve = |request: u64| {
         let chain = chain_of(request);
         let mut held = manager.match_blocks(&chain);
         let misses = &chain[held.len()..];
