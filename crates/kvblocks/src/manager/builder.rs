@@ -133,6 +133,12 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
         self.eviction_policy(EvictionPolicyKind::Lineage)
     }
 
+    /// Frequency-aware eviction, kvbm-logical's name: here W-TinyLFU
+    /// ([`EvictionPolicyKind::TinyLfu`]).
+    pub fn with_multi_lru_backend(self) -> Self {
+        self.eviction_policy(EvictionPolicyKind::TinyLfu)
+    }
+
     /// Checks the configuration and builds the manager.
     ///
     /// # Errors
