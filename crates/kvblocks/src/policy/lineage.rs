@@ -18,6 +18,7 @@
 //! is, so it was last used no later than the child just evicted, which was
 //! the oldest leaf.
 
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
 use super::list::{Links, List, NIL};
@@ -162,14 +163,14 @@ impl EvictionPolicy for Lineage {
         node.key = key;
         node.parent = NIL;
         let nodes = &self.nodes;
-        let duplicate_key = self
-            .by_key
-            .find(key_hash(key), |&s| nodes[s as usize].key == key)
-            .is_some();
-        if !duplicate_key {
-            let nodes = &self.nodes;
-            self.by_key
-                .insert_unique(key_hash(key), slot, |&s| key_hash(nodes[s as usize].key));
+        // One probe; a key already present (a 54-bit fragment collision)
+        // keeps its first slot.
+        if let Entry::Vacant(vacant) = self.by_key.entry(
+            key_hash(key),
+            |&s| nodes[s as usize].key == key,
+            |&s| key_hash(nodes[s as usize].key),
+        ) {
+            vacant.insert(slot);
         }
         if let Some(parent) = parent.filter(|&p| p != slot) {
             let parent_epoch = self.nodes[parent as usize].epoch;
@@ -216,14 +217,8 @@ impl EvictionPolicy for Lineage {
 
     fn on_forget(&mut self, slot: u32, _hash: SequenceHash) {
         let node = self.nodes[slot as usize];
-        let nodes = &self.nodes;
-        if let Ok(entry) = self
-            .by_key
-            .find_entry(key_hash(node.key), |&s| nodes[s as usize].key == node.key)
-        {
-            if *entry.get() == slot {
-                entry.remove();
-            }
+        if let Ok(entry) = self.by_key.find_entry(key_hash(node.key), |&s| s == slot) {
+            entry.remove();
         }
         if let Some(parent) = self.live_parent(slot) {
             let parent_node = &mut self.nodes[parent as usize];
