@@ -231,7 +231,9 @@ impl<S: Subject> ServingLoop<S> {
             held.extend(register_chain(manager, &chain[hit..]));
         }
         if self.in_flight.len() == self.depth {
-            drop(self.in_flight.pop_front());
+            if let Some(finished) = self.in_flight.pop_front() {
+                manager.release(finished);
+            }
         }
         self.in_flight.push_back(held);
         self.hits += hit as u64;

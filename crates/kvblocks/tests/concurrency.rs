@@ -111,7 +111,10 @@ fn run(kind: EvictionPolicyKind, duplication: BlockDuplicationPolicy) {
                     }
                     while in_flight.len() > 3 {
                         let victim = rng.below(in_flight.len() as u64) as usize;
-                        in_flight.swap_remove(victim);
+                        let blocks = in_flight.swap_remove(victim);
+                        if rng.below(2) == 0 {
+                            manager.release_blocks(blocks);
+                        }
                     }
                     if let Some(w) = weak.pop() {
                         if let Some(strong) = w.upgrade() {

@@ -55,6 +55,7 @@ enum Op {
     RegisterForeign,
     Clone(usize),
     DropHandle(usize),
+    ReleaseBatch(usize),
     Downgrade(usize),
     Upgrade(usize),
     DropWeak(usize),
@@ -82,6 +83,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::RegisterForeign),
         1 => i.clone().prop_map(Op::Clone),
         4 => i.clone().prop_map(Op::DropHandle),
+        1 => (0..6usize).prop_map(Op::ReleaseBatch),
         1 => i.clone().prop_map(Op::Downgrade),
         2 => i.clone().prop_map(Op::Upgrade),
         1 => i.clone().prop_map(Op::DropWeak),
@@ -349,6 +351,20 @@ impl Harness {
                     let slot = handle.block_id();
                     drop(handle);
                     self.unpin(slot);
+                }
+            }
+            Op::ReleaseBatch(count) => {
+                let count = count.min(self.handles.len());
+                let batch: Vec<_> = self.handles.drain(..count).collect();
+                let mut slots: Vec<usize> = batch.iter().map(|h| h.block_id()).collect();
+                slots.sort_unstable();
+                slots.dedup();
+                self.manager.release_blocks(batch);
+                for slot in slots {
+                    // A released duplicate may already have unpinned its primary.
+                    if matches!(self.states[slot], State::Active { .. }) {
+                        self.unpin(slot);
+                    }
                 }
             }
             Op::Downgrade(pick) => {

@@ -62,6 +62,18 @@ impl<T> ImmutableBlock<T> {
         }
     }
 
+    /// Gives up this handle's count without running `Drop`; the caller takes
+    /// over releasing it. Returns the slot and whether it names `store`.
+    pub(crate) fn into_slot_of(self, store: &Arc<Store>) -> Result<u32, Self> {
+        if self.store.is(store) {
+            let slot = self.slot;
+            std::mem::forget(self);
+            Ok(slot)
+        } else {
+            Err(self)
+        }
+    }
+
     /// The physical slot.
     pub fn block_id(&self) -> BlockId {
         self.slot as BlockId

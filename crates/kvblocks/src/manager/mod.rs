@@ -244,6 +244,47 @@ impl<T: BlockMetadata> BlockManager<T> {
         found
     }
 
+    /// Drops a batch of handles under one lock acquisition: what dropping
+    /// the `Vec` does, minus one lock per block that goes inactive. Handles
+    /// from another manager are simply dropped.
+    ///
+    /// ```
+    /// # use kvblocks::{BlockManager, SequenceHash};
+    /// # #[derive(Clone)] struct Gpu;
+    /// let manager = BlockManager::<Gpu>::builder().block_count(4).block_size(4).build()?;
+    /// let root = SequenceHash::root(1);
+    /// let staged = manager.allocate_blocks(2).unwrap().into_iter()
+    ///     .zip([root, root.extend(2)])
+    ///     .map(|(b, h)| b.stage(h, 4))
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// let request = manager.register_blocks(staged)?;
+    /// manager.release_blocks(request);           // both cached, one lock
+    /// assert_eq!(manager.metrics().inactive_pool_size, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release_blocks(&self, blocks: Vec<ImmutableBlock<T>>) {
+        let store = &self.store;
+        // Another manager's handles are dropped after unlocking: dropping one
+        // takes its own store's lock, and holding two locks could deadlock.
+        let mut foreign = Vec::new();
+        let keepalive = {
+            let mut core = store.lock();
+            for block in blocks {
+                match block.into_slot_of(store) {
+                    Ok(slot) => {
+                        if store.refs.decrement(slot) {
+                            core.release_if_unused(slot, &store.refs);
+                        }
+                    }
+                    Err(other) => foreign.push(other),
+                }
+            }
+            core.take_keepalive_if_idle()
+        };
+        drop(keepalive);
+        drop(foreign);
+    }
+
     /// Evicts every inactive block to the reset pool.
     ///
     /// # Errors
