@@ -7,7 +7,8 @@
 //!
 //! It learns the tree from registrations: a [`SequenceHash`] names its
 //! parent's sequence-hash fragment and position, so a small table of
-//! `(position, fragment) -> slot` finds the parent without the caller's help.
+//! `(position, fragment) -> slot` (`super::tree::ParentIndex`) finds the
+//! parent without the caller's help.
 //! Evictable slots sit in one of two LRU lists: `leaves` (no resident child)
 //! and `inner` (some resident child). Eviction takes the oldest leaf; only if
 //! there is none (every evictable block is the parent of a pinned block) does
@@ -18,10 +19,8 @@
 //! is, so it was last used no later than the child just evicted, which was
 //! the oldest leaf.
 
-use hashbrown::hash_table::Entry;
-use hashbrown::HashTable;
-
 use super::list::{Links, List, NIL};
+use super::tree::ParentIndex;
 use super::EvictionPolicy;
 use crate::SequenceHash;
 
@@ -37,8 +36,6 @@ struct Node {
     children: u32,
     /// Where the slot is while evictable.
     place: Place,
-    /// `(position, fragment)` key under which children find this slot.
-    key: (u64, u64),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -54,26 +51,7 @@ pub struct Lineage {
     links: Links,
     leaves: List,
     inner: List,
-    by_key: HashTable<u32>,
-}
-
-fn key_hash(key: (u64, u64)) -> u64 {
-    (key.1 ^ key.0.rotate_left(40)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// The key a child at `hash.position() + 1` uses to name `hash`'s block.
-fn own_key(hash: SequenceHash) -> (u64, u64) {
-    let position = hash.position();
-    (
-        position,
-        hash.parent_fragment_for_child_position(position + 1),
-    )
-}
-
-/// The key of `hash`'s parent, or `None` for a root.
-fn parent_key(hash: SequenceHash) -> Option<(u64, u64)> {
-    let position = hash.position();
-    (position > 0).then(|| (position - 1, hash.parent_fragment()))
+    parents: ParentIndex,
 }
 
 impl Lineage {
@@ -87,16 +65,13 @@ impl Lineage {
                     epoch: 0,
                     children: 0,
                     place: Place::Pinned,
-                    key: (u64::MAX, 0),
                 };
                 slots
             ],
             links: Links::new(slots),
             leaves: List::new(),
             inner: List::new(),
-            // Twice the slots: tombstones are then always cleared by an
-            // in-place rehash, never by growing (see `store::index`).
-            by_key: HashTable::with_capacity(slots.saturating_mul(2)),
+            parents: ParentIndex::new(slots),
         }
     }
 
@@ -150,29 +125,13 @@ impl EvictionPolicy for Lineage {
     }
 
     fn on_register(&mut self, slot: u32, hash: SequenceHash) {
-        let key = own_key(hash);
-        let parent = parent_key(hash).and_then(|pk| {
-            self.by_key
-                .find(key_hash(pk), |&s| self.nodes[s as usize].key == pk)
-                .copied()
-        });
+        let parent = self.parents.register(slot, hash);
         let node = &mut self.nodes[slot as usize];
         node.epoch = node.epoch.wrapping_add(1);
         node.children = 0;
         node.place = Place::Pinned;
-        node.key = key;
         node.parent = NIL;
-        let nodes = &self.nodes;
-        // One probe; a key already present (a 54-bit fragment collision)
-        // keeps its first slot.
-        if let Entry::Vacant(vacant) = self.by_key.entry(
-            key_hash(key),
-            |&s| nodes[s as usize].key == key,
-            |&s| key_hash(nodes[s as usize].key),
-        ) {
-            vacant.insert(slot);
-        }
-        if let Some(parent) = parent.filter(|&p| p != slot) {
+        if let Some(parent) = parent {
             let parent_epoch = self.nodes[parent as usize].epoch;
             let node = &mut self.nodes[slot as usize];
             node.parent = parent;
@@ -216,10 +175,7 @@ impl EvictionPolicy for Lineage {
     }
 
     fn on_forget(&mut self, slot: u32, _hash: SequenceHash) {
-        let node = self.nodes[slot as usize];
-        if let Ok(entry) = self.by_key.find_entry(key_hash(node.key), |&s| s == slot) {
-            entry.remove();
-        }
+        self.parents.forget(slot);
         if let Some(parent) = self.live_parent(slot) {
             let parent_node = &mut self.nodes[parent as usize];
             parent_node.children = parent_node.children.saturating_sub(1);
@@ -229,7 +185,6 @@ impl EvictionPolicy for Lineage {
         node.epoch = node.epoch.wrapping_add(1);
         node.parent = NIL;
         node.children = 0;
-        node.key = (u64::MAX, 0);
     }
 
     fn len(&self) -> usize {

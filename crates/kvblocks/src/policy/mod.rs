@@ -20,6 +20,7 @@ mod sieve;
 #[cfg(test)]
 mod test_utils;
 mod tinylfu;
+mod tree;
 
 use std::fmt;
 use std::str::FromStr;

@@ -108,11 +108,10 @@ mod heap;
 #[cfg(test)]
 mod tests;
 
-use hashbrown::HashTable;
-
 use self::ghost::{Evicted, Ghost};
 use self::heap::SlotHeap;
 use super::list::{Links, List, NIL};
+use super::tree::ParentIndex;
 use super::EvictionPolicy;
 use crate::SequenceHash;
 
@@ -181,8 +180,6 @@ struct Node {
     place: Place,
     /// Class while evictable; after `evict`, the class it was evicted from.
     class: Class,
-    /// `(position, fragment)` key under which children find this slot.
-    key: (u64, u64),
 }
 
 impl Node {
@@ -196,7 +193,6 @@ impl Node {
         reused: false,
         place: Place::Pinned,
         class: Class::Probation,
-        key: (u64::MAX, 0),
     };
 }
 
@@ -214,8 +210,8 @@ pub struct PrefixAware {
     links: Links,
     /// Evictable parents, in release order: the last resort.
     inner: List,
-    /// `(position, fragment)` key -> slot, to find a registering block's parent.
-    by_key: HashTable<u32>,
+    /// Finds a registering block's resident parent.
+    parents: ParentIndex,
     /// Recently evicted blocks.
     ghost: Ghost,
     /// The knobs.
@@ -232,26 +228,6 @@ pub struct PrefixAware {
     window: u64,
     /// Evictable slots (heaps and inner list).
     len: usize,
-}
-
-/// Hash of a `(position, fragment)` key for `by_key`.
-fn key_hash(key: (u64, u64)) -> u64 {
-    (key.1 ^ key.0.rotate_left(40)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// The key a child at `hash.position() + 1` uses to name `hash`'s block.
-fn own_key(hash: SequenceHash) -> (u64, u64) {
-    let position = hash.position();
-    (
-        position,
-        hash.parent_fragment_for_child_position(position + 1),
-    )
-}
-
-/// The key of `hash`'s parent, or `None` for a root.
-fn parent_key(hash: SequenceHash) -> Option<(u64, u64)> {
-    let position = hash.position();
-    (position > 0).then(|| (position - 1, hash.parent_fragment()))
 }
 
 impl PrefixAware {
@@ -275,7 +251,7 @@ impl PrefixAware {
             inner: List::new(),
             // Removals leave tombstones that hashbrown clears by rehashing in
             // place while at most half full (growing otherwise): twice the room.
-            by_key: HashTable::with_capacity(slots.saturating_mul(2)),
+            parents: ParentIndex::new(slots),
             ghost: Ghost::new(slots.saturating_mul(tuning.ghost_per_slot)),
             tuning,
             now: 0,
@@ -412,31 +388,16 @@ impl EvictionPolicy for PrefixAware {
 
     fn on_register(&mut self, slot: u32, hash: SequenceHash) {
         self.now += 1;
-        let key = own_key(hash);
-        let parent = parent_key(hash).and_then(|pk| {
-            self.by_key
-                .find(key_hash(pk), |&s| self.nodes[s as usize].key == pk)
-                .copied()
-        });
+        let parent = self.parents.register(slot, hash);
         let returning = self.ghost.take(hash);
         let node = &mut self.nodes[slot as usize];
         *node = Node {
             epoch: node.epoch.wrapping_add(1),
             depth: u32::try_from(hash.position()).unwrap_or(u32::MAX),
             reused: returning.is_some(),
-            key,
             ..Node::EMPTY
         };
-        let nodes = &self.nodes;
-        if self
-            .by_key
-            .find(key_hash(key), |&s| nodes[s as usize].key == key)
-            .is_none()
-        {
-            self.by_key
-                .insert_unique(key_hash(key), slot, |&s| key_hash(nodes[s as usize].key));
-        }
-        if let Some(parent) = parent.filter(|&p| p != slot) {
+        if let Some(parent) = parent {
             let parent_epoch = self.nodes[parent as usize].epoch;
             let node = &mut self.nodes[slot as usize];
             node.parent = parent;
@@ -512,15 +473,7 @@ impl EvictionPolicy for PrefixAware {
 
     fn on_forget(&mut self, slot: u32, hash: SequenceHash) {
         let node = self.nodes[slot as usize];
-        let nodes = &self.nodes;
-        if let Ok(entry) = self
-            .by_key
-            .find_entry(key_hash(node.key), |&s| nodes[s as usize].key == node.key)
-        {
-            if *entry.get() == slot {
-                entry.remove();
-            }
-        }
+        self.parents.forget(slot);
         if let Some(parent) = self.live_parent(slot) {
             let parent_node = &mut self.nodes[parent as usize];
             parent_node.children = parent_node.children.saturating_sub(1);

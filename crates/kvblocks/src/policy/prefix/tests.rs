@@ -193,7 +193,7 @@ fn churn_never_grows_any_table() {
     let capacities = |p: &PrefixAware| {
         (
             p.leaves.each_ref().map(SlotHeap::capacity),
-            p.by_key.allocation_size(),
+            p.parents.allocation_size(),
             p.ghost.capacity(),
             p.nodes.capacity(),
         )
