@@ -9,6 +9,11 @@
 //! blocks processed by all threads over the wall time from the first start to
 //! the last finish; the median of the repetitions is reported.
 //!
+//! A last row runs kvblocks on 2 threads with a manager each (nothing shared):
+//! the machine's own parallel capacity in that run. On a VM whose two vCPUs
+//! sometimes share one physical core it varies from ~1x to ~2x between runs,
+//! and the shared figures only mean something next to it.
+//!
 //! Run: `cargo run --release -p kvblocks-compare --bin scaling [-- REQUESTS_PER_THREAD REPS]`
 
 use std::sync::{Arc, Barrier};
@@ -24,6 +29,8 @@ const WARM_UP_REQUESTS: usize = 4_096;
 /// One measured configuration.
 struct Row {
     library: &'static str,
+    /// Whether the threads shared one manager (else one manager each).
+    shared: bool,
     threads: usize,
     /// Total blocks per second, one entry per repetition, sorted.
     rates: Vec<f64>,
@@ -37,7 +44,7 @@ impl Row {
 }
 
 /// Run `reps` repetitions of `threads` clients sharing one fresh manager each.
-fn measure<S: Subject>(threads: usize, requests: usize, reps: usize) -> Row {
+fn measure<S: Subject>(threads: usize, requests: usize, reps: usize, shared: bool) -> Row {
     let spec = ServingSpec::STANDARD;
     // Pre-build every client's chains once; they are reused by every repetition.
     let mut clients: Vec<ServingLoop<S>> = (0..threads)
@@ -46,13 +53,19 @@ fn measure<S: Subject>(threads: usize, requests: usize, reps: usize) -> Row {
     let mut rates = Vec::with_capacity(reps);
     let mut hit_rate = 0.0;
     for _ in 0..reps {
-        let manager = Arc::new(S::build(spec.block_count, spec.block_size, Eviction::Lru));
+        // Shared: one manager for all threads (the figure that matters).
+        // Not shared: one manager per thread, the machine's parallel capacity
+        // with no contention, as a baseline for the shared figure.
+        let managers: Vec<Arc<S>> = (0..if shared { 1 } else { threads })
+            .map(|_| Arc::new(S::build(spec.block_count, spec.block_size, Eviction::Lru)))
+            .collect();
         let barrier = Barrier::new(threads);
         let spans: Vec<(Instant, Instant)> = thread::scope(|scope| {
             let workers: Vec<_> = clients
                 .iter_mut()
-                .map(|client| {
-                    let manager = Arc::clone(&manager);
+                .enumerate()
+                .map(|(t, client)| {
+                    let manager = Arc::clone(&managers[t % managers.len()]);
                     let barrier = &barrier;
                     scope.spawn(move || {
                         for _ in 0..WARM_UP_REQUESTS {
@@ -89,11 +102,12 @@ fn measure<S: Subject>(threads: usize, requests: usize, reps: usize) -> Row {
         hit_rate = clients.iter().map(ServingLoop::hit_rate).sum::<f64>() / threads as f64;
         // Drop every handle before the manager they came from.
         clients.iter_mut().for_each(ServingLoop::release);
-        drop(manager);
+        drop(managers);
     }
     rates.sort_by(f64::total_cmp);
     Row {
         library: S::NAME,
+        shared,
         threads,
         rates,
         hit_rate,
@@ -122,11 +136,14 @@ fn main() {
     for threads in [1, 2] {
         // Interleave the libraries so both see the same background noise.
         if selected(Kvblocks::NAME) {
-            rows.push(measure::<Kvblocks>(threads, requests, reps));
+            rows.push(measure::<Kvblocks>(threads, requests, reps, true));
         }
         if selected(Kvbm::NAME) {
-            rows.push(measure::<Kvbm>(threads, requests, reps));
+            rows.push(measure::<Kvbm>(threads, requests, reps, true));
         }
+    }
+    if selected(Kvblocks::NAME) {
+        rows.push(measure::<Kvblocks>(2, requests, reps, false));
     }
     println!(
         "| library | threads | total Mblocks/s (median) | min..max | ns/block (wall / total blocks) | vs 1 thread | hit rate |"
@@ -135,11 +152,13 @@ fn main() {
     for row in &rows {
         let single = rows
             .iter()
-            .find(|r| r.library == row.library && r.threads == 1)
+            .find(|r| r.library == row.library && r.threads == 1 && r.shared)
             .map_or(f64::NAN, Row::median);
+        let manager = if row.shared { "" } else { " (a manager each)" };
         println!(
-            "| {} | {} | {:.2} | {:.2}..{:.2} | {:.1} | {:.2}x | {:.1}% |",
+            "| {}{} | {} | {:.2} | {:.2}..{:.2} | {:.1} | {:.2}x | {:.1}% |",
             row.library,
+            manager,
             row.threads,
             row.median() / 1e6,
             row.rates[0] / 1e6,
