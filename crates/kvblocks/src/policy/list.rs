@@ -5,7 +5,6 @@
 //! most one of them at a time. Every operation is O(1) and allocation-free.
 //! This module knows nothing about eviction; the policies build on it.
 
-
 /// "No slot": the end of a list.
 pub(crate) const NIL: u32 = u32::MAX;
 
