@@ -19,25 +19,12 @@
 //! is, so it was last used no later than the child just evicted, which was
 //! the oldest leaf.
 
-use super::list::{Links, List, NIL};
-use super::tree::ParentIndex;
+use super::list::{Links, List};
+use super::tree::BlockTree;
 use super::EvictionPolicy;
 use crate::SequenceHash;
 
-#[derive(Clone, Copy)]
-struct Node {
-    /// Parent slot, or [`NIL`] for a root or an orphan.
-    parent: u32,
-    /// The parent's `epoch` when the link was made; a mismatch means the parent slot was reused.
-    parent_epoch: u32,
-    /// Bumped at each registration of this slot.
-    epoch: u32,
-    /// Resident children linked to this slot.
-    children: u32,
-    /// Where the slot is while evictable.
-    place: Place,
-}
-
+/// Where a slot is: pinned, or evictable in one of the two lists.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Place {
     Pinned,
@@ -47,55 +34,39 @@ enum Place {
 
 /// Leaf-first LRU over evictable slots.
 pub struct Lineage {
-    nodes: Vec<Node>,
+    places: Vec<Place>,
     links: Links,
     leaves: List,
     inner: List,
-    parents: ParentIndex,
+    tree: BlockTree,
 }
 
 impl Lineage {
     /// A policy for slots `0..slots`.
     pub fn new(slots: usize) -> Self {
         Self {
-            nodes: vec![
-                Node {
-                    parent: NIL,
-                    parent_epoch: 0,
-                    epoch: 0,
-                    children: 0,
-                    place: Place::Pinned,
-                };
-                slots
-            ],
+            places: vec![Place::Pinned; slots],
             links: Links::new(slots),
             leaves: List::new(),
             inner: List::new(),
-            parents: ParentIndex::new(slots),
+            tree: BlockTree::new(slots),
         }
-    }
-
-    fn live_parent(&self, slot: u32) -> Option<u32> {
-        let node = self.nodes[slot as usize];
-        (node.parent != NIL && self.nodes[node.parent as usize].epoch == node.parent_epoch)
-            .then_some(node.parent)
     }
 
     /// Moves an evictable `slot` to the list its child count calls for.
     fn reclassify(&mut self, slot: u32, as_oldest: bool) {
-        let node = self.nodes[slot as usize];
-        if node.place == Place::Pinned {
+        let from = self.places[slot as usize];
+        if from == Place::Pinned {
             return;
         }
-        let wanted = if node.children == 0 {
+        let wanted = if self.tree.children(slot) == 0 {
             Place::Leaf
         } else {
             Place::Inner
         };
-        if wanted == node.place {
+        if wanted == from {
             return;
         }
-        let from = node.place;
         let links = &mut self.links;
         match from {
             Place::Leaf => self.leaves.remove(links, slot),
@@ -110,12 +81,12 @@ impl Lineage {
         } else {
             list.push_back(links, slot);
         }
-        self.nodes[slot as usize].place = wanted;
+        self.places[slot as usize] = wanted;
     }
 
     #[cfg(test)]
     fn children_of(&self, slot: u32) -> u32 {
-        self.nodes[slot as usize].children
+        self.tree.children(slot)
     }
 }
 
@@ -125,29 +96,19 @@ impl EvictionPolicy for Lineage {
     }
 
     fn on_register(&mut self, slot: u32, hash: SequenceHash) {
-        let parent = self.parents.register(slot, hash);
-        let node = &mut self.nodes[slot as usize];
-        node.epoch = node.epoch.wrapping_add(1);
-        node.children = 0;
-        node.place = Place::Pinned;
-        node.parent = NIL;
-        if let Some(parent) = parent {
-            let parent_epoch = self.nodes[parent as usize].epoch;
-            let node = &mut self.nodes[slot as usize];
-            node.parent = parent;
-            node.parent_epoch = parent_epoch;
-            self.nodes[parent as usize].children += 1;
+        self.places[slot as usize] = Place::Pinned;
+        if let Some(parent) = self.tree.register(slot, hash) {
             self.reclassify(parent, false);
         }
     }
 
     fn on_release(&mut self, slot: u32) {
-        let place = if self.nodes[slot as usize].children == 0 {
+        let place = if self.tree.children(slot) == 0 {
             Place::Leaf
         } else {
             Place::Inner
         };
-        self.nodes[slot as usize].place = place;
+        self.places[slot as usize] = place;
         let links = &mut self.links;
         match place {
             Place::Leaf => self.leaves.push_back(links, slot),
@@ -156,8 +117,7 @@ impl EvictionPolicy for Lineage {
     }
 
     fn on_reacquire(&mut self, slot: u32) {
-        let place = self.nodes[slot as usize].place;
-        self.nodes[slot as usize].place = Place::Pinned;
+        let place = std::mem::replace(&mut self.places[slot as usize], Place::Pinned);
         match place {
             Place::Leaf => self.leaves.remove(&mut self.links, slot),
             Place::Inner => self.inner.remove(&mut self.links, slot),
@@ -170,21 +130,14 @@ impl EvictionPolicy for Lineage {
             Some(slot) => slot,
             None => self.inner.pop_front(&mut self.links)?,
         };
-        self.nodes[slot as usize].place = Place::Pinned;
+        self.places[slot as usize] = Place::Pinned;
         Some(slot)
     }
 
     fn on_forget(&mut self, slot: u32, _hash: SequenceHash) {
-        self.parents.forget(slot);
-        if let Some(parent) = self.live_parent(slot) {
-            let parent_node = &mut self.nodes[parent as usize];
-            parent_node.children = parent_node.children.saturating_sub(1);
+        if let Some(parent) = self.tree.forget(slot) {
             self.reclassify(parent, true);
         }
-        let node = &mut self.nodes[slot as usize];
-        node.epoch = node.epoch.wrapping_add(1);
-        node.parent = NIL;
-        node.children = 0;
     }
 
     fn len(&self) -> usize {

@@ -1,10 +1,15 @@
-//! [`ParentIndex`]: finds the resident parent of a registering block, for the
-//! policies that keep the block tree (`Lineage`, `PrefixAware`).
+//! [`BlockTree`]: the tree of resident blocks, for the policies that evict
+//! leaves first (`Lineage`, `PrefixAware`).
 //!
 //! A [`SequenceHash`] names its parent by position and a fragment of the
 //! parent's sequence hash, so a table of `(position, fragment) -> slot` over
 //! resident blocks finds the parent without the caller's help. This module
-//! owns that table and each slot's key in it; it knows nothing of eviction.
+//! owns that table, each slot's link to its parent and its count of resident
+//! children; it knows nothing of eviction.
+//!
+//! A link remembers the parent's epoch (bumped whenever a slot registers or is
+//! forgotten), so a parent slot that was reused in between is not mistaken for
+//! the block the link was made to: its children become roots.
 
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
@@ -36,26 +41,99 @@ fn parent_key(hash: SequenceHash) -> Option<Key> {
     (position > 0).then(|| (position - 1, hash.parent_fragment()))
 }
 
-/// `(position, fragment) -> slot` over the registered slots.
-pub(crate) struct ParentIndex {
+/// "No parent".
+const NONE: u32 = u32::MAX;
+
+/// A slot's place in the tree.
+#[derive(Clone, Copy)]
+struct Link {
+    /// Parent slot, or [`NONE`] for a root or an orphan.
+    parent: u32,
+    /// The parent's `epoch` when the link was made.
+    parent_epoch: u32,
+    /// Bumped at each registration and forget of this slot.
+    epoch: u32,
+    /// Resident children linked to this slot.
+    children: u32,
+}
+
+/// The tree of registered slots: `(position, fragment) -> slot`, parent links
+/// and child counts.
+pub(crate) struct BlockTree {
     keys: Vec<Key>,
+    links: Vec<Link>,
     by_key: HashTable<u32>,
 }
 
-impl ParentIndex {
-    /// An index for slots `0..slots`. Sized for twice the slots, so clearing
-    /// tombstones rehashes in place and never grows (see `store::index`).
+impl BlockTree {
+    /// A tree for slots `0..slots`. The table is sized for twice the slots, so
+    /// clearing tombstones rehashes in place and never grows (see `store::index`).
     pub(crate) fn new(slots: usize) -> Self {
         Self {
             keys: vec![NO_KEY; slots],
+            links: vec![
+                Link {
+                    parent: NONE,
+                    parent_epoch: 0,
+                    epoch: 0,
+                    children: 0,
+                };
+                slots
+            ],
             by_key: HashTable::with_capacity(slots.saturating_mul(2)),
         }
     }
 
-    /// Records that `slot` now holds `hash` and returns the slot of its
-    /// resident parent, if any. One probe to find the parent, one to insert;
-    /// a key already present (a fragment collision) keeps its first slot.
+    /// Records that `slot` now holds `hash`, links it under its resident
+    /// parent and returns that parent (whose child count just grew), if any.
     pub(crate) fn register(&mut self, slot: u32, hash: SequenceHash) -> Option<u32> {
+        let parent = self.find_parent(slot, hash);
+        let link = &mut self.links[slot as usize];
+        link.epoch = link.epoch.wrapping_add(1);
+        link.children = 0;
+        link.parent = NONE;
+        let parent = parent?;
+        let parent_epoch = self.links[parent as usize].epoch;
+        let link = &mut self.links[slot as usize];
+        link.parent = parent;
+        link.parent_epoch = parent_epoch;
+        self.links[parent as usize].children += 1;
+        Some(parent)
+    }
+
+    /// Forgets `slot` and returns its live parent (whose child count just
+    /// dropped), if any.
+    pub(crate) fn forget(&mut self, slot: u32) -> Option<u32> {
+        self.forget_key(slot);
+        let parent = self.parent(slot);
+        if let Some(parent) = parent {
+            let link = &mut self.links[parent as usize];
+            link.children = link.children.saturating_sub(1);
+        }
+        let link = &mut self.links[slot as usize];
+        link.epoch = link.epoch.wrapping_add(1);
+        link.parent = NONE;
+        link.children = 0;
+        parent
+    }
+
+    /// Resident children linked to `slot`.
+    #[inline]
+    pub(crate) fn children(&self, slot: u32) -> u32 {
+        self.links[slot as usize].children
+    }
+
+    /// `slot`'s parent, if it still holds the block the link was made to.
+    pub(crate) fn parent(&self, slot: u32) -> Option<u32> {
+        let link = self.links[slot as usize];
+        (link.parent != NONE && self.links[link.parent as usize].epoch == link.parent_epoch)
+            .then_some(link.parent)
+    }
+
+    /// Records `slot`'s key and returns the slot of its resident parent, if
+    /// any. One probe to find the parent, one to insert; a key already
+    /// present (a fragment collision) keeps its first slot.
+    fn find_parent(&mut self, slot: u32, hash: SequenceHash) -> Option<u32> {
         let keys = &self.keys;
         let parent = parent_key(hash).and_then(|pk| {
             self.by_key
@@ -75,8 +153,8 @@ impl ParentIndex {
         parent.filter(|&p| p != slot)
     }
 
-    /// Forgets `slot`'s key.
-    pub(crate) fn forget(&mut self, slot: u32) {
+    /// Removes `slot`'s key from the table.
+    fn forget_key(&mut self, slot: u32) {
         let key = self.keys[slot as usize];
         if let Ok(entry) = self.by_key.find_entry(key_hash(key), |&s| s == slot) {
             entry.remove();
@@ -103,14 +181,31 @@ mod tests {
 
     #[test]
     fn a_child_finds_its_resident_parent_and_loses_it_once_forgotten() {
-        let mut index = ParentIndex::new(4);
+        let mut tree = BlockTree::new(4);
         let root = SequenceHash::root(5);
         let child = root.extend(6);
-        assert_eq!(index.register(0, root), None);
-        assert_eq!(index.register(1, child), Some(0));
-        index.forget(0);
-        assert_eq!(index.register(2, child.extend(7)), Some(1));
-        assert_eq!(index.register(3, root.extend(9)), None, "parent forgotten");
-        assert_eq!(index.len(), 3);
+        assert_eq!(tree.register(0, root), None);
+        assert_eq!(tree.register(1, child), Some(0));
+        assert_eq!(tree.children(0), 1);
+        assert_eq!(tree.forget(0), None);
+        assert_eq!(tree.parent(1), None, "a forgotten parent is no parent");
+        assert_eq!(tree.register(2, child.extend(7)), Some(1));
+        assert_eq!(tree.register(3, root.extend(9)), None, "parent forgotten");
+        assert_eq!(tree.len(), 3);
+        assert_eq!(tree.forget(2), Some(1));
+        assert_eq!(tree.children(1), 0);
+    }
+
+    #[test]
+    fn a_reused_parent_slot_is_not_the_old_parent() {
+        let mut tree = BlockTree::new(3);
+        let a = SequenceHash::root(1);
+        tree.register(0, a);
+        tree.register(1, a.extend(2));
+        tree.forget(0);
+        tree.register(0, SequenceHash::root(3));
+        assert_eq!(tree.parent(1), None);
+        assert_eq!(tree.forget(1), None);
+        assert_eq!(tree.children(0), 0);
     }
 }

@@ -173,7 +173,7 @@ fn a_reused_parent_slot_is_not_confused_with_the_old_parent() {
     policy.on_release(1);
     assert_eq!(policy.evict(), Some(1));
     policy.on_forget(1, a[1]);
-    assert_eq!(policy.nodes[0].children, 0);
+    assert_eq!(policy.tree.children(0), 0);
     policy.validate().unwrap();
 }
 
@@ -193,7 +193,7 @@ fn churn_never_grows_any_table() {
     let capacities = |p: &PrefixAware| {
         (
             p.leaves.each_ref().map(SlotHeap::capacity),
-            p.parents.allocation_size(),
+            p.tree.allocation_size(),
             p.ghost.capacity(),
             p.nodes.capacity(),
         )
