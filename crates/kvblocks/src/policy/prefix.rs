@@ -111,7 +111,7 @@ mod tests;
 use self::ghost::{Evicted, Ghost};
 use self::heap::SlotHeap;
 use super::list::{Links, List, NIL};
-use super::tree::ParentIndex;
+use super::tree::BlockTree;
 use super::EvictionPolicy;
 use crate::SequenceHash;
 
@@ -161,17 +161,9 @@ enum Place {
     Inner,
 }
 
-/// What the policy keeps per slot.
+/// What the policy keeps per slot (the tree links live in [`BlockTree`]).
 #[derive(Clone, Copy, Debug)]
 struct Node {
-    /// Parent slot, or [`NIL`] for a root or an orphan.
-    parent: u32,
-    /// The parent's `epoch` when the link was made; a mismatch means the parent slot was reused.
-    parent_epoch: u32,
-    /// Bumped at each registration and forget of this slot.
-    epoch: u32,
-    /// Resident children linked to this slot.
-    children: u32,
     /// Block position (saturated), to evict deeper blocks first on ties.
     depth: u32,
     /// Referenced at least twice: hit since registration, or back from the ghost.
@@ -185,10 +177,6 @@ struct Node {
 impl Node {
     /// An unregistered slot.
     const EMPTY: Node = Node {
-        parent: NIL,
-        parent_epoch: 0,
-        epoch: 0,
-        children: 0,
         depth: 0,
         reused: false,
         place: Place::Pinned,
@@ -211,7 +199,7 @@ pub struct PrefixAware {
     /// Evictable parents, in release order: the last resort.
     inner: List,
     /// Finds a registering block's resident parent.
-    parents: ParentIndex,
+    tree: BlockTree,
     /// Recently evicted blocks.
     ghost: Ghost,
     /// The knobs.
@@ -251,7 +239,7 @@ impl PrefixAware {
             inner: List::new(),
             // Removals leave tombstones that hashbrown clears by rehashing in
             // place while at most half full (growing otherwise): twice the room.
-            parents: ParentIndex::new(slots),
+            tree: BlockTree::new(slots),
             ghost: Ghost::new(slots.saturating_mul(tuning.ghost_per_slot)),
             tuning,
             now: 0,
@@ -261,13 +249,6 @@ impl PrefixAware {
             window: (slots as u64 / tuning.window_divisor.max(1)).max(1),
             len: 0,
         }
-    }
-
-    /// The slot's parent, if it still holds the block the link was made to.
-    fn live_parent(&self, slot: u32) -> Option<u32> {
-        let node = self.nodes[slot as usize];
-        (node.parent != NIL && self.nodes[node.parent as usize].epoch == node.parent_epoch)
-            .then_some(node.parent)
     }
 
     /// Adds an evictable `slot` to its class's heap.
@@ -336,7 +317,10 @@ impl PrefixAware {
         for (class, heap) in self.leaves.iter().enumerate() {
             for (index, &slot) in heap.slots().iter().enumerate() {
                 let node = &self.nodes[slot as usize];
-                if node.place != Place::Leaf || node.class as usize != class || node.children != 0 {
+                if node.place != Place::Leaf
+                    || node.class as usize != class
+                    || self.tree.children(slot) != 0
+                {
                     return Err(format!("slot {slot} in leaf heap {class}: {node:?}"));
                 }
                 if self.at[slot as usize] as usize != index {
@@ -354,7 +338,7 @@ impl PrefixAware {
         let mut slot = self.inner.front();
         while slot != NIL {
             let node = &self.nodes[slot as usize];
-            if node.place != Place::Inner || node.children == 0 {
+            if node.place != Place::Inner || self.tree.children(slot) == 0 {
                 return Err(format!("slot {slot} in the inner list: {node:?}"));
             }
             listed += 1;
@@ -365,15 +349,15 @@ impl PrefixAware {
         }
         let mut children = vec![0u32; self.nodes.len()];
         for slot in 0..self.nodes.len() as u32 {
-            if let Some(parent) = self.live_parent(slot) {
+            if let Some(parent) = self.tree.parent(slot) {
                 children[parent as usize] += 1;
             }
         }
-        for (slot, node) in self.nodes.iter().enumerate() {
-            if node.children != children[slot] {
+        for (slot, &count) in children.iter().enumerate() {
+            let counted = self.tree.children(slot as u32);
+            if counted != count {
                 return Err(format!(
-                    "slot {slot} counts {} children, has {}",
-                    node.children, children[slot]
+                    "slot {slot} counts {counted} children, has {count}"
                 ));
             }
         }
@@ -388,21 +372,14 @@ impl EvictionPolicy for PrefixAware {
 
     fn on_register(&mut self, slot: u32, hash: SequenceHash) {
         self.now += 1;
-        let parent = self.parents.register(slot, hash);
+        let parent = self.tree.register(slot, hash);
         let returning = self.ghost.take(hash);
-        let node = &mut self.nodes[slot as usize];
-        *node = Node {
-            epoch: node.epoch.wrapping_add(1),
+        self.nodes[slot as usize] = Node {
             depth: u32::try_from(hash.position()).unwrap_or(u32::MAX),
             reused: returning.is_some(),
             ..Node::EMPTY
         };
         if let Some(parent) = parent {
-            let parent_epoch = self.nodes[parent as usize].epoch;
-            let node = &mut self.nodes[slot as usize];
-            node.parent = parent;
-            node.parent_epoch = parent_epoch;
-            self.nodes[parent as usize].children += 1;
             if self.nodes[parent as usize].place == Place::Leaf {
                 // An evictable leaf became a parent: it waits for its child.
                 self.unlink(parent);
@@ -425,14 +402,14 @@ impl EvictionPolicy for PrefixAware {
         let node = &mut self.nodes[slot as usize];
         node.class = if node.reused {
             Class::Protected
-        } else if node.children == 0 && self.tuning.tails_first {
+        } else if self.tree.children(slot) == 0 && self.tuning.tails_first {
             Class::Tail
         } else {
             Class::Probation
         };
         self.order[slot as usize] = order_key(self.now, node.depth);
         self.len += 1;
-        if node.children == 0 {
+        if self.tree.children(slot) == 0 {
             self.push_leaf(slot);
         } else {
             node.place = Place::Inner;
@@ -473,11 +450,9 @@ impl EvictionPolicy for PrefixAware {
 
     fn on_forget(&mut self, slot: u32, hash: SequenceHash) {
         let node = self.nodes[slot as usize];
-        self.parents.forget(slot);
-        if let Some(parent) = self.live_parent(slot) {
-            let parent_node = &mut self.nodes[parent as usize];
-            parent_node.children = parent_node.children.saturating_sub(1);
-            if parent_node.children == 0 && parent_node.place == Place::Inner {
+        if let Some(parent) = self.tree.forget(slot) {
+            if self.tree.children(parent) == 0 && self.nodes[parent as usize].place == Place::Inner
+            {
                 self.inner.remove(&mut self.links, parent);
                 self.push_leaf(parent);
             }
@@ -492,11 +467,7 @@ impl EvictionPolicy for PrefixAware {
                 seq: self.evictions[class] as u32,
             },
         );
-        let node = &mut self.nodes[slot as usize];
-        *node = Node {
-            epoch: node.epoch.wrapping_add(1),
-            ..Node::EMPTY
-        };
+        self.nodes[slot as usize] = Node::EMPTY;
     }
 
     fn len(&self) -> usize {
