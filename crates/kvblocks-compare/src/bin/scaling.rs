@@ -10,9 +10,9 @@
 //! the last finish; the median of the repetitions is reported.
 //!
 //! A last row runs kvblocks on 2 threads with a manager each (nothing shared):
-//! the machine's own parallel capacity in that run. On a VM whose two vCPUs
-//! sometimes share one physical core it varies from ~1x to ~2x between runs,
-//! and the shared figures only mean something next to it.
+//! the machine's own parallel capacity in that run (about 1.8x on an idle
+//! 2-vCPU machine; about 1x if something else holds a core), so the shared
+//! figures can be read against it.
 //!
 //! Run: `cargo run --release -p kvblocks-compare --bin scaling [-- REQUESTS_PER_THREAD REPS]`
 
