@@ -7,10 +7,14 @@
 //! `tests/shuttle_races.rs`).
 
 #[cfg(not(shuttle))]
-pub(crate) use std::sync::atomic::{fence, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 #[cfg(shuttle)]
-pub(crate) use shuttle::sync::atomic::{fence, AtomicU64, Ordering};
+pub(crate) use shuttle::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+/// Spin iterations a contended `lock` waits before parking.
+#[cfg(not(shuttle))]
+const SPINS_BEFORE_PARKING: u32 = 20_000;
 
 /// A mutex whose `lock` cannot fail.
 #[cfg(not(shuttle))]
@@ -27,6 +31,22 @@ impl<T> Mutex<T> {
 
     #[inline(always)]
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        if let Some(guard) = self.0.try_lock() {
+            return guard;
+        }
+        self.lock_contended()
+    }
+
+    #[cold]
+    fn lock_contended(&self) -> MutexGuard<'_, T> {
+        for _ in 0..SPINS_BEFORE_PARKING {
+            std::hint::spin_loop();
+            if !self.0.is_locked() {
+                if let Some(guard) = self.0.try_lock() {
+                    return guard;
+                }
+            }
+        }
         self.0.lock()
     }
 }

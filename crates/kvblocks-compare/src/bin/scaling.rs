@@ -133,7 +133,14 @@ fn main() {
         reps
     );
     let mut rows = Vec::new();
+    // `KVSCALING_THREADS=1` (or 2) runs one thread count only, for profiling.
+    let only_threads: Option<usize> = std::env::var("KVSCALING_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for threads in [1, 2] {
+        if only_threads.is_some_and(|only| only != threads) {
+            continue;
+        }
         // Interleave the libraries so both see the same background noise.
         if selected(Kvblocks::NAME) {
             rows.push(measure::<Kvblocks>(threads, requests, reps, true));
@@ -142,7 +149,7 @@ fn main() {
             rows.push(measure::<Kvbm>(threads, requests, reps, true));
         }
     }
-    if selected(Kvblocks::NAME) {
+    if selected(Kvblocks::NAME) && only_threads.is_none() {
         rows.push(measure::<Kvblocks>(2, requests, reps, false));
     }
     println!(

@@ -187,7 +187,7 @@ impl<T> WeakBlock<T> {
         }
         let registered = {
             let mut core = store.lock();
-            let registered = core.upgrade(self.slot, self.generation, self.hash, &store.refs)?;
+            let registered = core.upgrade(self.slot, self.generation, self.hash, store)?;
             core.keep_alive(store);
             registered
         };

@@ -104,16 +104,25 @@ impl<T: BlockMetadata> BlockManager<T> {
         if count > self.store.block_count {
             return None;
         }
-        let mut blocks = Vec::with_capacity(count);
+        let mut slots = Vec::with_capacity(count);
         let store = &self.store;
+        let from_reset = {
+            let mut core = store.lock();
+            let from_reset = core.allocate(count, store, |slot| slots.push(slot));
+            core.keep_alive(store);
+            from_reset
+        }?;
+        match evicted {
+            Some(evicted) => store.forget_evicted(&slots[from_reset..], |h| evicted.push(h)),
+            None => store.forget_evicted(&slots[from_reset..], |_| {}),
+        }
         let handle = StoreRef::new(store);
-        let mut core = store.lock();
-        let done = core.allocate(count, &store.refs, evicted, |slot| {
-            blocks.push(MutableBlock::new(handle, slot));
-        });
-        core.keep_alive(store);
-        drop(core);
-        done.then_some(blocks)
+        Some(
+            slots
+                .into_iter()
+                .map(|slot| MutableBlock::new(handle, slot))
+                .collect(),
+        )
     }
 
     /// Registers a staged block, making it matchable.
@@ -136,9 +145,12 @@ impl<T: BlockMetadata> BlockManager<T> {
         }
         let (handle, slot, hash) = block.into_parts();
         let store = &self.store;
+        store.prepare_registration(slot, hash);
         let registered = {
             let mut core = store.lock();
-            let registered = core.register(slot, hash, store.duplication, &store.refs);
+            let mut writer = store.writer.lock();
+            let registered = core.register(slot, hash, store.duplication, store, &mut writer);
+            drop(writer);
             core.keep_alive(store);
             registered
         };
@@ -161,13 +173,18 @@ impl<T: BlockMetadata> BlockManager<T> {
             return Err(self.foreign(blocks, id, owner));
         }
         let store = &self.store;
+        for block in &blocks {
+            store.prepare_registration(block.block_id() as u32, block.sequence_hash());
+        }
         let mut registered = Vec::with_capacity(blocks.len());
         let mut core = store.lock();
+        let mut writer = store.writer.lock();
         for block in blocks {
             let (handle, slot, hash) = block.into_parts();
-            let outcome = core.register(slot, hash, store.duplication, &store.refs);
+            let outcome = core.register(slot, hash, store.duplication, store, &mut writer);
             registered.push(ImmutableBlock::from_registered(handle, outcome, hash));
         }
+        drop(writer);
         core.keep_alive(store);
         drop(core);
         Ok(registered)
@@ -189,13 +206,10 @@ impl<T: BlockMetadata> BlockManager<T> {
         let store = &self.store;
         let handle = StoreRef::new(store);
         let mut matched = Vec::with_capacity(hashes.len());
-        let mut core = store.lock();
-        core.match_prefix(hashes, &store.refs, |slot, generation, hash| {
+        store.match_prefix(hashes, |slot, generation, hash| {
             let registered = crate::store::core::Registered { slot, generation };
             matched.push(ImmutableBlock::from_registered(handle, registered, hash));
         });
-        core.keep_alive(store);
-        drop(core);
         matched
     }
 
@@ -211,7 +225,7 @@ impl<T: BlockMetadata> BlockManager<T> {
         let matched = hashes
             .iter()
             .map(|&hash| {
-                core.match_one(hash, &store.refs)
+                core.match_one(hash, store)
                     .map(|r| ImmutableBlock::from_registered(handle, r, hash))
             })
             .collect();
@@ -235,7 +249,7 @@ impl<T: BlockMetadata> BlockManager<T> {
             if found.contains_key(&hash) {
                 continue;
             }
-            if let Some(r) = core.scan_one(hash, touch, &store.refs) {
+            if let Some(r) = core.scan_one(hash, touch, store) {
                 found.insert(hash, ImmutableBlock::from_registered(handle, r, hash));
             }
         }
@@ -273,7 +287,7 @@ impl<T: BlockMetadata> BlockManager<T> {
                 match block.into_slot_of(store) {
                     Ok(slot) => {
                         if store.refs.decrement(slot) {
-                            core.release_if_unused(slot, &store.refs);
+                            core.release_if_unused(slot, store);
                         }
                     }
                     Err(other) => foreign.push(other),
@@ -294,7 +308,7 @@ impl<T: BlockMetadata> BlockManager<T> {
     pub fn reset_inactive_pool(&self) -> Result<(), ResetError> {
         let store = &self.store;
         let mut core = store.lock();
-        core.drain_inactive(&store.refs, |_| {});
+        core.drain_inactive(store, &mut store.writer.lock());
         let reset = core.state_counts().reset;
         drop(core);
         if reset == store.block_count {
@@ -335,7 +349,7 @@ impl<T: BlockMetadata> BlockManager<T> {
     /// Whether `hash` is resident (active or inactive). Does not pin it and
     /// does not count as a use.
     pub fn contains(&self, hash: SequenceHash) -> bool {
-        self.store.lock().contains(hash)
+        self.store.lock().contains(hash, &self.store)
     }
 
     /// Counters and gauges, read under one lock acquisition.
@@ -345,6 +359,7 @@ impl<T: BlockMetadata> BlockManager<T> {
         let c = core.counters;
         let counts = core.state_counts();
         drop(core);
+        let (lock_free_requested, lock_free_returned) = store.lock_free_match_totals();
         MetricsSnapshot {
             allocations: c.allocations,
             allocations_from_reset: c.allocations_from_reset,
@@ -353,8 +368,8 @@ impl<T: BlockMetadata> BlockManager<T> {
             duplicate_blocks: c.duplicates,
             registration_dedups: c.dedups,
             stagings: c.staged_exits + store.unstagings.load(Ordering::Relaxed),
-            match_hashes_requested: c.match_hashes_requested,
-            match_blocks_returned: c.match_blocks_returned,
+            match_hashes_requested: c.match_hashes_requested + lock_free_requested,
+            match_blocks_returned: c.match_blocks_returned + lock_free_returned,
             scan_hashes_requested: c.scan_hashes_requested,
             scan_blocks_returned: c.scan_blocks_returned,
             inflight_mutable: counts.outstanding as u64,
@@ -379,7 +394,7 @@ impl<T: BlockMetadata> BlockManager<T> {
     pub fn check_invariants(&self) -> Result<(), String> {
         let store = &self.store;
         let core = store.lock();
-        core.validate(&store.refs)?;
+        core.validate(store, &store.writer.lock())?;
         let counts = core.state_counts();
         let sum = counts.reset + counts.outstanding + counts.active + counts.inactive;
         if sum != store.block_count {

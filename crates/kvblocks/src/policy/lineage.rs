@@ -102,6 +102,10 @@ impl EvictionPolicy for Lineage {
         }
     }
 
+    fn observes_hits(&self) -> bool {
+        false
+    }
+
     fn on_release(&mut self, slot: u32) {
         let place = if self.tree.children(slot) == 0 {
             Place::Leaf

@@ -28,6 +28,10 @@ impl EvictionPolicy for Lru {
         "lru"
     }
 
+    fn observes_hits(&self) -> bool {
+        false
+    }
+
     fn on_release(&mut self, slot: u32) {
         self.queue.push_back(&mut self.links, slot);
     }

@@ -85,6 +85,14 @@ pub trait EvictionPolicy: Send + 'static {
         let _ = slot;
     }
 
+    /// Whether [`on_hit`](Self::on_hit) does anything. A policy that
+    /// returns `false` lets the store pin an *active* block for a match
+    /// without taking the store lock (hits on evictable blocks still reach
+    /// `on_reacquire` under it). The default, `true`, is always correct.
+    fn observes_hits(&self) -> bool {
+        true
+    }
+
     /// The slot's last holder let go: it is now evictable.
     ///
     /// The caller guarantees the slot is registered and not already evictable.
@@ -253,6 +261,9 @@ impl EvictionPolicy for AnyPolicy {
     #[inline]
     fn on_hit(&mut self, slot: u32) {
         dispatch!(self, p => p.on_hit(slot))
+    }
+    fn observes_hits(&self) -> bool {
+        dispatch!(self, p => p.observes_hits())
     }
     #[inline]
     fn on_release(&mut self, slot: u32) {

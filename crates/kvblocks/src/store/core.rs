@@ -1,15 +1,23 @@
-//! The single-threaded state machine of a store: slot records, the hash index,
-//! the reset pool and the eviction policy, moved together so they always agree.
+//! The locked state machine of a store: the reset pool, the eviction policy,
+//! the state tallies and the slot records' states, moved together so they
+//! always agree.
 //!
 //! Every method runs under the store lock (see [`super::Store`]) and does a
-//! bounded amount of work per slot, without allocating. It never creates or
-//! drops guards; callers turn the slot numbers it hands out into guards.
+//! bounded amount of work per slot, without allocating. The records, the
+//! index and the handle counts live in the [`Store`] itself, because
+//! lock-free matches read them. Index writes need the index writer's own lock
+//! as well, taken after this one: registration holds both, while an
+//! allocation evicts here and removes the victims' entries after unlocking,
+//! so the second half of an eviction overlaps other threads' work. Until
+//! then a victim's entry is *stale* (it names a slot that is no longer
+//! registered); every lookup here checks the slot it finds, and registration
+//! overwrites a stale entry for its key. It never creates or drops guards;
+//! callers turn the slot numbers it hands out into guards.
 
 use std::sync::Arc;
 
-use super::index::HashIndex;
-use super::refcount::RefCounts;
-use super::slot::{SlotRecord, SlotState, NO_SLOT};
+use super::index::{IndexWriter, Insert, Probe};
+use super::slot::{SlotState, NO_SLOT};
 use super::Store;
 use crate::policy::{AnyPolicy, EvictionPolicy};
 use crate::{BlockDuplicationPolicy, SequenceHash};
@@ -48,10 +56,8 @@ pub(crate) struct Registered {
     pub(crate) generation: u32,
 }
 
-/// Slot records, index, reset pool and policy.
+/// Reset pool, policy and tallies.
 pub(crate) struct StoreCore {
-    slots: Vec<SlotRecord>,
-    index: HashIndex,
     /// The reset pool, used as a stack.
     free: Vec<u32>,
     policy: AnyPolicy,
@@ -67,8 +73,6 @@ impl StoreCore {
     /// A store of `block_count` free slots evicted by `policy`.
     pub(crate) fn new(block_count: usize, policy: AnyPolicy) -> Self {
         Self {
-            slots: vec![SlotRecord::FREE; block_count],
-            index: HashIndex::with_capacity(block_count),
             // Reversed so the first allocation hands out slot 0, 1, 2, ...
             free: (0..block_count as u32).rev().collect(),
             policy,
@@ -120,21 +124,23 @@ impl StoreCore {
     }
 
     /// Hands out `count` slots, all or nothing: reset pool first, then
-    /// evictions. `evicted` receives each evicted hash; `take` each slot.
+    /// evictions; `take` receives each slot. Returns how many came from the
+    /// reset pool (the rest were evicted and still have index entries: the
+    /// caller removes them with [`Store::forget_evicted`] before handing the
+    /// slots out), or `None` if fewer than `count` are available.
     pub(crate) fn allocate(
         &mut self,
         count: usize,
-        refs: &RefCounts,
-        mut evicted: Option<&mut Vec<SequenceHash>>,
+        store: &Store,
         mut take: impl FnMut(u32),
-    ) -> bool {
+    ) -> Option<usize> {
         if count > self.available() {
-            return false;
+            return None;
         }
         let from_reset = count.min(self.free.len());
         for _ in 0..from_reset {
             if let Some(slot) = self.free.pop() {
-                self.slots[slot as usize].state = SlotState::Outstanding;
+                store.records.set_state(slot, SlotState::Outstanding);
                 take(slot);
             }
         }
@@ -142,34 +148,29 @@ impl StoreCore {
             let Some(slot) = self.policy.evict() else {
                 break;
             };
-            let hash = self.forget(slot, refs);
-            if let Some(evicted) = evicted.as_deref_mut() {
-                evicted.push(hash);
-            }
-            self.slots[slot as usize].state = SlotState::Outstanding;
+            self.forget(slot, store);
+            store.records.set_state(slot, SlotState::Outstanding);
             take(slot);
         }
         self.outstanding += count;
         self.counters.allocations += count as u64;
         self.counters.allocations_from_reset += from_reset as u64;
-        true
+        Some(from_reset)
     }
 
-    /// Drops an inactive slot's registration: index, policy, generation.
-    /// Returns the hash it held. The caller gives the slot a new state.
-    fn forget(&mut self, slot: u32, refs: &RefCounts) -> SequenceHash {
-        let hash = self.slots[slot as usize].hash();
-        self.index.remove(hash, slot);
-        self.policy.on_forget(slot, hash);
-        refs.next_generation(slot);
+    /// Drops an evicted slot's registration from the policy and starts its
+    /// next generation; its index entry is now stale. The caller gives the
+    /// slot a new state and removes the entry.
+    fn forget(&mut self, slot: u32, store: &Store) {
+        self.policy.on_forget(slot, store.records.hash(slot));
+        store.refs.next_generation(slot);
         self.counters.evictions += 1;
-        hash
     }
 
     /// An outstanding slot (mutable or staged guard dropped) goes back to reset.
-    pub(crate) fn release_outstanding(&mut self, slot: u32, was_staged: bool) {
-        debug_assert_eq!(self.slots[slot as usize].state, SlotState::Outstanding);
-        self.slots[slot as usize].state = SlotState::Reset;
+    pub(crate) fn release_outstanding(&mut self, slot: u32, was_staged: bool, store: &Store) {
+        debug_assert_eq!(store.records.state(slot), SlotState::Outstanding);
+        store.records.set_state(slot, SlotState::Reset);
         self.free.push(slot);
         self.outstanding -= 1;
         self.counters.staged_exits += u64::from(was_staged);
@@ -178,51 +179,75 @@ impl StoreCore {
     /// Pins a resident primary for one more handle, resurrecting it if
     /// inactive; returns the slot's generation.
     #[inline]
-    fn acquire_primary(&mut self, slot: u32, refs: &RefCounts) -> u32 {
+    fn acquire_primary(&mut self, slot: u32, store: &Store) -> u32 {
         self.policy.on_hit(slot);
-        self.pin_primary(slot, refs)
+        self.pin_primary(slot, store)
     }
 
     /// Pins a resident primary without telling the policy it was used.
     #[inline]
-    fn pin_primary(&mut self, slot: u32, refs: &RefCounts) -> u32 {
-        let record = &mut self.slots[slot as usize];
-        if record.state == SlotState::Inactive {
-            record.state = SlotState::Active;
+    fn pin_primary(&mut self, slot: u32, store: &Store) -> u32 {
+        if store.records.state(slot) == SlotState::Inactive {
+            store.records.set_state(slot, SlotState::Active);
             self.policy.on_reacquire(slot);
             self.active += 1;
         }
-        refs.increment(slot)
+        store.refs.increment(slot)
     }
 
-    /// The primary slot holding `hash`, if resident.
+    /// The primary slot holding `hash`, if resident. Exact under the lock:
+    /// a stale entry is a miss, and a lock-free miss the index is unsure of
+    /// is asked again under the index writer's lock.
     #[inline]
-    fn lookup(&self, hash: SequenceHash) -> Option<u32> {
-        let slots = &self.slots;
-        self.index.get(hash, |s| slots[s as usize].hash())
+    fn lookup(&self, hash: SequenceHash, store: &Store) -> Option<u32> {
+        let records = &store.records;
+        let slot = match store.index.find(hash, |s| records.hash(s)) {
+            Probe::Candidate(slot) => slot,
+            Probe::Miss => return None,
+            Probe::Unsure => {
+                let writer = store.writer.lock();
+                store.index.get(&writer, hash, |s| records.hash(s))?
+            }
+        };
+        is_registered_primary(slot, hash, store).then_some(slot)
     }
 
     /// Registers a staged slot under `hash`, applying the duplication policy.
+    /// The slot's record already holds `hash` (see [`Store::prepare_registration`]).
     pub(crate) fn register(
         &mut self,
         slot: u32,
         hash: SequenceHash,
         duplication: BlockDuplicationPolicy,
-        refs: &RefCounts,
+        store: &Store,
+        writer: &mut IndexWriter,
     ) -> Registered {
-        debug_assert_eq!(self.slots[slot as usize].state, SlotState::Outstanding);
+        let records = &store.records;
+        debug_assert_eq!(records.state(slot), SlotState::Outstanding);
+        debug_assert!(records.hash(slot) == hash);
         self.outstanding -= 1;
         self.counters.staged_exits += 1;
         self.counters.registrations += 1;
-        let slots = &self.slots;
-        let existing = self
+        let existing = match store
             .index
-            .insert_if_absent(hash, slot, |s| slots[s as usize].hash());
+            .insert_if_absent(writer, hash, slot, |s| records.hash(s))
+        {
+            Insert::Added => None,
+            Insert::Present(existing) if is_registered_primary(existing, hash, store) => {
+                Some(existing)
+            }
+            Insert::Present(stale) => {
+                // An evicted slot whose entry its allocator has not removed
+                // yet: this registration takes the entry over.
+                store.index.replace(writer, hash, stale, slot);
+                None
+            }
+        };
         let duplicate_of = match (existing, duplication) {
             (None, _) => NO_SLOT,
             (Some(primary), BlockDuplicationPolicy::Reject) => {
-                let generation = self.acquire_primary(primary, refs);
-                self.slots[slot as usize].state = SlotState::Reset;
+                let generation = self.acquire_primary(primary, store);
+                records.set_state(slot, SlotState::Reset);
                 self.free.push(slot);
                 self.counters.dedups += 1;
                 return Registered {
@@ -233,17 +258,15 @@ impl StoreCore {
             (Some(primary), BlockDuplicationPolicy::Allow) => {
                 // The copy pins its primary, so a live duplicate always has a
                 // resident primary to be matched instead of it.
-                let _ = self.acquire_primary(primary, refs);
+                let _ = self.acquire_primary(primary, store);
                 self.counters.duplicates += 1;
                 primary
             }
         };
-        let record = &mut self.slots[slot as usize];
-        record.set_hash(hash);
-        record.duplicate_of = duplicate_of;
-        record.state = SlotState::Active;
+        records.set_duplicate_of(slot, duplicate_of);
+        records.set_state(slot, SlotState::Active);
         self.active += 1;
-        let generation = refs.increment(slot);
+        let generation = store.refs.increment(slot);
         if duplicate_of == NO_SLOT {
             self.policy.on_register(slot, hash);
         }
@@ -253,45 +276,44 @@ impl StoreCore {
     /// The last handle on `slot` was dropped: if nothing re-pinned it since,
     /// a primary becomes inactive and a duplicate returns to reset (releasing
     /// its pin on the primary).
-    pub(crate) fn release_if_unused(&mut self, slot: u32, refs: &RefCounts) {
-        let record = self.slots[slot as usize];
-        if record.state != SlotState::Active || refs.count(slot) != 0 {
+    pub(crate) fn release_if_unused(&mut self, slot: u32, store: &Store) {
+        let records = &store.records;
+        if records.state(slot) != SlotState::Active || store.refs.count(slot) != 0 {
             return;
         }
         self.active -= 1;
-        if record.is_primary() {
-            self.slots[slot as usize].state = SlotState::Inactive;
+        let primary = records.duplicate_of(slot);
+        if primary == NO_SLOT {
+            records.set_state(slot, SlotState::Inactive);
             self.policy.on_release(slot);
             return;
         }
-        self.slots[slot as usize].state = SlotState::Reset;
-        self.slots[slot as usize].duplicate_of = NO_SLOT;
-        refs.next_generation(slot);
+        records.set_state(slot, SlotState::Reset);
+        records.set_duplicate_of(slot, NO_SLOT);
+        store.refs.next_generation(slot);
         self.free.push(slot);
-        let primary = record.duplicate_of;
-        if refs.decrement(primary) {
-            self.release_if_unused(primary, refs);
+        if store.refs.decrement(primary) {
+            self.release_if_unused(primary, store);
         }
     }
 
     /// Resolves the longest resident prefix of `hashes`, pinning each hit.
+    /// Counts only the hits: the caller counts the hashes requested.
     pub(crate) fn match_prefix(
         &mut self,
         hashes: &[SequenceHash],
-        refs: &RefCounts,
+        store: &Store,
         mut hit: impl FnMut(u32, u32, SequenceHash),
     ) -> usize {
         let mut found = 0;
         for &hash in hashes {
-            let Some(slot) = self.lookup(hash) else {
+            let Some(slot) = self.lookup(hash, store) else {
                 break;
             };
-            let generation = self.acquire_primary(slot, refs);
+            let generation = self.acquire_primary(slot, store);
             hit(slot, generation, hash);
             found += 1;
         }
-        self.counters.match_hashes_requested += hashes.len() as u64;
-        self.counters.match_blocks_returned += found as u64;
         found
     }
 
@@ -301,14 +323,14 @@ impl StoreCore {
         &mut self,
         hash: SequenceHash,
         touch: bool,
-        refs: &RefCounts,
+        store: &Store,
     ) -> Option<Registered> {
         self.counters.scan_hashes_requested += 1;
-        let slot = self.lookup(hash)?;
+        let slot = self.lookup(hash, store)?;
         let generation = if touch {
-            self.acquire_primary(slot, refs)
+            self.acquire_primary(slot, store)
         } else {
-            self.pin_primary(slot, refs)
+            self.pin_primary(slot, store)
         };
         self.counters.scan_blocks_returned += 1;
         Some(Registered { slot, generation })
@@ -316,10 +338,10 @@ impl StoreCore {
 
     /// Pins the resident primary of `hash` for a match that does not stop at
     /// misses (counted as a match).
-    pub(crate) fn match_one(&mut self, hash: SequenceHash, refs: &RefCounts) -> Option<Registered> {
+    pub(crate) fn match_one(&mut self, hash: SequenceHash, store: &Store) -> Option<Registered> {
         self.counters.match_hashes_requested += 1;
-        let slot = self.lookup(hash)?;
-        let generation = self.acquire_primary(slot, refs);
+        let slot = self.lookup(hash, store)?;
+        let generation = self.acquire_primary(slot, store);
         self.counters.match_blocks_returned += 1;
         Some(Registered { slot, generation })
     }
@@ -331,76 +353,79 @@ impl StoreCore {
         slot: u32,
         generation: u32,
         hash: SequenceHash,
-        refs: &RefCounts,
+        store: &Store,
     ) -> Option<Registered> {
-        let record = self.slots[slot as usize];
-        let same = refs.generation(slot) == generation
-            && matches!(record.state, SlotState::Active | SlotState::Inactive)
-            && record.hash() == hash;
-        let slot = if same { slot } else { self.lookup(hash)? };
-        let generation = if self.slots[slot as usize].is_primary() {
-            self.acquire_primary(slot, refs)
+        let records = &store.records;
+        let same = store.refs.generation(slot) == generation
+            && matches!(records.state(slot), SlotState::Active | SlotState::Inactive)
+            && records.hash(slot) == hash;
+        let slot = if same {
+            slot
         } else {
-            refs.increment(slot)
+            self.lookup(hash, store)?
+        };
+        let generation = if records.is_primary(slot) {
+            self.acquire_primary(slot, store)
+        } else {
+            store.refs.increment(slot)
         };
         Some(Registered { slot, generation })
     }
 
-    /// Evicts every inactive slot to the reset pool; returns their hashes' count.
-    pub(crate) fn drain_inactive(
-        &mut self,
-        refs: &RefCounts,
-        mut evicted: impl FnMut(SequenceHash),
-    ) {
+    /// Evicts every inactive slot to the reset pool.
+    pub(crate) fn drain_inactive(&mut self, store: &Store, writer: &mut IndexWriter) {
         while let Some(slot) = self.policy.evict() {
-            let hash = self.forget(slot, refs);
-            self.slots[slot as usize].state = SlotState::Reset;
+            self.forget(slot, store);
+            store.index.remove(writer, store.records.hash(slot), slot);
+            store.records.set_state(slot, SlotState::Reset);
             self.free.push(slot);
-            evicted(hash);
         }
+        store.index.settle(writer);
     }
 
     /// Whether `hash` has a resident primary (no pin, no policy update).
-    pub(crate) fn contains(&self, hash: SequenceHash) -> bool {
-        self.lookup(hash).is_some()
+    pub(crate) fn contains(&self, hash: SequenceHash, store: &Store) -> bool {
+        self.lookup(hash, store).is_some()
     }
 
-    /// Bytes of bookkeeping this core holds per slot (records, index, reset pool).
+    /// Bytes of bookkeeping this core holds (the reset pool).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<SlotRecord>()
-            + self.index.allocation_size()
-            + self.free.capacity() * std::mem::size_of::<u32>()
+        self.free.capacity() * std::mem::size_of::<u32>()
     }
 
-    /// Walks every structure and checks they agree (O(slots)).
-    pub(crate) fn validate(&self, refs: &RefCounts) -> Result<(), String> {
+    /// Walks every structure and checks they agree (O(slots)). Needs no
+    /// allocation between its two halves in flight (call when quiescent).
+    pub(crate) fn validate(&self, store: &Store, writer: &IndexWriter) -> Result<(), String> {
+        let records = &store.records;
         let mut counts = StateCounts::default();
         let mut primaries = 0usize;
-        for (slot, record) in self.slots.iter().enumerate() {
-            let slot = slot as u32;
-            let count = refs.count(slot);
-            match record.state {
+        for slot in 0..records.len() as u32 {
+            let count = store.refs.count(slot);
+            let state = records.state(slot);
+            match state {
                 SlotState::Reset => counts.reset += 1,
                 SlotState::Outstanding => counts.outstanding += 1,
                 SlotState::Active => counts.active += 1,
                 SlotState::Inactive => counts.inactive += 1,
             }
-            let registered = matches!(record.state, SlotState::Active | SlotState::Inactive);
-            if registered && record.is_primary() {
+            let registered = matches!(state, SlotState::Active | SlotState::Inactive);
+            if registered && records.is_primary(slot) {
                 primaries += 1;
-                if self.lookup(record.hash()) != Some(slot) {
+                if self.lookup(records.hash(slot), store) != Some(slot) {
                     return Err(format!("slot {slot} is a primary missing from the index"));
                 }
             }
-            if record.state == SlotState::Inactive && count != 0 {
+            if state == SlotState::Inactive && count != 0 {
                 return Err(format!("inactive slot {slot} has {count} handles"));
             }
             if !registered && count != 0 {
                 return Err(format!("unregistered slot {slot} has {count} handles"));
             }
-            if record.state == SlotState::Active && !record.is_primary() {
-                let primary = self.slots[record.duplicate_of as usize];
-                if primary.state != SlotState::Active || primary.hash() != record.hash() {
+            if state == SlotState::Active && !records.is_primary(slot) {
+                let primary = records.duplicate_of(slot);
+                if records.state(primary) != SlotState::Active
+                    || records.hash(primary) != records.hash(slot)
+                {
                     return Err(format!("duplicate slot {slot} does not pin its primary"));
                 }
             }
@@ -411,12 +436,22 @@ impl StoreCore {
                 self.state_counts()
             ));
         }
-        if primaries != self.index.len() {
+        if primaries != writer.len() {
             return Err(format!(
                 "{} index entries for {primaries} resident primaries",
-                self.index.len()
+                writer.len()
             ));
         }
         Ok(())
     }
+}
+
+/// Whether `slot` is the registered primary of `hash` (exact under the store
+/// lock, which every state change takes).
+#[inline]
+fn is_registered_primary(slot: u32, hash: SequenceHash, store: &Store) -> bool {
+    let records = &store.records;
+    matches!(records.state(slot), SlotState::Active | SlotState::Inactive)
+        && records.is_primary(slot)
+        && records.hash(slot) == hash
 }

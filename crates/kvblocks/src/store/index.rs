@@ -1,17 +1,41 @@
-//! The hash index: sequence hash -> primary slot.
+//! The hash index: sequence hash -> primary slot, readable without the lock.
 //!
-//! Owns one open-addressing table of bare `u32` slot numbers. The key of an
-//! entry is not stored in the table: it is read back from the slot record, so
-//! an entry costs 4 bytes plus a control byte. The table is sized once (for
-//! twice the slots, see [`HashIndex::with_capacity`]) and never grows, so
-//! steady state allocates nothing.
+//! Owns one open-addressing table (linear probing) of 64-bit atomic buckets.
+//! A bucket holds a slot number in its low half and the high 32 bits of the
+//! key's folded hash (the tag) in its high half. The tag also gives the home
+//! bucket, so entries can be moved without reading any record; the full key
+//! is not stored, it is read back from the slot record, which a tag match
+//! makes rare. The table is sized once, for at least twice the slots, and
+//! never grows, so steady state allocates nothing.
+//!
+//! # One writer, any number of readers
+//!
+//! Inserts and removals need the [`IndexWriter`], which lives inside the store
+//! core and so is only reachable under the store lock: there is one writer at
+//! a time. Readers ([`HashIndex::find`]) take no lock. What makes that sound:
+//!
+//! - an insert fills an empty bucket and moves nothing, so it can only make a
+//!   concurrent reader miss the key being inserted (the insert is then simply
+//!   ordered after the read);
+//! - a removal shifts the entries after the hole back towards their homes (no
+//!   tombstones, so probes stay short forever), and a shifted entry can slip
+//!   past a reader. Removals therefore run inside an odd *epoch*
+//!   ([`HashIndex::remove`] opens it, [`HashIndex::settle`] closes it once per
+//!   batch); a reader that misses checks the epoch was even and unchanged
+//!   across its probe, and otherwise reports [`Probe::Unsure`] so the caller
+//!   asks again under the lock.
+//!
+//! A hit is only a candidate: the slot may have been evicted and reused since
+//! its bucket was read. Callers confirm it (see [`super::lookup`]).
 //!
 //! It never decides what is registered; [`super::core::StoreCore`] does.
 
-use hashbrown::hash_table::Entry;
-use hashbrown::HashTable;
-
+use crate::sync::{fence, AtomicU64, Ordering};
 use crate::SequenceHash;
+
+/// A bucket with no entry. Its slot half (`u32::MAX`) is never a slot
+/// number (see `MAX_BLOCK_COUNT`).
+const EMPTY: u64 = u64::MAX;
 
 /// Folds a 128-bit lineage key to 64 bits.
 ///
@@ -25,76 +49,350 @@ pub(crate) fn fold(hash: SequenceHash) -> u64 {
     folded.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// The bucket value for `slot` under a key with folded hash `folded`.
+#[inline(always)]
+fn entry(folded: u64, slot: u32) -> u64 {
+    (folded & !0xFFFF_FFFF) | u64::from(slot)
+}
+
+/// Whether bucket value `value` may be an entry for a key folded to `folded`.
+#[inline(always)]
+fn tag_matches(value: u64, folded: u64) -> bool {
+    (value ^ folded) >> 32 == 0 && value != EMPTY
+}
+
+/// What a lock-free lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// A slot whose record held the key when it was read (unconfirmed).
+    Candidate(u32),
+    /// No entry for the key.
+    Miss,
+    /// Removals ran meanwhile: ask again under the lock.
+    Unsure,
+}
+
+/// What [`HashIndex::insert_if_absent`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Insert {
+    /// The new entry is in.
+    Added,
+    /// An entry for the key names this slot; nothing changed.
+    Present(u32),
+}
+
 /// Sequence hash -> slot, for primaries only.
 pub(crate) struct HashIndex {
-    table: HashTable<u32>,
+    buckets: Box<[AtomicU64]>,
+    mask: usize,
+    /// Odd while a batch of removals runs.
+    epoch: AtomicU64,
+}
+
+/// The right to change the index, and what only the writer needs to know.
+/// Held by the store core, so only the store lock holder can write.
+pub(crate) struct IndexWriter {
+    entries: usize,
+    /// Whether the epoch is odd (a removal batch is open).
+    removing: bool,
 }
 
 impl HashIndex {
-    /// An index able to hold `capacity` entries without ever allocating.
-    ///
-    /// Removals leave tombstones that hashbrown clears by rehashing, in place
-    /// while the table is at most half full and by growing otherwise, so the
-    /// table is sized for twice the entries it can hold.
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
-        Self {
-            table: HashTable::with_capacity(capacity.saturating_mul(2)),
-        }
+    /// An index for up to `slots` entries, and its writer.
+    pub(crate) fn with_capacity(slots: usize) -> (Self, IndexWriter) {
+        let buckets = slots.saturating_mul(2).max(8).next_power_of_two();
+        let index = Self {
+            buckets: (0..buckets).map(|_| AtomicU64::new(EMPTY)).collect(),
+            mask: buckets - 1,
+            epoch: AtomicU64::new(0),
+        };
+        let writer = IndexWriter {
+            entries: 0,
+            removing: false,
+        };
+        (index, writer)
     }
 
-    /// The slot registered under `hash`; `key_of` reads a slot's key.
-    #[inline]
-    pub(crate) fn get(
+    #[inline(always)]
+    fn load(&self, bucket: usize) -> u64 {
+        self.buckets[bucket].load(Ordering::Acquire)
+    }
+
+    #[inline(always)]
+    fn store(&self, bucket: usize, value: u64) {
+        self.buckets[bucket].store(value, Ordering::Release);
+    }
+
+    /// The home bucket of an entry or folded hash (from the tag bits).
+    #[inline(always)]
+    fn home(&self, value: u64) -> usize {
+        (value >> 32) as usize & self.mask
+    }
+
+    /// Probes for `hash` from its home bucket; `key_of` reads a slot's key.
+    /// `Ok(slot)` on a hit, `Err(bucket)` with the empty bucket that ended
+    /// the probe on a miss.
+    #[inline(always)]
+    fn probe(
         &self,
         hash: SequenceHash,
         key_of: impl Fn(u32) -> SequenceHash,
-    ) -> Option<u32> {
-        self.table
-            .find(fold(hash), |&slot| key_of(slot) == hash)
-            .copied()
+    ) -> Result<u32, usize> {
+        let folded = fold(hash);
+        let mut bucket = self.home(folded);
+        // At most half the buckets hold entries, so an empty one ends the
+        // probe within one lap; the bound only guards against a torn view.
+        for _ in 0..=self.mask {
+            let value = self.load(bucket);
+            if value == EMPTY {
+                return Err(bucket);
+            }
+            if tag_matches(value, folded) && key_of(value as u32) == hash {
+                return Ok(value as u32);
+            }
+            bucket = (bucket + 1) & self.mask;
+        }
+        Err(bucket)
     }
 
-    /// Adds `slot` under `hash` unless `hash` is present; returns the slot
-    /// already registered under it, if any. One probe either way.
+    /// Lock-free lookup of the slot registered under `hash`.
+    #[inline]
+    pub(crate) fn find(&self, hash: SequenceHash, key_of: impl Fn(u32) -> SequenceHash) -> Probe {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        match self.probe(hash, key_of) {
+            Ok(slot) => Probe::Candidate(slot),
+            Err(_) => {
+                fence(Ordering::Acquire);
+                if epoch & 1 == 0 && self.epoch.load(Ordering::Relaxed) == epoch {
+                    Probe::Miss
+                } else {
+                    Probe::Unsure
+                }
+            }
+        }
+    }
+
+    /// The entry for `hash`, for the writer's lock holder: exact, no
+    /// removal can run meanwhile (the slot may still be a stale one, see
+    /// [`super::core`]).
+    #[inline]
+    pub(crate) fn get(
+        &self,
+        _writer: &IndexWriter,
+        hash: SequenceHash,
+        key_of: impl Fn(u32) -> SequenceHash,
+    ) -> Option<u32> {
+        self.probe(hash, key_of).ok()
+    }
+
+    /// Adds `slot` under `hash` unless an entry for `hash` is present.
     #[inline]
     pub(crate) fn insert_if_absent(
-        &mut self,
+        &self,
+        writer: &mut IndexWriter,
         hash: SequenceHash,
         slot: u32,
         key_of: impl Fn(u32) -> SequenceHash,
-    ) -> Option<u32> {
-        match self
-            .table
-            .entry(fold(hash), |&s| key_of(s) == hash, |&s| fold(key_of(s)))
-        {
-            Entry::Occupied(entry) => Some(*entry.get()),
-            Entry::Vacant(entry) => {
-                entry.insert(slot);
-                None
+    ) -> Insert {
+        match self.probe(hash, key_of) {
+            Ok(existing) => Insert::Present(existing),
+            Err(bucket) => {
+                self.store(bucket, entry(fold(hash), slot));
+                writer.entries += 1;
+                Insert::Added
             }
         }
+    }
+
+    /// Points the entry for `hash` that names `old` at `new` instead, in
+    /// place (readers see one or the other). Returns whether it was found.
+    pub(crate) fn replace(
+        &self,
+        _writer: &mut IndexWriter,
+        hash: SequenceHash,
+        old: u32,
+        new: u32,
+    ) -> bool {
+        let folded = fold(hash);
+        let wanted = entry(folded, old);
+        let mut bucket = self.home(folded);
+        for _ in 0..=self.mask {
+            let value = self.load(bucket);
+            if value == EMPTY {
+                return false;
+            }
+            if value == wanted {
+                self.store(bucket, entry(folded, new));
+                return true;
+            }
+            bucket = (bucket + 1) & self.mask;
+        }
+        false
     }
 
     /// Removes the entry naming `slot` under `hash`; returns whether there was
-    /// one. Compares slot numbers only, so it reads no other slot's record.
+    /// one. Compares slot numbers only, so it reads no record. Opens a
+    /// removal epoch if none is open: call [`Self::settle`] after the batch.
     #[inline]
-    pub(crate) fn remove(&mut self, hash: SequenceHash, slot: u32) -> bool {
-        match self.table.find_entry(fold(hash), |&s| s == slot) {
-            Ok(entry) => {
-                entry.remove();
-                true
+    pub(crate) fn remove(&self, writer: &mut IndexWriter, hash: SequenceHash, slot: u32) -> bool {
+        let wanted = entry(fold(hash), slot);
+        let mut bucket = self.home(wanted);
+        for _ in 0..=self.mask {
+            let value = self.load(bucket);
+            if value == EMPTY {
+                return false;
             }
-            Err(_) => false,
+            if value == wanted {
+                if !writer.removing {
+                    writer.removing = true;
+                    self.epoch.fetch_add(1, Ordering::Relaxed);
+                    fence(Ordering::Release);
+                }
+                self.shift_back(bucket);
+                writer.entries -= 1;
+                return true;
+            }
+            bucket = (bucket + 1) & self.mask;
+        }
+        false
+    }
+
+    /// Fills the hole at `hole` by moving back each later entry of the run
+    /// that may live there (its home is not between the hole and itself),
+    /// then empties the last hole.
+    fn shift_back(&self, mut hole: usize) {
+        let mut next = (hole + 1) & self.mask;
+        loop {
+            let value = self.load(next);
+            if value == EMPTY {
+                break;
+            }
+            // Distance from the entry's home to where it sits, and from the
+            // hole to it: it may move back iff its home is not after the hole.
+            let home = self.home(value);
+            let from_home = next.wrapping_sub(home) & self.mask;
+            let from_hole = next.wrapping_sub(hole) & self.mask;
+            if from_home >= from_hole {
+                self.store(hole, value);
+                hole = next;
+            }
+            next = (next + 1) & self.mask;
+        }
+        self.store(hole, EMPTY);
+    }
+
+    /// Closes the removal epoch, if one is open: lock-free misses are
+    /// trustworthy again. Call at the end of every batch that may remove.
+    #[inline]
+    pub(crate) fn settle(&self, writer: &mut IndexWriter) {
+        if writer.removing {
+            writer.removing = false;
+            self.epoch.fetch_add(1, Ordering::Release);
         }
     }
 
+    /// Bytes the table holds (for the memory report).
+    pub(crate) fn allocation_size(&self) -> usize {
+        self.buckets.len() * std::mem::size_of::<AtomicU64>()
+    }
+}
+
+impl IndexWriter {
     /// Number of entries.
     pub(crate) fn len(&self) -> usize {
-        self.table.len()
+        self.entries
+    }
+}
+
+#[cfg(all(test, not(shuttle)))]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Keys for slots, as a record array would hold them.
+    struct Keys(Vec<SequenceHash>);
+
+    impl Keys {
+        fn key(&self, slot: u32) -> SequenceHash {
+            self.0[slot as usize]
+        }
     }
 
-    /// Bytes the table reserves (for the memory report).
-    pub(crate) fn allocation_size(&self) -> usize {
-        self.table.allocation_size()
+    #[test]
+    fn insert_find_remove_against_a_map() {
+        let slots = 64u32;
+        let (index, mut writer) = HashIndex::with_capacity(slots as usize);
+        // Keys that share home buckets often (small table), with churn that
+        // leaves tombstones and empties them again.
+        let keys = Keys(
+            (0..slots)
+                .map(|s| SequenceHash::root(u64::from(s) * 7))
+                .collect(),
+        );
+        let mut model: HashMap<SequenceHash, u32> = HashMap::new();
+        let mut state = 0x1234_5678_u64;
+        for step in 0..20_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let slot = (state >> 33) as u32 % slots;
+            let hash = keys.key(slot);
+            if model.remove(&hash).is_some() {
+                assert!(index.remove(&mut writer, hash, slot));
+            } else {
+                let added = index.insert_if_absent(&mut writer, hash, slot, |s| keys.key(s));
+                assert_eq!(added, Insert::Added);
+                model.insert(hash, slot);
+            }
+            if step % 5 == 0 {
+                index.settle(&mut writer);
+            }
+            assert_eq!(writer.len(), model.len());
+            if step % 97 == 0 {
+                index.settle(&mut writer);
+                for s in 0..slots {
+                    let hash = keys.key(s);
+                    let expected = model.get(&hash).copied();
+                    assert_eq!(index.get(&writer, hash, |x| keys.key(x)), expected);
+                    let probe = index.find(hash, |x| keys.key(x));
+                    assert_eq!(probe, expected.map_or(Probe::Miss, Probe::Candidate));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn present_keys_are_reported_not_reinserted() {
+        let (index, mut writer) = HashIndex::with_capacity(4);
+        let keys = Keys(vec![SequenceHash::root(1), SequenceHash::root(1)]);
+        let first = index.insert_if_absent(&mut writer, keys.key(0), 0, |s| keys.key(s));
+        assert_eq!(first, Insert::Added);
+        let second = index.insert_if_absent(&mut writer, keys.key(1), 1, |s| keys.key(s));
+        assert_eq!(second, Insert::Present(0));
+        assert!(index.replace(&mut writer, keys.key(0), 0, 1));
+        assert_eq!(
+            index.find(keys.key(0), |s| keys.key(s)),
+            Probe::Candidate(1)
+        );
+        assert!(index.replace(&mut writer, keys.key(0), 1, 0));
+        assert_eq!(writer.len(), 1);
+        assert!(
+            !index.remove(&mut writer, keys.key(1), 1),
+            "slot 1 was never entered"
+        );
+        assert!(index.remove(&mut writer, keys.key(0), 0));
+        assert_eq!(index.find(keys.key(0), |s| keys.key(s)), Probe::Unsure);
+        index.settle(&mut writer);
+        assert_eq!(index.find(keys.key(0), |s| keys.key(s)), Probe::Miss);
+    }
+
+    #[test]
+    fn a_miss_during_removals_is_unsure() {
+        let (index, _writer) = HashIndex::with_capacity(4);
+        index.epoch.store(1, Ordering::Relaxed);
+        assert_eq!(
+            index.find(SequenceHash::root(9), |_| unreachable!()),
+            Probe::Unsure
+        );
     }
 }

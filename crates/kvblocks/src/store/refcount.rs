@@ -53,10 +53,11 @@ impl RefCounts {
     }
 
     /// Adds a handle and returns the slot's generation. Callers either hold
-    /// the store lock or a live handle.
+    /// the store lock or a live handle. `Release`, so a lock-free reader that
+    /// sees the new count also sees the record written before it.
     #[inline]
     pub(crate) fn increment(&self, slot: u32) -> u32 {
-        let old = self.words[slot as usize].fetch_add(1, Ordering::Relaxed);
+        let old = self.words[slot as usize].fetch_add(1, Ordering::AcqRel);
         if old & COUNT_MASK == COUNT_MASK {
             // More than 4 billion handles on one block: a leak loop. Like
             // `Arc`, stop rather than wrap into the generation bits.
@@ -100,6 +101,14 @@ impl RefCounts {
         } else {
             false
         }
+    }
+
+    /// The slot's generation if it has a live handle now (`Acquire`: the
+    /// record as registered is visible after this).
+    #[inline]
+    pub(crate) fn live_generation(&self, slot: u32) -> Option<u32> {
+        let word = self.words[slot as usize].load(Ordering::Acquire);
+        (word & COUNT_MASK != 0).then_some((word >> 32) as u32)
     }
 
     /// Adds a handle if `slot` is still at `generation` with a live handle.

@@ -1,10 +1,20 @@
 //! One compact record per slot: which state it is in, which hash it holds and,
 //! for a duplicate copy, which slot is the primary.
 //!
-//! Records live in one `Vec` indexed by slot number; nothing here allocates or
-//! locks. The state machine that moves records between states is
-//! [`super::core::StoreCore`].
+//! Records live in one boxed slice indexed by slot number, shared by every
+//! thread: the fields are atomics so a lock-free match may read a slot's hash
+//! while the store lock holder rewrites another field. Who may write what:
+//!
+//! - the state and the primary link change only under the store lock;
+//! - the hash changes only while the slot is in no index entry and holds no
+//!   handle (before registration, under the lock), and is published with
+//!   `Release` so a reader that `Acquire`s it also sees the slot's handle word
+//!   as it was when the hash was written (see [`super::lookup`]).
+//!
+//! Nothing here allocates or locks. The state machine that moves records
+//! between states is [`super::core::StoreCore`].
 
+use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use crate::SequenceHash;
 
 /// "No slot".
@@ -15,54 +25,125 @@ pub(crate) const NO_SLOT: u32 = u32::MAX;
 #[repr(u8)]
 pub(crate) enum SlotState {
     /// In the reset pool, free.
-    Reset,
+    Reset = 0,
     /// Held by a `MutableBlock` or a `CompleteBlock`.
-    Outstanding,
+    Outstanding = 1,
     /// Registered and pinned by at least one `ImmutableBlock` (or about to be
     /// released by the dropper of the last one).
-    Active,
+    Active = 2,
     /// Registered, unpinned, tracked by the eviction policy.
-    Inactive,
+    Inactive = 3,
+}
+
+impl SlotState {
+    #[inline(always)]
+    fn from_u8(raw: u8) -> Self {
+        match raw {
+            0 => SlotState::Reset,
+            1 => SlotState::Outstanding,
+            2 => SlotState::Active,
+            _ => SlotState::Inactive,
+        }
+    }
 }
 
 /// The per-slot record: 24 bytes.
-#[derive(Clone, Copy)]
-pub(crate) struct SlotRecord {
-    /// The registered hash, as two words so the record stays 8-byte aligned.
-    hash: [u64; 2],
+struct SlotRecord {
+    /// The registered hash, low and high words.
+    hash: [AtomicU64; 2],
     /// For a duplicate copy: the primary slot it pins. [`NO_SLOT`] otherwise.
-    pub(crate) duplicate_of: u32,
-    pub(crate) state: SlotState,
+    duplicate_of: AtomicU32,
+    state: AtomicU8,
 }
 
 impl SlotRecord {
-    /// A free slot.
-    pub(crate) const FREE: SlotRecord = SlotRecord {
-        hash: [0, 0],
-        duplicate_of: NO_SLOT,
-        state: SlotState::Reset,
-    };
+    fn free() -> Self {
+        Self {
+            hash: [AtomicU64::new(0), AtomicU64::new(0)],
+            duplicate_of: AtomicU32::new(NO_SLOT),
+            state: AtomicU8::new(SlotState::Reset as u8),
+        }
+    }
+}
+
+/// Every slot's record.
+pub(crate) struct Records {
+    records: Box<[SlotRecord]>,
+}
+
+impl Records {
+    /// `count` free records.
+    pub(crate) fn new(count: usize) -> Self {
+        Self {
+            records: (0..count).map(|_| SlotRecord::free()).collect(),
+        }
+    }
+
+    /// Number of records.
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The slot's state (exact under the store lock; a hint without it).
+    #[inline(always)]
+    pub(crate) fn state(&self, slot: u32) -> SlotState {
+        SlotState::from_u8(self.records[slot as usize].state.load(Ordering::Relaxed))
+    }
+
+    /// Moves the slot to `state`. Under the store lock.
+    #[inline(always)]
+    pub(crate) fn set_state(&self, slot: u32, state: SlotState) {
+        self.records[slot as usize]
+            .state
+            .store(state as u8, Ordering::Relaxed);
+    }
 
     /// The hash this slot holds (meaningful when registered).
     #[inline(always)]
-    pub(crate) fn hash(&self) -> SequenceHash {
-        let raw = (self.hash[1] as u128) << 64 | self.hash[0] as u128;
-        // Stored values always come from a valid SequenceHash.
-        SequenceHash::from_valid_u128(raw)
+    pub(crate) fn hash(&self, slot: u32) -> SequenceHash {
+        let words = &self.records[slot as usize].hash;
+        let low = words[0].load(Ordering::Acquire);
+        let high = words[1].load(Ordering::Acquire);
+        // Stored values always come from a valid SequenceHash (or are the
+        // initial zero, which is one too).
+        SequenceHash::from_valid_u128(u128::from(high) << 64 | u128::from(low))
     }
 
-    /// Records the hash this slot now holds.
+    /// Records the hash this slot now holds. Only while the slot is in no
+    /// index entry and has no handle (see the module docs).
     #[inline(always)]
-    pub(crate) fn set_hash(&mut self, hash: SequenceHash) {
+    pub(crate) fn set_hash(&self, slot: u32, hash: SequenceHash) {
         let raw = hash.as_u128();
-        self.hash = [raw as u64, (raw >> 64) as u64];
+        let words = &self.records[slot as usize].hash;
+        words[0].store(raw as u64, Ordering::Release);
+        words[1].store((raw >> 64) as u64, Ordering::Release);
+    }
+
+    /// For a duplicate copy, the primary it pins; [`NO_SLOT`] for a primary.
+    #[inline(always)]
+    pub(crate) fn duplicate_of(&self, slot: u32) -> u32 {
+        self.records[slot as usize]
+            .duplicate_of
+            .load(Ordering::Acquire)
+    }
+
+    /// Sets the primary link. Under the store lock, before the slot gets a
+    /// handle.
+    #[inline(always)]
+    pub(crate) fn set_duplicate_of(&self, slot: u32, primary: u32) {
+        self.records[slot as usize]
+            .duplicate_of
+            .store(primary, Ordering::Release);
     }
 
     /// Whether this registered slot is the primary copy of its hash.
     #[inline(always)]
-    pub(crate) fn is_primary(&self) -> bool {
-        self.duplicate_of == NO_SLOT
+    pub(crate) fn is_primary(&self, slot: u32) -> bool {
+        self.duplicate_of(slot) == NO_SLOT
     }
+
+    /// Bytes per record.
+    pub(crate) const BYTES_PER_SLOT: usize = std::mem::size_of::<SlotRecord>();
 }
 
 #[cfg(test)]
@@ -70,11 +151,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn record_stays_small_and_round_trips_its_hash() {
-        assert_eq!(std::mem::size_of::<SlotRecord>(), 24);
-        let mut record = SlotRecord::FREE;
+    fn record_stays_small_and_round_trips_its_fields() {
+        assert_eq!(Records::BYTES_PER_SLOT, 24);
+        let records = Records::new(2);
         let hash = SequenceHash::new(u64::MAX, Some(12345), 70_000);
-        record.set_hash(hash);
-        assert_eq!(record.hash(), hash);
+        records.set_hash(1, hash);
+        records.set_state(1, SlotState::Inactive);
+        records.set_duplicate_of(1, 0);
+        assert_eq!(records.hash(1), hash);
+        assert_eq!(records.state(1), SlotState::Inactive);
+        assert_eq!(records.duplicate_of(1), 0);
+        assert!(records.is_primary(0));
+        assert_eq!(records.state(0), SlotState::Reset);
     }
 }
