@@ -93,7 +93,13 @@ impl Subject for Kvblocks {
     fn build(block_count: usize, block_size: usize, eviction: Eviction) -> Self {
         let builder = kvblocks::BlockManager::<Tier>::builder()
             .block_count(block_count)
-            .block_size(block_size);
+            .block_size(block_size)
+            .pool_shards(
+                std::env::var("KVB_SHARDS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1),
+            );
         let builder = match eviction {
             Eviction::Lru => builder.with_lru_backend(),
             Eviction::Lineage => builder.with_lineage_backend(),

@@ -14,7 +14,7 @@ pub(crate) use shuttle::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Or
 
 /// Spin iterations a contended `lock` waits before parking.
 #[cfg(not(shuttle))]
-const SPINS_BEFORE_PARKING: u32 = 20_000;
+const SPINS_BEFORE_PARKING: u32 = 512;
 
 /// A mutex whose `lock` cannot fail.
 #[cfg(not(shuttle))]

@@ -185,12 +185,7 @@ impl<T> WeakBlock<T> {
                 self.hash,
             ));
         }
-        let registered = {
-            let mut core = store.lock();
-            let registered = core.upgrade(self.slot, self.generation, self.hash, store)?;
-            core.keep_alive(store);
-            registered
-        };
+        let registered = store.upgrade(self.slot, self.generation, self.hash)?;
         Some(ImmutableBlock::from_registered(
             StoreRef::new(store),
             registered,

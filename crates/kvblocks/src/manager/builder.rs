@@ -33,6 +33,9 @@ pub enum BuildError {
     /// A block holds at least one token.
     #[error("block_size must be at least 1")]
     ZeroBlockSize,
+    /// A pool has at least one shard.
+    #[error("pool_shards must be at least 1")]
+    ZeroPoolShards,
     /// An absurd block size (almost certainly a unit mistake).
     #[error("block_size {0} exceeds the maximum of {MAX_BLOCK_SIZE} tokens")]
     BlockSizeTooLarge(usize),
@@ -60,6 +63,7 @@ pub struct BlockManagerBuilder<T> {
     block_size: Option<usize>,
     duplication: BlockDuplicationPolicy,
     policy: PolicyChoice,
+    pool_shards: usize,
     _tier: PhantomData<fn() -> T>,
 }
 
@@ -68,7 +72,7 @@ pub type BlockManagerConfigBuilder<T> = BlockManagerBuilder<T>;
 
 enum PolicyChoice {
     Kind(EvictionPolicyKind),
-    Custom(Box<dyn FnOnce(usize) -> Box<dyn EvictionPolicy>>),
+    Custom(Box<dyn Fn(usize) -> Box<dyn EvictionPolicy>>),
 }
 
 impl<T: BlockMetadata> Default for BlockManagerBuilder<T> {
@@ -78,6 +82,7 @@ impl<T: BlockMetadata> Default for BlockManagerBuilder<T> {
             block_size: None,
             duplication: BlockDuplicationPolicy::default(),
             policy: PolicyChoice::Kind(EvictionPolicyKind::Lru),
+            pool_shards: 1,
             _tier: PhantomData,
         }
     }
@@ -113,12 +118,40 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
         self
     }
 
-    /// Evict with a policy of your own; `make` receives the block count.
+    /// Evict with a policy of your own; `make` receives the number of slots
+    /// the policy instance tracks (the block count, or one shard's slots with
+    /// [`pool_shards`](Self::pool_shards), called once per shard).
     pub fn custom_eviction_policy<P: EvictionPolicy>(
         mut self,
-        make: impl FnOnce(usize) -> P + 'static,
+        make: impl Fn(usize) -> P + 'static,
     ) -> Self {
         self.policy = PolicyChoice::Custom(Box::new(move |slots| Box::new(make(slots))));
+        self
+    }
+
+    /// Splits the pool into about `shards` pool shards (rounded so each
+    /// holds a power of two of slots; default 1), for a manager that several
+    /// threads call at once.
+    ///
+    /// Each shard has its own lock, reset pool and policy instance over its
+    /// own slots; the hash index stays whole, so every block is matchable
+    /// from every thread. Threads allocating at the same time start at
+    /// different shards and rarely wait for each other. The price: the
+    /// eviction order is the policy's order *within* a shard, shards taking
+    /// turns, rather than one order over the whole pool (for LRU the hit rate
+    /// barely moves; a lineage-aware policy does not see a parent in another
+    /// shard). One shard keeps the exact single-pool behaviour.
+    ///
+    /// ```
+    /// # use kvblocks::BlockManager;
+    /// #[derive(Clone)] struct Gpu;
+    /// let manager = BlockManager::<Gpu>::builder()
+    ///     .block_count(65_536).block_size(16).pool_shards(8).build()?;
+    /// assert_eq!(manager.pool_shards(), 8);
+    /// # Ok::<(), kvblocks::BuildError>(())
+    /// ```
+    pub fn pool_shards(mut self, shards: usize) -> Self {
+        self.pool_shards = shards;
         self
     }
 
@@ -159,11 +192,21 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
         if block_size > MAX_BLOCK_SIZE {
             return Err(BuildError::BlockSizeTooLarge(block_size));
         }
-        let policy = match self.policy {
-            PolicyChoice::Kind(kind) => kind.build(block_count),
-            PolicyChoice::Custom(make) => AnyPolicy::Custom(make(block_count)),
+        if self.pool_shards == 0 {
+            return Err(BuildError::ZeroPoolShards);
+        }
+        let policy = self.policy;
+        let make_policy = |slots: usize| match &policy {
+            PolicyChoice::Kind(kind) => kind.build(slots),
+            PolicyChoice::Custom(make) => AnyPolicy::Custom(make(slots)),
         };
-        let store = Store::new(block_count, block_size, self.duplication, policy);
+        let store = Store::new(
+            block_count,
+            block_size,
+            self.pool_shards,
+            self.duplication,
+            make_policy,
+        );
         Ok(BlockManager {
             store: Arc::new(store),
             _tier: PhantomData,

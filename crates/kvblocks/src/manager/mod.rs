@@ -6,7 +6,7 @@
 
 mod builder;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -106,12 +106,7 @@ impl<T: BlockMetadata> BlockManager<T> {
         }
         let mut slots = Vec::with_capacity(count);
         let store = &self.store;
-        let from_reset = {
-            let mut core = store.lock();
-            let from_reset = core.allocate(count, store, |slot| slots.push(slot));
-            core.keep_alive(store);
-            from_reset
-        }?;
+        let from_reset = store.allocate_slots(count, &mut slots)?;
         match evicted {
             Some(evicted) => store.forget_evicted(&slots[from_reset..], |h| evicted.push(h)),
             None => store.forget_evicted(&slots[from_reset..], |_| {}),
@@ -146,15 +141,12 @@ impl<T: BlockMetadata> BlockManager<T> {
         let (handle, slot, hash) = block.into_parts();
         let store = &self.store;
         store.prepare_registration(slot, hash);
-        let registered = {
-            let mut core = store.lock();
-            let mut writer = store.writer.lock();
-            let registered = core.register(slot, hash, store.duplication, store, &mut writer);
-            drop(writer);
-            core.keep_alive(store);
-            registered
-        };
-        Ok(ImmutableBlock::from_registered(handle, registered, hash))
+        let mut registered = None;
+        store.register_slots([(slot, hash)], |r, _| registered = Some(r));
+        match registered {
+            Some(registered) => Ok(ImmutableBlock::from_registered(handle, registered, hash)),
+            None => unreachable!("register_slots reports every slot it is given"),
+        }
     }
 
     /// Registers a batch of staged blocks under one lock acquisition; handles
@@ -176,17 +168,15 @@ impl<T: BlockMetadata> BlockManager<T> {
         for block in &blocks {
             store.prepare_registration(block.block_id() as u32, block.sequence_hash());
         }
+        let handle = StoreRef::new(store);
         let mut registered = Vec::with_capacity(blocks.len());
-        let mut core = store.lock();
-        let mut writer = store.writer.lock();
-        for block in blocks {
-            let (handle, slot, hash) = block.into_parts();
-            let outcome = core.register(slot, hash, store.duplication, store, &mut writer);
+        let staged = blocks.into_iter().map(|block| {
+            let (_, slot, hash) = block.into_parts();
+            (slot, hash)
+        });
+        store.register_slots(staged, |outcome, hash| {
             registered.push(ImmutableBlock::from_registered(handle, outcome, hash));
-        }
-        drop(writer);
-        core.keep_alive(store);
-        drop(core);
+        });
         Ok(registered)
     }
 
@@ -221,16 +211,11 @@ impl<T: BlockMetadata> BlockManager<T> {
     ) -> Vec<Option<ImmutableBlock<T>>> {
         let store = &self.store;
         let handle = StoreRef::new(store);
-        let mut core = store.lock();
-        let matched = hashes
-            .iter()
-            .map(|&hash| {
-                core.match_one(hash, store)
-                    .map(|r| ImmutableBlock::from_registered(handle, r, hash))
-            })
-            .collect();
-        core.keep_alive(store);
-        drop(core);
+        let mut matched: Vec<Option<ImmutableBlock<T>>> = Vec::with_capacity(hashes.len());
+        matched.resize_with(hashes.len(), || None);
+        store.acquire_each(hashes, true, true, |i, r| {
+            matched[i] = Some(ImmutableBlock::from_registered(handle, r, hashes[i]));
+        });
         matched
     }
 
@@ -243,18 +228,17 @@ impl<T: BlockMetadata> BlockManager<T> {
     ) -> HashMap<SequenceHash, ImmutableBlock<T>> {
         let store = &self.store;
         let handle = StoreRef::new(store);
-        let mut found = HashMap::with_capacity(hashes.len());
-        let mut core = store.lock();
-        for &hash in hashes {
-            if found.contains_key(&hash) {
-                continue;
-            }
-            if let Some(r) = core.scan_one(hash, touch, store) {
-                found.insert(hash, ImmutableBlock::from_registered(handle, r, hash));
-            }
-        }
-        core.keep_alive(store);
-        drop(core);
+        // Each distinct hash is looked up (and counted) once.
+        let mut seen = HashSet::with_capacity(hashes.len());
+        let unique: Vec<SequenceHash> =
+            hashes.iter().copied().filter(|h| seen.insert(*h)).collect();
+        let mut found = HashMap::with_capacity(unique.len());
+        store.acquire_each(&unique, touch, false, |i, r| {
+            found.insert(
+                unique[i],
+                ImmutableBlock::from_registered(handle, r, unique[i]),
+            );
+        });
         found
     }
 
@@ -279,23 +263,18 @@ impl<T: BlockMetadata> BlockManager<T> {
     pub fn release_blocks(&self, blocks: Vec<ImmutableBlock<T>>) {
         let store = &self.store;
         // Another manager's handles are dropped after unlocking: dropping one
-        // takes its own store's lock, and holding two locks could deadlock.
+        // takes its own store's locks, and holding both could deadlock.
         let mut foreign = Vec::new();
-        let keepalive = {
-            let mut core = store.lock();
-            for block in blocks {
-                match block.into_slot_of(store) {
-                    Ok(slot) => {
-                        if store.refs.decrement(slot) {
-                            core.release_if_unused(slot, store);
-                        }
-                    }
-                    Err(other) => foreign.push(other),
+        let slots = blocks
+            .into_iter()
+            .filter_map(|block| match block.into_slot_of(store) {
+                Ok(slot) => Some(slot),
+                Err(other) => {
+                    foreign.push(other);
+                    None
                 }
-            }
-            core.take_keepalive_if_idle()
-        };
-        drop(keepalive);
+            });
+        store.release_slots(slots);
         drop(foreign);
     }
 
@@ -307,10 +286,7 @@ impl<T: BlockMetadata> BlockManager<T> {
     /// (the inactive pool is drained anyway).
     pub fn reset_inactive_pool(&self) -> Result<(), ResetError> {
         let store = &self.store;
-        let mut core = store.lock();
-        core.drain_inactive(store, &mut store.writer.lock());
-        let reset = core.state_counts().reset;
-        drop(core);
+        let reset = store.drain_inactive();
         if reset == store.block_count {
             Ok(())
         } else {
@@ -323,7 +299,7 @@ impl<T: BlockMetadata> BlockManager<T> {
 
     /// Blocks an allocation could hand out now (reset + inactive).
     pub fn available_blocks(&self) -> usize {
-        self.store.lock().available()
+        self.store.available()
     }
 
     /// Slots managed (fixed at build time).
@@ -336,6 +312,12 @@ impl<T: BlockMetadata> BlockManager<T> {
         self.store.block_size
     }
 
+    /// Pool shards (fixed at build time; see
+    /// [`BlockManagerBuilder::pool_shards`]).
+    pub fn pool_shards(&self) -> usize {
+        self.store.shard_count()
+    }
+
     /// The duplication policy (fixed at build time).
     pub fn duplication_policy(&self) -> BlockDuplicationPolicy {
         self.store.duplication
@@ -343,23 +325,20 @@ impl<T: BlockMetadata> BlockManager<T> {
 
     /// The eviction policy's name.
     pub fn eviction_policy_name(&self) -> &'static str {
-        self.store.lock().policy_name()
+        self.store.policy_name()
     }
 
     /// Whether `hash` is resident (active or inactive). Does not pin it and
     /// does not count as a use.
     pub fn contains(&self, hash: SequenceHash) -> bool {
-        self.store.lock().contains(hash, &self.store)
+        self.store.contains(hash)
     }
 
     /// Counters and gauges, read under one lock acquisition.
     pub fn metrics(&self) -> MetricsSnapshot {
         let store = &self.store;
-        let core = store.lock();
-        let c = core.counters;
-        let counts = core.state_counts();
-        drop(core);
-        let (lock_free_requested, lock_free_returned) = store.lock_free_match_totals();
+        let (c, counts) = store.totals();
+        let [match_requested, match_returned, scan_requested, scan_returned] = store.match_totals();
         MetricsSnapshot {
             allocations: c.allocations,
             allocations_from_reset: c.allocations_from_reset,
@@ -368,10 +347,10 @@ impl<T: BlockMetadata> BlockManager<T> {
             duplicate_blocks: c.duplicates,
             registration_dedups: c.dedups,
             stagings: c.staged_exits + store.unstagings.load(Ordering::Relaxed),
-            match_hashes_requested: c.match_hashes_requested + lock_free_requested,
-            match_blocks_returned: c.match_blocks_returned + lock_free_returned,
-            scan_hashes_requested: c.scan_hashes_requested,
-            scan_blocks_returned: c.scan_blocks_returned,
+            match_hashes_requested: match_requested,
+            match_blocks_returned: match_returned,
+            scan_hashes_requested: scan_requested,
+            scan_blocks_returned: scan_returned,
             inflight_mutable: counts.outstanding as u64,
             inflight_immutable: counts.active as u64,
             reset_pool_size: counts.reset as u64,
@@ -393,9 +372,7 @@ impl<T: BlockMetadata> BlockManager<T> {
     /// A description of the first disagreement found.
     pub fn check_invariants(&self) -> Result<(), String> {
         let store = &self.store;
-        let core = store.lock();
-        core.validate(store, &store.writer.lock())?;
-        let counts = core.state_counts();
+        let counts = store.validate()?;
         let sum = counts.reset + counts.outstanding + counts.active + counts.inactive;
         if sum != store.block_count {
             return Err(format!(

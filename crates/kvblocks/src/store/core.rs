@@ -1,28 +1,32 @@
-//! The locked state machine of a store: the reset pool, the eviction policy,
-//! the state tallies and the slot records' states, moved together so they
-//! always agree.
+//! The locked state machine of one pool shard: its reset pool, its eviction
+//! policy, its state tallies and the states of its slots, moved together so
+//! they always agree.
 //!
-//! Every method runs under the store lock (see [`super::Store`]) and does a
-//! bounded amount of work per slot, without allocating. The records, the
-//! index and the handle counts live in the [`Store`] itself, because
-//! lock-free matches read them. Index writes need the index writer's own lock
-//! as well, taken after this one: registration holds both, while an
-//! allocation evicts here and removes the victims' entries after unlocking,
-//! so the second half of an eviction overlaps other threads' work. Until
-//! then a victim's entry is *stale* (it names a slot that is no longer
-//! registered); every lookup here checks the slot it finds, and registration
-//! overwrites a stale entry for its key. It never creates or drops guards;
-//! callers turn the slot numbers it hands out into guards.
+//! A store splits its slots into contiguous shards (one unless the builder
+//! asks for more, see [`super::Store`]); every method here runs under its
+//! shard's lock, touches only that shard's slots, and does a bounded amount
+//! of work per slot without allocating. The records, the index and the
+//! handle counts live in the [`Store`] itself, because lock-free matches read
+//! them.
+//!
+//! Index writes need the index writer's lock as well, taken after the shard
+//! lock: registration holds both, while an allocation evicts here and removes
+//! the victims' entries after unlocking, so the second half of an eviction
+//! overlaps other threads' work. Until then a victim's entry is *stale* (it
+//! names a slot that is no longer registered); every locked lookup checks the
+//! slot it finds ([`is_registered_primary`]), and registration takes a stale
+//! entry over. Nothing here creates or drops guards; callers turn the slot
+//! numbers it hands out into guards.
 
 use std::sync::Arc;
 
-use super::index::{IndexWriter, Insert, Probe};
+use super::index::IndexWriter;
 use super::slot::{SlotState, NO_SLOT};
 use super::Store;
 use crate::policy::{AnyPolicy, EvictionPolicy};
 use crate::{BlockDuplicationPolicy, SequenceHash};
 
-/// Event counters kept under the lock (plain integers: the lock orders them).
+/// Event counters kept under a shard lock (plain integers: the lock orders them).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Counters {
     pub(crate) allocations: u64,
@@ -32,10 +36,19 @@ pub(crate) struct Counters {
     pub(crate) duplicates: u64,
     pub(crate) dedups: u64,
     pub(crate) staged_exits: u64,
-    pub(crate) match_hashes_requested: u64,
-    pub(crate) match_blocks_returned: u64,
-    pub(crate) scan_hashes_requested: u64,
-    pub(crate) scan_blocks_returned: u64,
+}
+
+impl Counters {
+    /// Field-wise sum (for a snapshot over shards).
+    pub(crate) fn add(&mut self, other: &Counters) {
+        self.allocations += other.allocations;
+        self.allocations_from_reset += other.allocations_from_reset;
+        self.evictions += other.evictions;
+        self.registrations += other.registrations;
+        self.duplicates += other.duplicates;
+        self.dedups += other.dedups;
+        self.staged_exits += other.staged_exits;
+    }
 }
 
 /// How many slots sit in each state.
@@ -47,6 +60,16 @@ pub(crate) struct StateCounts {
     pub(crate) inactive: usize,
 }
 
+impl StateCounts {
+    /// Field-wise sum (for a snapshot over shards).
+    pub(crate) fn add(&mut self, other: &StateCounts) {
+        self.reset += other.reset;
+        self.outstanding += other.outstanding;
+        self.active += other.active;
+        self.inactive += other.inactive;
+    }
+}
+
 /// The outcome of registering one staged slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Registered {
@@ -56,31 +79,42 @@ pub(crate) struct Registered {
     pub(crate) generation: u32,
 }
 
-/// Reset pool, policy and tallies.
+/// One shard: reset pool, policy and tallies for slots `base..base + len`.
 pub(crate) struct StoreCore {
+    /// First slot of the shard; the policy numbers slots from here.
+    base: u32,
     /// The reset pool, used as a stack.
     free: Vec<u32>,
     policy: AnyPolicy,
     outstanding: usize,
     active: usize,
-    /// The store's own `Arc`, held while any slot is live (outstanding or
-    /// active), so guards can point at the store without owning it.
+    /// The store's own `Arc`, held while any slot of this shard is live
+    /// (outstanding or active), so guards can point at the store without
+    /// owning it.
     keepalive: Option<Arc<Store>>,
     pub(crate) counters: Counters,
 }
 
 impl StoreCore {
-    /// A store of `block_count` free slots evicted by `policy`.
-    pub(crate) fn new(block_count: usize, policy: AnyPolicy) -> Self {
+    /// A shard of `len` free slots from `base`, evicted by `policy` (which
+    /// numbers them `0..len`).
+    pub(crate) fn new(base: u32, len: u32, policy: AnyPolicy) -> Self {
         Self {
-            // Reversed so the first allocation hands out slot 0, 1, 2, ...
-            free: (0..block_count as u32).rev().collect(),
+            base,
+            // Reversed so the first allocation hands out base, base + 1, ...
+            free: (base..base + len).rev().collect(),
             policy,
             outstanding: 0,
             active: 0,
             keepalive: None,
             counters: Counters::default(),
         }
+    }
+
+    /// The policy's number for `slot`.
+    #[inline(always)]
+    fn local(&self, slot: u32) -> u32 {
+        slot - self.base
     }
 
     /// Makes sure the store stays alive while slots are live; call after any
@@ -112,10 +146,16 @@ impl StoreCore {
         }
     }
 
-    /// Slots an allocation could hand out now (reset + inactive).
+    /// Slots an allocation could take from this shard now (reset + inactive).
     #[inline]
     pub(crate) fn available(&self) -> usize {
         self.free.len() + self.policy.len()
+    }
+
+    /// Slots in this shard's reset pool.
+    #[inline]
+    pub(crate) fn free_len(&self) -> usize {
+        self.free.len()
     }
 
     /// The policy's name.
@@ -123,46 +163,57 @@ impl StoreCore {
         self.policy.name()
     }
 
-    /// Hands out `count` slots, all or nothing: reset pool first, then
-    /// evictions; `take` receives each slot. Returns how many came from the
-    /// reset pool (the rest were evicted and still have index entries: the
-    /// caller removes them with [`Store::forget_evicted`] before handing the
-    /// slots out), or `None` if fewer than `count` are available.
-    pub(crate) fn allocate(
+    /// Whether the policy wants to hear of every hit.
+    pub(crate) fn policy_observes_hits(&self) -> bool {
+        self.policy.observes_hits()
+    }
+
+    /// Hands up to `max` reset slots to `take`; returns how many.
+    pub(crate) fn take_free(
         &mut self,
-        count: usize,
+        max: usize,
         store: &Store,
         mut take: impl FnMut(u32),
-    ) -> Option<usize> {
-        if count > self.available() {
-            return None;
-        }
-        let from_reset = count.min(self.free.len());
-        for _ in 0..from_reset {
+    ) -> usize {
+        let count = max.min(self.free.len());
+        for _ in 0..count {
             if let Some(slot) = self.free.pop() {
                 store.records.set_state(slot, SlotState::Outstanding);
                 take(slot);
             }
         }
-        for _ in from_reset..count {
-            let Some(slot) = self.policy.evict() else {
+        self.outstanding += count;
+        self.counters.allocations += count as u64;
+        self.counters.allocations_from_reset += count as u64;
+        count
+    }
+
+    /// Evicts up to `max` inactive slots and hands them to `take`; returns
+    /// how many. Their index entries are stale until the caller removes them
+    /// ([`Store::forget_evicted`]), which it must do before handing them out.
+    pub(crate) fn evict(&mut self, max: usize, store: &Store, mut take: impl FnMut(u32)) -> usize {
+        let mut count = 0;
+        while count < max {
+            let Some(local) = self.policy.evict() else {
                 break;
             };
+            let slot = self.base + local;
             self.forget(slot, store);
             store.records.set_state(slot, SlotState::Outstanding);
             take(slot);
+            count += 1;
         }
         self.outstanding += count;
         self.counters.allocations += count as u64;
-        self.counters.allocations_from_reset += from_reset as u64;
-        Some(from_reset)
+        count
     }
 
     /// Drops an evicted slot's registration from the policy and starts its
     /// next generation; its index entry is now stale. The caller gives the
     /// slot a new state and removes the entry.
     fn forget(&mut self, slot: u32, store: &Store) {
-        self.policy.on_forget(slot, store.records.hash(slot));
+        let local = self.local(slot);
+        self.policy.on_forget(local, store.records.hash(slot));
         store.refs.next_generation(slot);
         self.counters.evictions += 1;
     }
@@ -176,11 +227,12 @@ impl StoreCore {
         self.counters.staged_exits += u64::from(was_staged);
     }
 
-    /// Pins a resident primary for one more handle, resurrecting it if
-    /// inactive; returns the slot's generation.
+    /// Pins a resident primary of this shard for one more handle,
+    /// resurrecting it if inactive, and tells the policy it was used;
+    /// returns the slot's generation.
     #[inline]
-    fn acquire_primary(&mut self, slot: u32, store: &Store) -> u32 {
-        self.policy.on_hit(slot);
+    pub(crate) fn acquire_primary(&mut self, slot: u32, store: &Store) -> u32 {
+        self.policy.on_hit(self.local(slot));
         self.pin_primary(slot, store)
     }
 
@@ -189,192 +241,153 @@ impl StoreCore {
     fn pin_primary(&mut self, slot: u32, store: &Store) -> u32 {
         if store.records.state(slot) == SlotState::Inactive {
             store.records.set_state(slot, SlotState::Active);
-            self.policy.on_reacquire(slot);
+            let local = self.local(slot);
+            self.policy.on_reacquire(local);
             self.active += 1;
         }
         store.refs.increment(slot)
     }
 
-    /// The primary slot holding `hash`, if resident. Exact under the lock:
-    /// a stale entry is a miss, and a lock-free miss the index is unsure of
-    /// is asked again under the index writer's lock.
+    /// Pins `slot` if it is this shard's registered primary of `hash`
+    /// (`touch`: as a use the policy hears of); its generation, else `None`.
     #[inline]
-    fn lookup(&self, hash: SequenceHash, store: &Store) -> Option<u32> {
-        let records = &store.records;
-        let slot = match store.index.find(hash, |s| records.hash(s)) {
-            Probe::Candidate(slot) => slot,
-            Probe::Miss => return None,
-            Probe::Unsure => {
-                let writer = store.writer.lock();
-                store.index.get(&writer, hash, |s| records.hash(s))?
-            }
-        };
-        is_registered_primary(slot, hash, store).then_some(slot)
-    }
-
-    /// Registers a staged slot under `hash`, applying the duplication policy.
-    /// The slot's record already holds `hash` (see [`Store::prepare_registration`]).
-    pub(crate) fn register(
+    pub(crate) fn acquire_if_primary_of(
         &mut self,
         slot: u32,
         hash: SequenceHash,
-        duplication: BlockDuplicationPolicy,
-        store: &Store,
-        writer: &mut IndexWriter,
-    ) -> Registered {
-        let records = &store.records;
-        debug_assert_eq!(records.state(slot), SlotState::Outstanding);
-        debug_assert!(records.hash(slot) == hash);
-        self.outstanding -= 1;
-        self.counters.staged_exits += 1;
-        self.counters.registrations += 1;
-        let existing = match store
-            .index
-            .insert_if_absent(writer, hash, slot, |s| records.hash(s))
-        {
-            Insert::Added => None,
-            Insert::Present(existing) if is_registered_primary(existing, hash, store) => {
-                Some(existing)
-            }
-            Insert::Present(stale) => {
-                // An evicted slot whose entry its allocator has not removed
-                // yet: this registration takes the entry over.
-                store.index.replace(writer, hash, stale, slot);
-                None
-            }
-        };
-        let duplicate_of = match (existing, duplication) {
-            (None, _) => NO_SLOT,
-            (Some(primary), BlockDuplicationPolicy::Reject) => {
-                let generation = self.acquire_primary(primary, store);
-                records.set_state(slot, SlotState::Reset);
-                self.free.push(slot);
-                self.counters.dedups += 1;
-                return Registered {
-                    slot: primary,
-                    generation,
-                };
-            }
-            (Some(primary), BlockDuplicationPolicy::Allow) => {
-                // The copy pins its primary, so a live duplicate always has a
-                // resident primary to be matched instead of it.
-                let _ = self.acquire_primary(primary, store);
-                self.counters.duplicates += 1;
-                primary
-            }
-        };
-        records.set_duplicate_of(slot, duplicate_of);
-        records.set_state(slot, SlotState::Active);
-        self.active += 1;
-        let generation = store.refs.increment(slot);
-        if duplicate_of == NO_SLOT {
-            self.policy.on_register(slot, hash);
-        }
-        Registered { slot, generation }
-    }
-
-    /// The last handle on `slot` was dropped: if nothing re-pinned it since,
-    /// a primary becomes inactive and a duplicate returns to reset (releasing
-    /// its pin on the primary).
-    pub(crate) fn release_if_unused(&mut self, slot: u32, store: &Store) {
-        let records = &store.records;
-        if records.state(slot) != SlotState::Active || store.refs.count(slot) != 0 {
-            return;
-        }
-        self.active -= 1;
-        let primary = records.duplicate_of(slot);
-        if primary == NO_SLOT {
-            records.set_state(slot, SlotState::Inactive);
-            self.policy.on_release(slot);
-            return;
-        }
-        records.set_state(slot, SlotState::Reset);
-        records.set_duplicate_of(slot, NO_SLOT);
-        store.refs.next_generation(slot);
-        self.free.push(slot);
-        if store.refs.decrement(primary) {
-            self.release_if_unused(primary, store);
-        }
-    }
-
-    /// Resolves the longest resident prefix of `hashes`, pinning each hit.
-    /// Counts only the hits: the caller counts the hashes requested.
-    pub(crate) fn match_prefix(
-        &mut self,
-        hashes: &[SequenceHash],
-        store: &Store,
-        mut hit: impl FnMut(u32, u32, SequenceHash),
-    ) -> usize {
-        let mut found = 0;
-        for &hash in hashes {
-            let Some(slot) = self.lookup(hash, store) else {
-                break;
-            };
-            let generation = self.acquire_primary(slot, store);
-            hit(slot, generation, hash);
-            found += 1;
-        }
-        found
-    }
-
-    /// Pins the resident primary of `hash`, if any, without touching the
-    /// policy's notion of use when `touch` is false. Counted as a scan.
-    pub(crate) fn scan_one(
-        &mut self,
-        hash: SequenceHash,
         touch: bool,
         store: &Store,
-    ) -> Option<Registered> {
-        self.counters.scan_hashes_requested += 1;
-        let slot = self.lookup(hash, store)?;
-        let generation = if touch {
+    ) -> Option<u32> {
+        if !is_registered_primary(slot, hash, store) {
+            return None;
+        }
+        Some(if touch {
             self.acquire_primary(slot, store)
         } else {
             self.pin_primary(slot, store)
-        };
-        self.counters.scan_blocks_returned += 1;
-        Some(Registered { slot, generation })
+        })
     }
 
-    /// Pins the resident primary of `hash` for a match that does not stop at
-    /// misses (counted as a match).
-    pub(crate) fn match_one(&mut self, hash: SequenceHash, store: &Store) -> Option<Registered> {
-        self.counters.match_hashes_requested += 1;
-        let slot = self.lookup(hash, store)?;
-        let generation = self.acquire_primary(slot, store);
-        self.counters.match_blocks_returned += 1;
-        Some(Registered { slot, generation })
-    }
-
-    /// Re-pins a weak handle's slot if it still holds `hash` at `generation`,
-    /// else whichever slot is now the resident primary of `hash`.
-    pub(crate) fn upgrade(
+    /// Re-pins a slot of this shard a weak handle names, if it still holds
+    /// `hash` at `generation`.
+    pub(crate) fn upgrade_same(
         &mut self,
         slot: u32,
         generation: u32,
         hash: SequenceHash,
         store: &Store,
-    ) -> Option<Registered> {
+    ) -> Option<u32> {
         let records = &store.records;
         let same = store.refs.generation(slot) == generation
             && matches!(records.state(slot), SlotState::Active | SlotState::Inactive)
             && records.hash(slot) == hash;
-        let slot = if same {
-            slot
-        } else {
-            self.lookup(hash, store)?
-        };
-        let generation = if records.is_primary(slot) {
+        if !same {
+            return None;
+        }
+        Some(if records.is_primary(slot) {
             self.acquire_primary(slot, store)
         } else {
             store.refs.increment(slot)
-        };
-        Some(Registered { slot, generation })
+        })
     }
 
-    /// Evicts every inactive slot to the reset pool.
+    /// Makes a staged slot of this shard the registered primary of `hash`
+    /// (its index entry is already in place).
+    pub(crate) fn finish_primary(
+        &mut self,
+        slot: u32,
+        hash: SequenceHash,
+        store: &Store,
+    ) -> Registered {
+        self.register_common(slot, NO_SLOT, store);
+        self.policy.on_register(self.local(slot), hash);
+        Registered {
+            slot,
+            generation: store.refs.increment(slot),
+        }
+    }
+
+    /// Settles a staged slot of this shard whose hash already has a primary
+    /// (which the caller has pinned once, with `primary_generation`): under
+    /// `Reject` the slot goes back to reset and the caller's handle names the
+    /// primary; under `Allow` the slot becomes a duplicate copy that keeps
+    /// the pin on its primary.
+    pub(crate) fn finish_duplicate(
+        &mut self,
+        slot: u32,
+        primary: u32,
+        primary_generation: u32,
+        duplication: BlockDuplicationPolicy,
+        store: &Store,
+    ) -> Registered {
+        match duplication {
+            BlockDuplicationPolicy::Reject => {
+                debug_assert_eq!(store.records.state(slot), SlotState::Outstanding);
+                self.outstanding -= 1;
+                self.counters.staged_exits += 1;
+                self.counters.registrations += 1;
+                self.counters.dedups += 1;
+                store.records.set_state(slot, SlotState::Reset);
+                self.free.push(slot);
+                Registered {
+                    slot: primary,
+                    generation: primary_generation,
+                }
+            }
+            BlockDuplicationPolicy::Allow => {
+                // The copy pins its primary, so a live duplicate always has a
+                // resident primary to be matched instead of it.
+                self.register_common(slot, primary, store);
+                self.counters.duplicates += 1;
+                Registered {
+                    slot,
+                    generation: store.refs.increment(slot),
+                }
+            }
+        }
+    }
+
+    /// Outstanding -> active, as a primary (`duplicate_of == NO_SLOT`) or a copy.
+    fn register_common(&mut self, slot: u32, duplicate_of: u32, store: &Store) {
+        let records = &store.records;
+        debug_assert_eq!(records.state(slot), SlotState::Outstanding);
+        self.outstanding -= 1;
+        self.counters.staged_exits += 1;
+        self.counters.registrations += 1;
+        records.set_duplicate_of(slot, duplicate_of);
+        records.set_state(slot, SlotState::Active);
+        self.active += 1;
+    }
+
+    /// The last handle on `slot` was dropped: if nothing re-pinned it since,
+    /// a primary becomes inactive and a duplicate returns to reset. Returns
+    /// the primary whose pin such a duplicate held: the caller releases it
+    /// (it may live in another shard).
+    #[must_use]
+    pub(crate) fn release_if_unused(&mut self, slot: u32, store: &Store) -> Option<u32> {
+        let records = &store.records;
+        if records.state(slot) != SlotState::Active || store.refs.count(slot) != 0 {
+            return None;
+        }
+        self.active -= 1;
+        let primary = records.duplicate_of(slot);
+        if primary == NO_SLOT {
+            records.set_state(slot, SlotState::Inactive);
+            let local = self.local(slot);
+            self.policy.on_release(local);
+            return None;
+        }
+        records.set_state(slot, SlotState::Reset);
+        records.set_duplicate_of(slot, NO_SLOT);
+        store.refs.next_generation(slot);
+        self.free.push(slot);
+        Some(primary)
+    }
+
+    /// Evicts every inactive slot to the reset pool, index entries included.
     pub(crate) fn drain_inactive(&mut self, store: &Store, writer: &mut IndexWriter) {
-        while let Some(slot) = self.policy.evict() {
+        while let Some(local) = self.policy.evict() {
+            let slot = self.base + local;
             self.forget(slot, store);
             store.index.remove(writer, store.records.hash(slot), slot);
             store.records.set_state(slot, SlotState::Reset);
@@ -383,23 +396,25 @@ impl StoreCore {
         store.index.settle(writer);
     }
 
-    /// Whether `hash` has a resident primary (no pin, no policy update).
-    pub(crate) fn contains(&self, hash: SequenceHash, store: &Store) -> bool {
-        self.lookup(hash, store).is_some()
-    }
-
-    /// Bytes of bookkeeping this core holds (the reset pool).
+    /// Bytes of bookkeeping this shard holds (the reset pool).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.free.capacity() * std::mem::size_of::<u32>()
     }
 
-    /// Walks every structure and checks they agree (O(slots)). Needs no
-    /// allocation between its two halves in flight (call when quiescent).
-    pub(crate) fn validate(&self, store: &Store, writer: &IndexWriter) -> Result<(), String> {
+    /// Walks this shard's slots and checks they agree with its tallies and
+    /// the index; returns how many registered primaries it holds. Call with
+    /// every shard locked, the index writer held, and no allocation between
+    /// its two halves.
+    pub(crate) fn validate(
+        &self,
+        slots: std::ops::Range<u32>,
+        store: &Store,
+        writer: &IndexWriter,
+    ) -> Result<usize, String> {
         let records = &store.records;
         let mut counts = StateCounts::default();
         let mut primaries = 0usize;
-        for slot in 0..records.len() as u32 {
+        for slot in slots {
             let count = store.refs.count(slot);
             let state = records.state(slot);
             match state {
@@ -411,7 +426,8 @@ impl StoreCore {
             let registered = matches!(state, SlotState::Active | SlotState::Inactive);
             if registered && records.is_primary(slot) {
                 primaries += 1;
-                if self.lookup(records.hash(slot), store) != Some(slot) {
+                let hash = records.hash(slot);
+                if store.index.get(writer, hash, |s| records.hash(s)) != Some(slot) {
                     return Err(format!("slot {slot} is a primary missing from the index"));
                 }
             }
@@ -436,20 +452,14 @@ impl StoreCore {
                 self.state_counts()
             ));
         }
-        if primaries != writer.len() {
-            return Err(format!(
-                "{} index entries for {primaries} resident primaries",
-                writer.len()
-            ));
-        }
-        Ok(())
+        Ok(primaries)
     }
 }
 
-/// Whether `slot` is the registered primary of `hash` (exact under the store
-/// lock, which every state change takes).
+/// Whether `slot` is the registered primary of `hash`: exact under the
+/// slot's shard lock, which every state change takes.
 #[inline]
-fn is_registered_primary(slot: u32, hash: SequenceHash, store: &Store) -> bool {
+pub(crate) fn is_registered_primary(slot: u32, hash: SequenceHash, store: &Store) -> bool {
     let records = &store.records;
     matches!(records.state(slot), SlotState::Active | SlotState::Inactive)
         && records.is_primary(slot)

@@ -1,14 +1,16 @@
-//! Prefix matching that pins active blocks without the store lock.
+//! Resolving hashes to pinned slots: prefix matches, scattered matches,
+//! scans, weak upgrades and presence checks.
 //!
 //! A serving step matches every request's prompt, and the blocks it finds are
 //! often pinned by other requests already. Pinning such a block only adds a
 //! handle to a count that is already non-zero, which the handle-count
-//! protocol allows without the lock ([`super::refcount`]); finding it needs
-//! only the lock-free side of the index ([`super::index`]). So a match walks
-//! its hashes lock-free while they resolve to active blocks, and takes the
-//! lock once, for the rest of the walk, at the first block it cannot pin that
-//! way (an evictable block to resurrect, a policy that wants every hit, or an
-//! index rebuild in flight).
+//! protocol allows without a lock ([`super::refcount`]); finding it needs
+//! only the lock-free side of the index ([`super::index`]). So a prefix match
+//! walks its hashes lock-free while they resolve to active blocks, and from
+//! the first block it cannot pin that way (an evictable block to resurrect, a
+//! policy that wants every hit, or an index that was being changed) it goes
+//! on under the lock of each found slot's shard, keeping a lock across runs of
+//! slots in the same shard.
 //!
 //! # Why a lock-free hit is a real hit
 //!
@@ -26,18 +28,22 @@
 //! 3. add the handle only if the word still shows generation `g` with a
 //!    non-zero count. If it does, the slot was continuously the registered
 //!    primary of the hash it was checked against.
+//!
+//! Under a shard lock the found slot is checked exactly instead
+//! ([`super::core::is_registered_primary`]): a stale entry is a miss.
 
 use std::sync::Arc;
 
+use super::core::Registered;
 use super::index::Probe;
-use super::Store;
+use super::{HeldShard, Store};
 use crate::SequenceHash;
 
 impl Store {
     /// Pins `slot` for a match of `hash` if it is an active primary holding
-    /// `hash`; returns its generation.
+    /// `hash`, without any lock; returns its generation.
     #[inline]
-    fn pin_if_active(&self, slot: u32, hash: SequenceHash) -> Option<u32> {
+    pub(super) fn pin_if_active(&self, slot: u32, hash: SequenceHash) -> Option<u32> {
         let generation = self.refs.live_generation(slot)?;
         if self.records.hash(slot) != hash || !self.records.is_primary(slot) {
             return None;
@@ -45,6 +51,37 @@ impl Store {
         self.refs
             .try_increment_live(slot, generation)
             .then_some(generation)
+    }
+
+    /// The slot the index names for `hash`, if any (unconfirmed; asks the
+    /// index under its writer's lock if the lock-free read was unsure).
+    #[inline]
+    fn candidate(&self, hash: SequenceHash) -> Option<u32> {
+        let records = &self.records;
+        match self.index.find(hash, |s| records.hash(s)) {
+            Probe::Candidate(slot) => Some(slot),
+            Probe::Miss => None,
+            Probe::Unsure => {
+                let writer = self.writer.lock();
+                self.index.get(&writer, hash, |s| records.hash(s))
+            }
+        }
+    }
+
+    /// Pins the resident primary of `hash` under its shard's lock (taken
+    /// through `held`); `touch` tells the policy of the use.
+    #[inline]
+    fn acquire_locked(
+        &self,
+        hash: SequenceHash,
+        touch: bool,
+        held: &mut HeldShard<'_>,
+    ) -> Option<Registered> {
+        let slot = self.candidate(hash)?;
+        let generation = held
+            .get(self.shard_of(slot))
+            .acquire_if_primary_of(slot, hash, touch, self)?;
+        Some(Registered { slot, generation })
     }
 
     /// Resolves the longest resident prefix of `hashes`, pinning each hit and
@@ -60,7 +97,7 @@ impl Store {
             for &hash in hashes {
                 let pinned = match self.index.find(hash, |s| records.hash(s)) {
                     Probe::Miss => {
-                        self.matches.add(hashes.len(), found);
+                        self.matches.add_match(hashes.len(), found);
                         return found;
                     }
                     Probe::Candidate(slot) => self.pin_if_active(slot, hash).map(|gen| (slot, gen)),
@@ -74,11 +111,70 @@ impl Store {
             }
         }
         if found < hashes.len() {
-            let mut core = self.lock();
-            found += core.match_prefix(&hashes[found..], self, &mut hit);
-            core.keep_alive(self);
+            let mut held = HeldShard::new(self);
+            for &hash in &hashes[found..] {
+                let Some(r) = self.acquire_locked(hash, true, &mut held) else {
+                    break;
+                };
+                hit(r.slot, r.generation, hash);
+                found += 1;
+            }
         }
-        self.matches.add(hashes.len(), found);
+        self.matches.add_match(hashes.len(), found);
         found
+    }
+
+    /// Pins the resident primary of each hash independently (a miss does
+    /// not stop the walk); `hit` gets `(index, slot, generation)`. `touch`
+    /// tells the policy of the uses; `as_match` counts the walk as a match
+    /// (else as a scan).
+    pub(crate) fn acquire_each(
+        self: &Arc<Self>,
+        hashes: &[SequenceHash],
+        touch: bool,
+        as_match: bool,
+        mut hit: impl FnMut(usize, Registered),
+    ) {
+        let mut held = HeldShard::new(self);
+        let mut found = 0;
+        for (i, &hash) in hashes.iter().enumerate() {
+            if let Some(r) = self.acquire_locked(hash, touch, &mut held) {
+                hit(i, r);
+                found += 1;
+            }
+        }
+        drop(held);
+        if as_match {
+            self.matches.add_match(hashes.len(), found);
+        } else {
+            self.matches.add_scan(hashes.len(), found);
+        }
+    }
+
+    /// A new handle for a weak handle's block: its own slot if that still
+    /// holds `hash` at `generation`, else whichever slot is now the resident
+    /// primary of `hash`.
+    pub(crate) fn upgrade(
+        self: &Arc<Self>,
+        slot: u32,
+        generation: u32,
+        hash: SequenceHash,
+    ) -> Option<Registered> {
+        let mut held = HeldShard::new(self);
+        if let Some(generation) = held
+            .get(self.shard_of(slot))
+            .upgrade_same(slot, generation, hash, self)
+        {
+            return Some(Registered { slot, generation });
+        }
+        self.acquire_locked(hash, true, &mut held)
+    }
+
+    /// Whether `hash` has a resident primary (no pin, no policy update).
+    pub(crate) fn contains(&self, hash: SequenceHash) -> bool {
+        self.candidate(hash).is_some_and(|slot| {
+            let _core = self.lock_shard(self.shard_of(slot));
+            super::core::is_registered_primary(slot, hash, self)
+        })
     }
 }

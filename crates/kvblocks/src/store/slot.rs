@@ -79,11 +79,6 @@ impl Records {
         }
     }
 
-    /// Number of records.
-    pub(crate) fn len(&self) -> usize {
-        self.records.len()
-    }
-
     /// The slot's state (exact under the store lock; a hint without it).
     #[inline(always)]
     pub(crate) fn state(&self, slot: u32) -> SlotState {

@@ -1,4 +1,4 @@
-//! Match counters that threads bump without sharing a cache line.
+//! Match and scan counters that threads bump without sharing a cache line.
 //!
 //! A lock-free match must still be counted, and one shared atomic would put a
 //! contended line on every match. Each thread adds to one of a few padded
@@ -11,14 +11,14 @@ use crate::sync::{AtomicU64, Ordering};
 
 const STRIPES: usize = 8;
 
-/// One stripe, alone on its cache lines.
+/// One stripe, alone on its cache lines: hashes requested and blocks
+/// returned, by matches (`[0]`, `[1]`) and by scans (`[2]`, `[3]`).
 #[repr(align(128))]
 struct Stripe {
-    requested: AtomicU64,
-    returned: AtomicU64,
+    counts: [AtomicU64; 4],
 }
 
-/// Hashes requested and blocks returned by lock-free matches.
+/// Hashes requested and blocks returned by matches and scans.
 pub(crate) struct MatchTally {
     stripes: Box<[Stripe]>,
 }
@@ -42,32 +42,40 @@ impl MatchTally {
         Self {
             stripes: (0..STRIPES)
                 .map(|_| Stripe {
-                    requested: AtomicU64::new(0),
-                    returned: AtomicU64::new(0),
+                    counts: [(); 4].map(|_| AtomicU64::new(0)),
                 })
                 .collect(),
         }
     }
 
-    /// Counts one match of `requested` hashes that returned `returned` blocks.
     #[inline]
-    pub(crate) fn add(&self, requested: usize, returned: usize) {
-        let stripe = &self.stripes[my_stripe()];
-        stripe
-            .requested
-            .fetch_add(requested as u64, Ordering::Relaxed);
-        stripe
-            .returned
-            .fetch_add(returned as u64, Ordering::Relaxed);
+    fn add(&self, first: usize, requested: usize, returned: usize) {
+        let counts = &self.stripes[my_stripe()].counts;
+        counts[first].fetch_add(requested as u64, Ordering::Relaxed);
+        counts[first + 1].fetch_add(returned as u64, Ordering::Relaxed);
     }
 
-    /// `(requested, returned)` over all threads so far.
-    pub(crate) fn totals(&self) -> (u64, u64) {
-        self.stripes.iter().fold((0, 0), |(q, r), s| {
-            (
-                q + s.requested.load(Ordering::Relaxed),
-                r + s.returned.load(Ordering::Relaxed),
-            )
-        })
+    /// Counts one match of `requested` hashes that returned `returned` blocks.
+    #[inline]
+    pub(crate) fn add_match(&self, requested: usize, returned: usize) {
+        self.add(0, requested, returned);
+    }
+
+    /// Counts one scan of `requested` hashes that returned `returned` blocks.
+    #[inline]
+    pub(crate) fn add_scan(&self, requested: usize, returned: usize) {
+        self.add(2, requested, returned);
+    }
+
+    /// `[match requested, match returned, scan requested, scan returned]`
+    /// over all threads so far.
+    pub(crate) fn totals(&self) -> [u64; 4] {
+        let mut totals = [0; 4];
+        for stripe in self.stripes.iter() {
+            for (total, count) in totals.iter_mut().zip(&stripe.counts) {
+                *total += count.load(Ordering::Relaxed);
+            }
+        }
+        totals
     }
 }

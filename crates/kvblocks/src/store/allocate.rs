@@ -1,0 +1,125 @@
+//! Allocation across pool shards: which shards give how many slots.
+//!
+//! The contract is the single pool's: all or nothing, and the reset pools
+//! before any eviction. With one shard that is one locked call. With several,
+//! each thread starts at its own rotating shard (so two threads rarely want
+//! the same lock) and:
+//!
+//! 1. takes the whole request from the first shard whose reset pool, by its
+//!    lock-free hint, holds enough;
+//! 2. else, if no shard's hint shows a free slot, evicts the whole request
+//!    from its starting shard when that shard can supply it: shards take
+//!    turns, so the policy's order holds within each shard and the shards
+//!    age alike;
+//! 3. else locks every shard (in order) and serves the request exactly:
+//!    free slots from every shard first, then evictions.
+//!
+//! Hints can be stale under concurrency, so "reset pool first" is exact for
+//! one thread and best effort across threads. Evicted slots still have index
+//! entries: the caller removes them ([`Store::forget_evicted`]) before
+//! handing the slots out.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use super::Store;
+use crate::SequenceHash;
+
+/// The shard this thread starts its next allocation at.
+fn next_start(shards: usize) -> usize {
+    thread_local! {
+        static CURSOR: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    CURSOR.with(|cursor| {
+        let mut next = cursor.get();
+        if next == usize::MAX {
+            // Spread threads' starting points (Fibonacci hashing of a
+            // per-thread address).
+            let seed = cursor as *const Cell<usize> as usize;
+            next = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize) >> 7;
+        }
+        cursor.set(next.wrapping_add(1));
+        next % shards
+    })
+}
+
+impl Store {
+    /// Allocates `count` slots, all or nothing, into `slots`: the ones from
+    /// reset pools first, then the evicted ones. Returns how many came from
+    /// reset pools, or `None` (nothing changed) if fewer are available.
+    pub(crate) fn allocate_slots(
+        self: &Arc<Self>,
+        count: usize,
+        slots: &mut Vec<u32>,
+    ) -> Option<usize> {
+        let shards = self.shard_count();
+        if shards == 1 {
+            let mut core = self.lock_shard(0);
+            if core.available() < count {
+                return None;
+            }
+            let from_reset = core.take_free(count, self, |s| slots.push(s));
+            core.evict(count - from_reset, self, |s| slots.push(s));
+            core.keep_alive(self);
+            return Some(from_reset);
+        }
+        let start = next_start(shards);
+        let order = (0..shards).map(|i| (start + i) % shards);
+        // 1. One shard's reset pool holds the whole request.
+        for shard in order.clone() {
+            if self.free_hint(shard) >= count {
+                let mut core = self.lock_shard(shard);
+                if core.free_len() >= count {
+                    core.take_free(count, self, |s| slots.push(s));
+                    core.keep_alive(self);
+                    return Some(count);
+                }
+            }
+        }
+        // 2. No free slot anywhere: evict from the starting shard.
+        if order.clone().all(|shard| self.free_hint(shard) == 0) {
+            let mut core = self.lock_shard(start);
+            if core.free_len() == 0 && core.available() >= count {
+                core.evict(count, self, |s| slots.push(s));
+                core.keep_alive(self);
+                return Some(0);
+            }
+        }
+        // 3. Exactly, with every shard locked.
+        let mut cores = self.lock_all();
+        if cores.iter().map(|c| c.available()).sum::<usize>() < count {
+            return None;
+        }
+        let mut from_reset = 0;
+        for shard in order.clone() {
+            from_reset += cores[shard].take_free(count - from_reset, self, |s| slots.push(s));
+        }
+        let mut taken = from_reset;
+        for shard in order {
+            taken += cores[shard].evict(count - taken, self, |s| slots.push(s));
+        }
+        for core in &mut cores {
+            core.keep_alive(self);
+        }
+        Some(from_reset)
+    }
+
+    /// Second half of an allocation: removes the index entries of the
+    /// slots it evicted (reporting their hashes to `evicted`), before the
+    /// slots are handed out. Takes the index writer's lock, no shard lock.
+    pub(crate) fn forget_evicted(&self, slots: &[u32], mut evicted: impl FnMut(SequenceHash)) {
+        if slots.is_empty() {
+            return;
+        }
+        for &slot in slots {
+            self.index.warm(self.records.hash(slot));
+        }
+        let mut writer = self.writer.lock();
+        for &slot in slots {
+            let hash = self.records.hash(slot);
+            self.index.remove(&mut writer, hash, slot);
+            evicted(hash);
+        }
+        self.index.settle(&mut writer);
+    }
+}

@@ -1,0 +1,165 @@
+//! Registration: filing staged slots under their hashes, applying the
+//! duplication policy.
+//!
+//! A batch goes in chunks of slots from one shard. For each chunk it holds
+//! the shard's lock and, only while it inserts the chunk's index entries, the
+//! index writer's lock (the lock order); then it finishes each registration
+//! under the shard lock alone, so the global index lock is held for the
+//! shortest time. An entry is visible before its slot is finished, but the
+//! slot's shard lock is held from insertion to finish, and every judgement of
+//! an entry (a locked match, a registrar deciding the entry is stale) is made
+//! under the lock of the slot it names: so nobody sees it half-registered.
+//!
+//! Registering a hash that already has a primary must pin that primary: in
+//! the same shard that is done under the held lock; in another shard, an
+//! active primary is pinned lock-free (as a match would). Anything else (an
+//! evictable primary elsewhere, a stale entry, a policy that wants every
+//! hit) is redone with every shard locked, after the rest of the chunk is
+//! finished; only such rare registrations pay for that.
+
+use std::sync::Arc;
+
+use super::core::{is_registered_primary, Registered};
+use super::index::Insert;
+use super::{HeldShard, ShardGuard, Store};
+use crate::SequenceHash;
+
+/// Slots registered per chunk (bounded so a chunk lives on the stack).
+const CHUNK: usize = 32;
+
+/// One slot of a chunk: what the index said, and the outcome once known.
+#[derive(Clone, Copy)]
+struct Pending {
+    slot: u32,
+    hash: SequenceHash,
+    insert: Insert,
+    outcome: Option<Registered>,
+}
+
+impl Store {
+    /// Registers staged `(slot, hash)` pairs whose records already hold their
+    /// hashes ([`Store::prepare_registration`]), handing each outcome and
+    /// hash to `done`, in order.
+    pub(crate) fn register_slots(
+        self: &Arc<Self>,
+        staged: impl IntoIterator<Item = (u32, SequenceHash)>,
+        mut done: impl FnMut(Registered, SequenceHash),
+    ) {
+        let mut held = HeldShard::new(self);
+        let mut staged = staged.into_iter().peekable();
+        let blank = Pending {
+            slot: 0,
+            hash: SequenceHash::from_valid_u128(0),
+            insert: Insert::Added,
+            outcome: None,
+        };
+        let mut chunk = [blank; CHUNK];
+        while let Some(&(first, _)) = staged.peek() {
+            let shard = self.shard_of(first);
+            let mut len = 0;
+            while len < CHUNK {
+                match staged.peek() {
+                    Some(&(slot, hash)) if self.shard_of(slot) == shard => {
+                        chunk[len] = Pending {
+                            slot,
+                            hash,
+                            ..blank
+                        };
+                        len += 1;
+                        staged.next();
+                    }
+                    _ => break,
+                }
+            }
+            let chunk = &mut chunk[..len];
+            self.insert_chunk(&mut held, shard, chunk);
+            if chunk.iter().any(|p| p.outcome.is_none()) {
+                held.release();
+                for pending in chunk.iter_mut().filter(|p| p.outcome.is_none()) {
+                    pending.outcome = Some(self.register_exclusive(pending.slot, pending.hash));
+                }
+            }
+            for pending in chunk.iter() {
+                if let Some(outcome) = pending.outcome {
+                    done(outcome, pending.hash);
+                }
+            }
+        }
+    }
+
+    /// Inserts the chunk's entries and finishes every registration that needs
+    /// no other shard's lock; the others keep `outcome: None`.
+    fn insert_chunk(&self, held: &mut HeldShard<'_>, shard: usize, chunk: &mut [Pending]) {
+        let core = held.get(shard);
+        {
+            let records = &self.records;
+            let mut writer = self.writer.lock();
+            for pending in chunk.iter_mut() {
+                pending.insert =
+                    self.index
+                        .insert_if_absent(&mut writer, pending.hash, pending.slot, |s| {
+                            records.hash(s)
+                        });
+            }
+        }
+        for pending in chunk.iter_mut() {
+            pending.outcome = match pending.insert {
+                Insert::Added => Some(core.finish_primary(pending.slot, pending.hash, self)),
+                Insert::Present(existing) => {
+                    self.settle_duplicate(core, pending.slot, pending.hash, existing)
+                }
+            };
+        }
+    }
+
+    /// Settles a slot of the locked shard `core` whose hash has the entry
+    /// `existing`, if that needs no other lock.
+    fn settle_duplicate(
+        &self,
+        core: &mut ShardGuard<'_>,
+        slot: u32,
+        hash: SequenceHash,
+        existing: u32,
+    ) -> Option<Registered> {
+        let generation = if self.shard_of(existing) == self.shard_of(slot) {
+            if !is_registered_primary(existing, hash, self) {
+                return None;
+            }
+            core.acquire_primary(existing, self)
+        } else if self.policy_observes_hits {
+            return None;
+        } else {
+            self.pin_if_active(existing, hash)?
+        };
+        Some(core.finish_duplicate(slot, existing, generation, self.duplication, self))
+    }
+
+    /// Registers one slot with every shard and the index writer locked.
+    fn register_exclusive(self: &Arc<Self>, slot: u32, hash: SequenceHash) -> Registered {
+        let mut cores = self.lock_all();
+        let mut writer = self.writer.lock();
+        let records = &self.records;
+        let home = self.shard_of(slot);
+        let registered = match self
+            .index
+            .insert_if_absent(&mut writer, hash, slot, |s| records.hash(s))
+        {
+            Insert::Added => cores[home].finish_primary(slot, hash, self),
+            Insert::Present(existing) if is_registered_primary(existing, hash, self) => {
+                let generation = cores[self.shard_of(existing)].acquire_primary(existing, self);
+                cores[home].finish_duplicate(slot, existing, generation, self.duplication, self)
+            }
+            Insert::Present(stale) => {
+                // An evicted slot whose allocator has not removed its
+                // entry yet: this registration takes the entry over.
+                self.index.replace(&mut writer, hash, stale, slot);
+                cores[home].finish_primary(slot, hash, self)
+            }
+        };
+        drop(writer);
+        for core in &mut cores {
+            core.keep_alive(self);
+        }
+        registered
+    }
+}
