@@ -57,6 +57,19 @@ pub trait Subject: Send + Sync + Sized + 'static {
     /// Build a manager of `block_count` slots of `block_size` tokens.
     fn build(block_count: usize, block_size: usize, eviction: Eviction) -> Self;
 
+    /// Like [`build`](Self::build), split into about `shards` pool shards
+    /// where the library has them (kvblocks' `pool_shards`); a library
+    /// without them builds its only layout.
+    fn build_sharded(
+        block_count: usize,
+        block_size: usize,
+        eviction: Eviction,
+        shards: usize,
+    ) -> Self {
+        let _ = shards;
+        Self::build(block_count, block_size, eviction)
+    }
+
     /// The library's key for the triple `(current, parent, position)`.
     fn hash(current: u64, parent: Option<u64>, position: u64) -> Self::Hash;
 

@@ -86,6 +86,11 @@ struct ReplayArgs {
     /// Built-in workload: number of requests.
     #[arg(long, default_value_t = 4000)]
     requests: usize,
+    /// Pool shards of each replayed manager (`pool_shards` on the builder):
+    /// the policy then orders evictions within each shard, shards taking
+    /// turns. 1 is the exact single-pool order.
+    #[arg(long, default_value_t = 1)]
+    pool_shards: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -182,6 +187,9 @@ fn run_replay(args: ReplayArgs) -> Result<(), String> {
             }
         }
     };
+    if args.pool_shards == 0 {
+        return Err("--pool-shards: a pool has at least 1 shard".into());
+    }
     if args.traces.is_empty() && args.requests == 0 {
         return Err("--requests: the built-in workload needs at least 1 request".into());
     }
@@ -216,8 +224,10 @@ fn run_replay(args: ReplayArgs) -> Result<(), String> {
         for &capacity in &capacities {
             for &policy in &policies {
                 progress.set_message(format!("{} @ {capacity}", policy.name()));
-                let stats = replay::run(trace, policy, capacity, |n| progress.inc(n))
-                    .map_err(|err| err.to_string())?;
+                let stats = replay::run_sharded(trace, policy, capacity, args.pool_shards, |n| {
+                    progress.inc(n)
+                })
+                .map_err(|err| err.to_string())?;
                 trace_report
                     .runs
                     .push(RunReport::new(policy.name(), capacity, stats));

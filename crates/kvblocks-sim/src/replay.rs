@@ -55,11 +55,24 @@ pub fn run(
     trace: &PreparedTrace,
     policy: EvictionPolicyKind,
     capacity: usize,
+    progress: impl FnMut(u64),
+) -> Result<RunStats, ReplayError> {
+    run_sharded(trace, policy, capacity, 1, progress)
+}
+
+/// [`run`] with the manager's pool split into about `pool_shards` shards
+/// (`BlockManagerBuilder::pool_shards`).
+pub fn run_sharded(
+    trace: &PreparedTrace,
+    policy: EvictionPolicyKind,
+    capacity: usize,
+    pool_shards: usize,
     mut progress: impl FnMut(u64),
 ) -> Result<RunStats, ReplayError> {
     let manager = BlockManager::<SimTier>::builder()
         .block_count(capacity)
         .block_size(BLOCK_TOKENS as usize)
+        .pool_shards(pool_shards)
         .duplication_policy(BlockDuplicationPolicy::Reject)
         .eviction_policy(policy)
         .build()

@@ -12,6 +12,14 @@ pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Orderi
 #[cfg(shuttle)]
 pub(crate) use shuttle::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
+/// Per-thread state (shuttle's own under the model checker, so a failing
+/// schedule replays exactly).
+#[cfg(not(shuttle))]
+pub(crate) use std::thread_local;
+
+#[cfg(shuttle)]
+pub(crate) use shuttle::thread_local;
+
 /// Spin iterations a contended `lock` waits before parking.
 #[cfg(not(shuttle))]
 const SPINS_BEFORE_PARKING: u32 = 512;

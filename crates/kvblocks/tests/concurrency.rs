@@ -2,7 +2,14 @@
 //! serving loop of a real engine (match, allocate misses, stage, register,
 //! hold, drop) with clones and weak upgrades mixed in. At the end every
 //! invariant holds and no block is lost.
+//!
+//! Along the way each thread checks what it holds: a pinned block cannot be
+//! evicted, so every block it holds names one hash only, and a scan of a
+//! matched hash finds the very block the match pinned (a lock-free match
+//! that pinned a reused slot would fail that). The runs use one pool shard
+//! and several, whose allocations mix the one-shard and all-shard paths.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
@@ -48,9 +55,12 @@ fn request_chain(rng: &mut Rng, thread: usize, request: usize) -> Vec<SequenceHa
     chain
 }
 
+/// Matches `chain`, allocates and registers the misses. `verify`: also scan
+/// the matched hashes and check the scan finds the blocks the match pinned.
 fn serve(
     manager: &BlockManager<Tier>,
     chain: &[SequenceHash],
+    verify: bool,
 ) -> Option<Vec<ImmutableBlock<Tier>>> {
     let mut held = manager.match_blocks(chain);
     for (block, hash) in held.iter().zip(chain) {
@@ -59,6 +69,19 @@ fn serve(
             *hash,
             "matches come back in chain order"
         );
+    }
+    if verify {
+        // The matched blocks are pinned, so they are still the resident
+        // primaries of their hashes (no policy update: `touch` is false).
+        let found = manager.scan_matches(&chain[..held.len()], false);
+        assert_eq!(found.len(), held.len(), "a pinned block stays resident");
+        for block in &held {
+            assert_eq!(
+                found[&block.sequence_hash()].block_id(),
+                block.block_id(),
+                "a match pinned the resident primary of its hash"
+            );
+        }
     }
     let misses = &chain[held.len()..];
     let blocks = manager.allocate_blocks(misses.len())?;
@@ -75,16 +98,37 @@ fn serve(
     Some(held)
 }
 
-fn run(kind: EvictionPolicyKind, duplication: BlockDuplicationPolicy) {
+/// Every block held at once names a single hash (a pinned slot is never
+/// reused), whatever request it came from.
+fn check_held(in_flight: &[Vec<ImmutableBlock<Tier>>]) {
+    let mut hash_of: HashMap<usize, SequenceHash> = HashMap::new();
+    for block in in_flight.iter().flatten() {
+        let hash = *hash_of
+            .entry(block.block_id())
+            .or_insert(block.sequence_hash());
+        assert_eq!(
+            hash,
+            block.sequence_hash(),
+            "block {} held under two hashes",
+            block.block_id()
+        );
+    }
+}
+
+/// `shards`: what the builder is asked for (`pool_shards`).
+fn run(kind: EvictionPolicyKind, duplication: BlockDuplicationPolicy, shards: usize) {
     let manager = Arc::new(
         BlockManager::<Tier>::builder()
             .block_count(BLOCKS)
             .block_size(16)
             .duplication_policy(duplication)
             .eviction_policy(kind)
+            .pool_shards(shards)
             .build()
             .unwrap(),
     );
+    let shard_len = BLOCKS.div_ceil(shards).next_power_of_two();
+    assert_eq!(manager.pool_shards(), BLOCKS.div_ceil(shard_len));
     let start = Arc::new(Barrier::new(THREADS));
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -98,7 +142,8 @@ fn run(kind: EvictionPolicyKind, duplication: BlockDuplicationPolicy) {
                 start.wait();
                 for request in 0..REQUESTS {
                     let chain = request_chain(&mut rng, t, request);
-                    if let Some(held) = serve(&manager, &chain) {
+                    let verify = rng.below(4) == 0;
+                    if let Some(held) = serve(&manager, &chain, verify) {
                         served += 1;
                         if rng.below(4) == 0 {
                             weak.push(held[rng.below(held.len() as u64) as usize].downgrade());
@@ -108,6 +153,9 @@ fn run(kind: EvictionPolicyKind, duplication: BlockDuplicationPolicy) {
                             in_flight.push(copy);
                         }
                         in_flight.push(held);
+                        if verify {
+                            check_held(&in_flight);
+                        }
                     }
                     while in_flight.len() > 3 {
                         let victim = rng.below(in_flight.len() as u64) as usize;
@@ -148,18 +196,43 @@ fn run(kind: EvictionPolicyKind, duplication: BlockDuplicationPolicy) {
 
 #[test]
 fn threads_sharing_prefixes_lose_no_block_under_lru() {
-    run(EvictionPolicyKind::Lru, BlockDuplicationPolicy::Allow);
+    run(EvictionPolicyKind::Lru, BlockDuplicationPolicy::Allow, 1);
 }
 
 #[test]
 fn threads_sharing_prefixes_lose_no_block_under_lineage_with_reject() {
-    run(EvictionPolicyKind::Lineage, BlockDuplicationPolicy::Reject);
+    run(
+        EvictionPolicyKind::Lineage,
+        BlockDuplicationPolicy::Reject,
+        1,
+    );
 }
 
 #[test]
 fn threads_sharing_prefixes_lose_no_block_under_every_policy() {
     for &kind in EvictionPolicyKind::ALL {
-        run(kind, BlockDuplicationPolicy::Allow);
+        run(kind, BlockDuplicationPolicy::Allow, 1);
+    }
+}
+
+#[test]
+fn threads_sharing_prefixes_lose_no_block_with_pool_shards() {
+    // 96 blocks: 4 shards asked for gives 3 of 32 slots, 8 gives 6 of 16.
+    for (kind, duplication, shards) in [
+        (EvictionPolicyKind::Lru, BlockDuplicationPolicy::Allow, 4),
+        (EvictionPolicyKind::Lru, BlockDuplicationPolicy::Reject, 4),
+        (
+            EvictionPolicyKind::Lineage,
+            BlockDuplicationPolicy::Reject,
+            4,
+        ),
+        (
+            EvictionPolicyKind::TinyLfu,
+            BlockDuplicationPolicy::Allow,
+            8,
+        ),
+    ] {
+        run(kind, duplication, shards);
     }
 }
 
@@ -183,7 +256,7 @@ fn manager_dropped_while_threads_still_release_their_blocks() {
                         Some(next)
                     })
                     .collect();
-                serve(&manager, &chain).expect("room for every thread")
+                serve(&manager, &chain, true).expect("room for every thread")
             })
             .collect();
         let weak = per_thread[0][0].downgrade();

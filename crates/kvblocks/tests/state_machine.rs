@@ -8,6 +8,11 @@
 //! `block_count`; at most one primary per hash and longest-prefix matches;
 //! no pinned slot handed out; everything back once every guard is dropped;
 //! typed errors with the guard handed back for bad input.
+//!
+//! The configuration is random too: block count and pool shard count (so
+//! shards of unequal sizes, e.g. 5 blocks in shards of 4 and 1, are covered).
+//! With one thread, allocation still takes every shard's reset pool before it
+//! evicts anything, so the model needs no notion of shards.
 
 use std::collections::HashMap;
 
@@ -20,7 +25,8 @@ use proptest::prelude::*;
 #[derive(Clone)]
 struct Tier;
 
-const BLOCKS: usize = 8;
+/// The largest block count generated.
+const MAX_BLOCKS: usize = 8;
 const BLOCK_SIZE: usize = 4;
 const CHAINS: usize = 3;
 const CHAIN_LEN: usize = 4;
@@ -109,6 +115,7 @@ enum State {
 
 /// The model plus the real guards the test holds.
 struct Harness {
+    blocks: usize,
     manager: BlockManager<Tier>,
     other: BlockManager<Tier>,
     duplication: BlockDuplicationPolicy,
@@ -126,23 +133,34 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(kind: EvictionPolicyKind, duplication: BlockDuplicationPolicy) -> Self {
+    fn new(
+        kind: EvictionPolicyKind,
+        duplication: BlockDuplicationPolicy,
+        blocks: usize,
+        shards: usize,
+    ) -> Self {
         let build = || {
             BlockManager::<Tier>::builder()
-                .block_count(BLOCKS)
+                .block_count(blocks)
                 .block_size(BLOCK_SIZE)
                 .duplication_policy(duplication)
                 .eviction_policy(kind)
+                .pool_shards(shards)
                 .build()
                 .unwrap()
         };
+        let manager = build();
+        // Shards hold a power of two of slots each, the last one the rest.
+        let shard_len = blocks.div_ceil(shards.min(blocks)).next_power_of_two();
+        assert_eq!(manager.pool_shards(), blocks.div_ceil(shard_len));
         Self {
-            manager: build(),
+            blocks,
+            manager,
             other: build(),
             duplication,
-            states: vec![State::Reset; BLOCKS],
-            epochs: vec![0; BLOCKS],
-            dup_pins: vec![0; BLOCKS],
+            states: vec![State::Reset; blocks],
+            epochs: vec![0; blocks],
+            dup_pins: vec![0; blocks],
             resident: HashMap::new(),
             mutable: Vec::new(),
             staged: Vec::new(),
@@ -337,7 +355,7 @@ impl Harness {
                     let err = self.manager.register_block(staged).unwrap_err();
                     let back = err.into_block();
                     drop(back);
-                    assert_eq!(self.other.available_blocks(), BLOCKS);
+                    assert_eq!(self.other.available_blocks(), self.blocks);
                 }
             }
             Op::Clone(pick) => {
@@ -440,7 +458,7 @@ impl Harness {
             }
             Op::ResetInactive => {
                 let result = self.manager.reset_inactive_pool();
-                for slot in 0..BLOCKS {
+                for slot in 0..self.blocks {
                     if let State::Inactive { hash } = self.states[slot] {
                         self.resident.remove(&hash);
                         self.states[slot] = State::Reset;
@@ -479,7 +497,7 @@ impl Harness {
         );
         assert_eq!(
             m.reset_pool_size + m.inflight_mutable + m.inflight_immutable + m.inactive_pool_size,
-            BLOCKS as u64
+            self.blocks as u64
         );
         assert_eq!(
             self.manager.available_blocks() as u64,
@@ -492,7 +510,7 @@ impl Harness {
                 State::Active { dup_of: None, .. } | State::Inactive { .. }
             ));
         }
-        for slot in 0..BLOCKS {
+        for slot in 0..self.blocks {
             let pinned = self.handle_count(slot) + self.dup_pins[slot] > 0;
             assert_eq!(
                 pinned,
@@ -509,7 +527,7 @@ impl Harness {
         self.weak.clear();
         assert_eq!(
             self.manager.available_blocks(),
-            BLOCKS,
+            self.blocks,
             "every guard dropped: all available"
         );
         self.manager.check_invariants().unwrap();
@@ -517,8 +535,14 @@ impl Harness {
     }
 }
 
-fn run(kind: EvictionPolicyKind, duplication: BlockDuplicationPolicy, ops: Vec<Op>) {
-    let mut harness = Harness::new(kind, duplication);
+fn run(
+    kind: EvictionPolicyKind,
+    duplication: BlockDuplicationPolicy,
+    blocks: usize,
+    shards: usize,
+    ops: Vec<Op>,
+) {
+    let mut harness = Harness::new(kind, duplication, blocks, shards);
     for op in ops {
         harness.step(op);
         harness.check();
@@ -534,8 +558,82 @@ proptest! {
         ops in prop::collection::vec(op(), 1..120),
         kind in prop::sample::select(EvictionPolicyKind::ALL.to_vec()),
         reject in any::<bool>(),
+        blocks in 5..=MAX_BLOCKS,
+        shards in 1usize..=4,
     ) {
         let duplication = if reject { BlockDuplicationPolicy::Reject } else { BlockDuplicationPolicy::Allow };
-        run(kind, duplication, ops);
+        run(kind, duplication, blocks, shards, ops);
+    }
+}
+
+/// The cases in `state_machine.proptest-regressions`, pinned to 8 blocks and
+/// replayed with one pool and with several (the recorded seeds no longer
+/// fix the configuration now that it is generated too).
+#[test]
+fn recorded_regressions_with_one_and_several_shards() {
+    use Op::*;
+    let cases = [
+        vec![
+            Allocate(1),
+            Stage {
+                pick: 0,
+                chain: 2,
+                pos: 1,
+            },
+            Register(0),
+            Match { chain: 2, len: 2 },
+        ],
+        vec![
+            Allocate(2),
+            Stage {
+                pick: 0,
+                chain: 1,
+                pos: 3,
+            },
+            Stage {
+                pick: 0,
+                chain: 1,
+                pos: 3,
+            },
+            RegisterAll,
+        ],
+        vec![
+            Allocate(3),
+            Stage {
+                pick: 1,
+                chain: 1,
+                pos: 1,
+            },
+            Stage {
+                pick: 1,
+                chain: 2,
+                pos: 3,
+            },
+            Register(1),
+            Stage {
+                pick: 0,
+                chain: 2,
+                pos: 3,
+            },
+            Allocate(0),
+            Register(1),
+            ReleaseBatch(2),
+        ],
+    ];
+    for ops in cases {
+        for shards in [1, 2, 4] {
+            for duplication in [
+                BlockDuplicationPolicy::Allow,
+                BlockDuplicationPolicy::Reject,
+            ] {
+                run(
+                    EvictionPolicyKind::Lru,
+                    duplication,
+                    MAX_BLOCKS,
+                    shards,
+                    ops.clone(),
+                );
+            }
+        }
     }
 }

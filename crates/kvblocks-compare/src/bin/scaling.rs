@@ -9,12 +9,17 @@
 //! blocks processed by all threads over the wall time from the first start to
 //! the last finish; the median of the repetitions is reported.
 //!
-//! A last row runs kvblocks on 2 threads with a manager each (nothing shared):
-//! the machine's own parallel capacity in that run (about 1.8x on an idle
-//! 2-vCPU machine; about 1x if something else holds a core), so the shared
-//! figures can be read against it.
+//! kvblocks runs twice: with its default single pool, and with the pool split
+//! into [`SHARDS`] pool shards (`BlockManagerBuilder::pool_shards`), the
+//! configuration for a manager several threads call at once. A last row runs
+//! kvblocks on 2 threads with a manager each (nothing shared): the machine's
+//! own parallel capacity in that run (about 1.8x on an idle 2-vCPU machine;
+//! about 1x if something else holds a core), so the shared figures can be
+//! read against it.
 //!
 //! Run: `cargo run --release -p kvblocks-compare --bin scaling [-- REQUESTS_PER_THREAD REPS]`
+//! (`KVSCALING_THREADS=1` or `2` runs one thread count only, for profiling;
+//! `KVCOMPARE_ONLY=kvblocks` or `kvbm` one library.)
 
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -26,9 +31,14 @@ use kvblocks_compare::{selected, Eviction, Kvblocks, Kvbm, ServingLoop, ServingS
 /// = one full pool), so the timed part runs with the pool full.
 const WARM_UP_REQUESTS: usize = 4_096;
 
+/// Pool shards of the sharded kvblocks rows.
+const SHARDS: usize = 4;
+
 /// One measured configuration.
 struct Row {
     library: &'static str,
+    /// kvblocks pool shards (1 for kvbm, which has no such setting).
+    shards: usize,
     /// Whether the threads shared one manager (else one manager each).
     shared: bool,
     threads: usize,
@@ -44,7 +54,13 @@ impl Row {
 }
 
 /// Run `reps` repetitions of `threads` clients sharing one fresh manager each.
-fn measure<S: Subject>(threads: usize, requests: usize, reps: usize, shared: bool) -> Row {
+fn measure<S: Subject>(
+    threads: usize,
+    requests: usize,
+    reps: usize,
+    shared: bool,
+    shards: usize,
+) -> Row {
     let spec = ServingSpec::STANDARD;
     // Pre-build every client's chains once; they are reused by every repetition.
     let mut clients: Vec<ServingLoop<S>> = (0..threads)
@@ -57,7 +73,14 @@ fn measure<S: Subject>(threads: usize, requests: usize, reps: usize, shared: boo
         // Not shared: one manager per thread, the machine's parallel capacity
         // with no contention, as a baseline for the shared figure.
         let managers: Vec<Arc<S>> = (0..if shared { 1 } else { threads })
-            .map(|_| Arc::new(S::build(spec.block_count, spec.block_size, Eviction::Lru)))
+            .map(|_| {
+                Arc::new(S::build_sharded(
+                    spec.block_count,
+                    spec.block_size,
+                    Eviction::Lru,
+                    shards,
+                ))
+            })
             .collect();
         let barrier = Barrier::new(threads);
         let spans: Vec<(Instant, Instant)> = thread::scope(|scope| {
@@ -107,6 +130,7 @@ fn measure<S: Subject>(threads: usize, requests: usize, reps: usize, shared: boo
     rates.sort_by(f64::total_cmp);
     Row {
         library: S::NAME,
+        shards,
         shared,
         threads,
         rates,
@@ -143,14 +167,15 @@ fn main() {
         }
         // Interleave the libraries so both see the same background noise.
         if selected(Kvblocks::NAME) {
-            rows.push(measure::<Kvblocks>(threads, requests, reps, true));
+            rows.push(measure::<Kvblocks>(threads, requests, reps, true, 1));
+            rows.push(measure::<Kvblocks>(threads, requests, reps, true, SHARDS));
         }
         if selected(Kvbm::NAME) {
-            rows.push(measure::<Kvbm>(threads, requests, reps, true));
+            rows.push(measure::<Kvbm>(threads, requests, reps, true, 1));
         }
     }
     if selected(Kvblocks::NAME) && only_threads.is_none() {
-        rows.push(measure::<Kvblocks>(2, requests, reps, false));
+        rows.push(measure::<Kvblocks>(2, requests, reps, false, 1));
     }
     println!(
         "| library | threads | total Mblocks/s (median) | min..max | ns/block (wall / total blocks) | vs 1 thread | hit rate |"
@@ -159,12 +184,20 @@ fn main() {
     for row in &rows {
         let single = rows
             .iter()
-            .find(|r| r.library == row.library && r.threads == 1 && r.shared)
+            .find(|r| {
+                r.library == row.library && r.threads == 1 && r.shared && r.shards == row.shards
+            })
             .map_or(f64::NAN, Row::median);
         let manager = if row.shared { "" } else { " (a manager each)" };
+        let shards = if row.shards > 1 {
+            format!(", pool_shards({})", row.shards)
+        } else {
+            String::new()
+        };
         println!(
-            "| {}{} | {} | {:.2} | {:.2}..{:.2} | {:.1} | {:.2}x | {:.1}% |",
+            "| {}{}{} | {} | {:.2} | {:.2}..{:.2} | {:.1} | {:.2}x | {:.1}% |",
             row.library,
+            shards,
             manager,
             row.threads,
             row.median() / 1e6,

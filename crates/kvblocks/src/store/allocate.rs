@@ -27,7 +27,7 @@ use crate::SequenceHash;
 
 /// The shard this thread starts its next allocation at.
 fn next_start(shards: usize) -> usize {
-    thread_local! {
+    crate::sync::thread_local! {
         static CURSOR: Cell<usize> = const { Cell::new(usize::MAX) };
     }
     CURSOR.with(|cursor| {

@@ -26,7 +26,7 @@ pub(crate) struct MatchTally {
 /// The stripe the calling thread uses.
 fn my_stripe() -> usize {
     static NEXT: StdAtomicUsize = StdAtomicUsize::new(0);
-    thread_local! {
+    crate::sync::thread_local! {
         static MINE: Cell<usize> = const { Cell::new(usize::MAX) };
     }
     MINE.with(|mine| {
