@@ -104,15 +104,19 @@ impl Subject for Kvblocks {
     const NAME: &'static str = "kvblocks";
 
     fn build(block_count: usize, block_size: usize, eviction: Eviction) -> Self {
+        Self::build_sharded(block_count, block_size, eviction, 1)
+    }
+
+    fn build_sharded(
+        block_count: usize,
+        block_size: usize,
+        eviction: Eviction,
+        shards: usize,
+    ) -> Self {
         let builder = kvblocks::BlockManager::<Tier>::builder()
             .block_count(block_count)
             .block_size(block_size)
-            .pool_shards(
-                std::env::var("KVB_SHARDS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1),
-            );
+            .pool_shards(shards);
         let builder = match eviction {
             Eviction::Lru => builder.with_lru_backend(),
             Eviction::Lineage => builder.with_lineage_backend(),

@@ -171,3 +171,39 @@ fn zero_capacity_and_unknown_policy_are_refused() {
     let output = kvsim(&["replay", "--policy", "nope", "--no-plot"]);
     assert_one_error_line(&output, "unknown policy `nope`");
 }
+
+#[test]
+fn pool_shards_replay_and_bad_counts_are_refused() {
+    let output = kvsim(&[
+        "replay",
+        "--requests",
+        "300",
+        "--capacity",
+        "512",
+        "--policy",
+        "lru",
+        "--pool-shards",
+        "4",
+        "--json",
+        "--no-plot",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("valid JSON");
+    let runs = json["traces"][0]["runs"].as_array().unwrap();
+    assert_eq!(runs[0]["policy"], "lru");
+    assert!(runs[0]["block_hit_rate"].as_f64().unwrap() > 0.0);
+
+    let output = kvsim(&["replay", "--pool-shards", "0", "--no-plot"]);
+    assert_one_error_line(&output, "--pool-shards: a pool has at least 1 shard");
+    let output = kvsim(&[
+        "replay",
+        "--requests",
+        "10",
+        "--capacity",
+        "4096",
+        "--pool-shards",
+        "65",
+        "--no-plot",
+    ]);
+    assert_one_error_line(&output, "pool_shards 65 exceeds the maximum of 64");
+}

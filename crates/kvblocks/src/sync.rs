@@ -45,6 +45,12 @@ impl<T> Mutex<T> {
         self.lock_contended()
     }
 
+    /// The lock if it is free now.
+    #[inline(always)]
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        self.0.try_lock()
+    }
+
     #[cold]
     fn lock_contended(&self) -> MutexGuard<'_, T> {
         for _ in 0..SPINS_BEFORE_PARKING {
@@ -76,6 +82,14 @@ impl<T> Mutex<T> {
         match self.0.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        match self.0.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
         }
     }
 }

@@ -173,7 +173,9 @@ proptest! {
             if rest.is_empty() {
                 break;
             }
-            let (chunk, tail) = rest.split_at((*len).min(rest.len()));
+            // A zero-length chunk is a valid (empty) extend, but a cycle of
+            // only empty chunks would never finish the tokens.
+            let (chunk, tail) = rest.split_at((*len).max(1).min(rest.len()));
             rest = tail;
             let filled: Option<Range<usize>> = ours.extend(chunk).unwrap();
             let theirs_filled = theirs.extend(dynamo_tokens(chunk)).unwrap();

@@ -1,5 +1,6 @@
 //! Behaviour of the block lifecycle through the public API, one behaviour per test.
 
+use kvblocks::manager::MAX_POOL_SHARDS;
 use kvblocks::{
     BlockDuplicationPolicy, BlockError, BlockManager, BuildError, EvictionPolicyKind,
     RegisterError, SequenceHash,
@@ -343,6 +344,29 @@ fn builder_rejects_bad_sizes_with_typed_errors() {
         build(Some(usize::MAX), Some(4)),
         BuildError::TooManyBlocks(usize::MAX)
     );
+}
+
+#[test]
+fn builder_rejects_bad_pool_shard_counts_and_rounds_the_rest() {
+    let shards = |blocks: usize, shards: usize| {
+        BlockManager::<Gpu>::builder()
+            .block_count(blocks)
+            .block_size(4)
+            .pool_shards(shards)
+            .build()
+            .map(|m| m.pool_shards())
+    };
+    assert_eq!(shards(8, 0), Err(BuildError::ZeroPoolShards));
+    assert_eq!(
+        shards(1 << 20, MAX_POOL_SHARDS + 1),
+        Err(BuildError::TooManyPoolShards(MAX_POOL_SHARDS + 1))
+    );
+    assert_eq!(shards(1 << 20, MAX_POOL_SHARDS), Ok(MAX_POOL_SHARDS));
+    assert_eq!(shards(1024, 16), Ok(16));
+    // Shards hold a power of two of slots: 1000 / 3 -> 512-slot shards.
+    assert_eq!(shards(1000, 3), Ok(2));
+    // Never more shards than slots.
+    assert_eq!(shards(3, 8), Ok(3));
 }
 
 #[test]

@@ -19,7 +19,8 @@
 //!
 //! Run: `cargo run --release -p kvblocks-compare --bin scaling [-- REQUESTS_PER_THREAD REPS]`
 //! (`KVSCALING_THREADS=1` or `2` runs one thread count only, for profiling;
-//! `KVCOMPARE_ONLY=kvblocks` or `kvbm` one library.)
+//! `KVSCALING_SHARDS=1` or `16` one kvblocks configuration; `KVCOMPARE_ONLY=kvblocks`
+//! or `kvbm` one library.)
 
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -32,7 +33,7 @@ use kvblocks_compare::{selected, Eviction, Kvblocks, Kvbm, ServingLoop, ServingS
 const WARM_UP_REQUESTS: usize = 4_096;
 
 /// Pool shards of the sharded kvblocks rows.
-const SHARDS: usize = 4;
+const SHARDS: usize = 16;
 
 /// One measured configuration.
 struct Row {
@@ -161,14 +162,21 @@ fn main() {
     let only_threads: Option<usize> = std::env::var("KVSCALING_THREADS")
         .ok()
         .and_then(|v| v.parse().ok());
+    // `KVSCALING_SHARDS=1` (or 16) runs one kvblocks configuration only.
+    let only_shards: Option<usize> = std::env::var("KVSCALING_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for threads in [1, 2] {
         if only_threads.is_some_and(|only| only != threads) {
             continue;
         }
         // Interleave the libraries so both see the same background noise.
         if selected(Kvblocks::NAME) {
-            rows.push(measure::<Kvblocks>(threads, requests, reps, true, 1));
-            rows.push(measure::<Kvblocks>(threads, requests, reps, true, SHARDS));
+            for shards in [1, SHARDS] {
+                if only_shards.is_none_or(|only| only == shards) {
+                    rows.push(measure::<Kvblocks>(threads, requests, reps, true, shards));
+                }
+            }
         }
         if selected(Kvbm::NAME) {
             rows.push(measure::<Kvbm>(threads, requests, reps, true, 1));

@@ -15,6 +15,9 @@ pub const MAX_BLOCK_SIZE: usize = 1 << 16;
 /// The largest block count accepted (slot numbers are `u32`, one value is reserved).
 pub const MAX_BLOCK_COUNT: usize = (u32::MAX - 1) as usize;
 
+/// Most pool shards a manager can have ([`BlockManagerBuilder::pool_shards`]).
+pub const MAX_POOL_SHARDS: usize = crate::store::MAX_POOL_SHARDS;
+
 /// A configuration the builder refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {
@@ -36,6 +39,9 @@ pub enum BuildError {
     /// A pool has at least one shard.
     #[error("pool_shards must be at least 1")]
     ZeroPoolShards,
+    /// At most [`MAX_POOL_SHARDS`] pool shards.
+    #[error("pool_shards {0} exceeds the maximum of {MAX_POOL_SHARDS}")]
+    TooManyPoolShards(usize),
     /// An absurd block size (almost certainly a unit mistake).
     #[error("block_size {0} exceeds the maximum of {MAX_BLOCK_SIZE} tokens")]
     BlockSizeTooLarge(usize),
@@ -130,8 +136,8 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
     }
 
     /// Splits the pool into about `shards` pool shards (rounded so each
-    /// holds a power of two of slots; default 1), for a manager that several
-    /// threads call at once.
+    /// holds a power of two of slots; default 1, at most
+    /// [`MAX_POOL_SHARDS`]), for a manager that several threads call at once.
     ///
     /// Each shard has its own lock, reset pool and policy instance over its
     /// own slots; the hash index stays whole, so every block is matchable
@@ -194,6 +200,9 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
         }
         if self.pool_shards == 0 {
             return Err(BuildError::ZeroPoolShards);
+        }
+        if self.pool_shards > MAX_POOL_SHARDS {
+            return Err(BuildError::TooManyPoolShards(self.pool_shards));
         }
         let policy = self.policy;
         let make_policy = |slots: usize| match &policy {

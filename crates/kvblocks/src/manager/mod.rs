@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 pub use builder::{
     BlockManagerBuilder, BlockManagerConfigBuilder, BuildError, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE,
+    MAX_POOL_SHARDS,
 };
 
 use crate::blocks::{CompleteBlock, ImmutableBlock, MutableBlock, RegisterError};

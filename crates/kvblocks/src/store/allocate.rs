@@ -6,11 +6,14 @@
 //! the same lock) and:
 //!
 //! 1. takes the whole request from the first shard whose reset pool, by its
-//!    lock-free hint, holds enough;
+//!    lock-free hints (a mask of shards with free slots, and a count per
+//!    shard), holds enough;
 //! 2. else, if no shard's hint shows a free slot, evicts the whole request
-//!    from its starting shard when that shard can supply it: shards take
-//!    turns, so the policy's order holds within each shard and the shards
-//!    age alike;
+//!    from the first shard, from its starting one on, whose lock is free and
+//!    which can supply it (waiting for the starting shard only if every lock
+//!    is taken): shards take turns, so the policy's order holds within each
+//!    shard and the shards age alike, and two threads step around each other
+//!    instead of queueing on one lock;
 //! 3. else locks every shard (in order) and serves the request exactly:
 //!    free slots from every shard first, then evictions.
 //!
@@ -20,23 +23,27 @@
 //! handing the slots out.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::Store;
 use crate::SequenceHash;
 
-/// The shard this thread starts its next allocation at.
+/// The shard this thread starts its next allocation at: a per-thread cursor
+/// that advances by one per allocation, first set from the thread's arrival
+/// order so that concurrent threads start far apart.
 fn next_start(shards: usize) -> usize {
+    static THREADS: AtomicUsize = AtomicUsize::new(0);
     crate::sync::thread_local! {
         static CURSOR: Cell<usize> = const { Cell::new(usize::MAX) };
     }
     CURSOR.with(|cursor| {
         let mut next = cursor.get();
         if next == usize::MAX {
-            // Spread threads' starting points (Fibonacci hashing of a
-            // per-thread address).
-            let seed = cursor as *const Cell<usize> as usize;
-            next = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize) >> 7;
+            // Thread k starts at k times the golden ratio around the ring.
+            let arrival = THREADS.fetch_add(1, Ordering::Relaxed) as u64;
+            let turn = arrival.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+            next = ((turn * shards as u64) >> 32) as usize;
         }
         cursor.set(next.wrapping_add(1));
         next % shards
@@ -66,19 +73,23 @@ impl Store {
         let start = next_start(shards);
         let order = (0..shards).map(|i| (start + i) % shards);
         // 1. One shard's reset pool holds the whole request.
-        for shard in order.clone() {
-            if self.free_hint(shard) >= count {
-                let mut core = self.lock_shard(shard);
-                if core.free_len() >= count {
-                    core.take_free(count, self, |s| slots.push(s));
-                    core.keep_alive(self);
-                    return Some(count);
+        let free_mask = self.free_mask();
+        if free_mask != 0 {
+            for shard in order.clone() {
+                if free_mask & (1 << shard) != 0 && self.free_hint(shard) >= count {
+                    let mut core = self.lock_shard(shard);
+                    if core.free_len() >= count {
+                        core.take_free(count, self, |s| slots.push(s));
+                        core.keep_alive(self);
+                        return Some(count);
+                    }
                 }
             }
-        }
-        // 2. No free slot anywhere: evict from the starting shard.
-        if order.clone().all(|shard| self.free_hint(shard) == 0) {
-            let mut core = self.lock_shard(start);
+        } else {
+            // 2. No free slot anywhere: evict from the first free-to-lock
+            // shard that can supply the request.
+            let unlocked = order.clone().find_map(|shard| self.try_lock_shard(shard));
+            let mut core = unlocked.unwrap_or_else(|| self.lock_shard(start));
             if core.free_len() == 0 && core.available() >= count {
                 core.evict(count, self, |s| slots.push(s));
                 core.keep_alive(self);

@@ -43,19 +43,26 @@ use self::striped::MatchTally;
 use crate::policy::AnyPolicy;
 use crate::{BlockDuplicationPolicy, ManagerId, SequenceHash};
 
+/// Most pool shards a store has (one bit each in a 64-bit mask).
+pub(crate) const MAX_POOL_SHARDS: usize = 64;
+
 /// One pool shard and a lock-free hint of its reset pool's size, alone on
 /// its cache lines.
 #[repr(align(128))]
 struct Shard {
+    /// Its position in the store (its bit in `Store::free_mask`).
+    index: usize,
     core: Mutex<StoreCore>,
     /// Reset-pool size as of the last unlock (allocation reads it to keep
     /// "reset pool first" across shards without locking them).
     free_hint: AtomicU64,
 }
 
-/// A locked shard; unlocking refreshes its reset-pool hint.
+/// A locked shard; unlocking refreshes its reset-pool hints.
 pub(crate) struct ShardGuard<'a> {
     shard: &'a Shard,
+    /// The store's mask of shards whose reset pool is not empty.
+    free_mask: &'a AtomicU64,
     core: MutexGuard<'a, StoreCore>,
 }
 
@@ -75,8 +82,15 @@ impl DerefMut for ShardGuard<'_> {
 impl Drop for ShardGuard<'_> {
     fn drop(&mut self) {
         let free = self.core.free_len() as u64;
-        if self.shard.free_hint.load(Ordering::Relaxed) != free {
+        let before = self.shard.free_hint.load(Ordering::Relaxed);
+        if before != free {
             self.shard.free_hint.store(free, Ordering::Relaxed);
+            let bit = 1u64 << self.shard.index;
+            if free == 0 {
+                self.free_mask.fetch_and(!bit, Ordering::Relaxed);
+            } else if before == 0 {
+                self.free_mask.fetch_or(bit, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -126,6 +140,8 @@ impl Drop for HeldShard<'_> {
 /// Shared state of one manager.
 pub(crate) struct Store {
     shards: Box<[Shard]>,
+    /// Bit `k` set: shard `k`'s reset pool had slots at its last unlock.
+    free_mask: AtomicU64,
     /// `slot >> shard_shift` is the slot's shard.
     shard_shift: u32,
     pub(crate) refs: RefCounts,
@@ -163,18 +179,23 @@ impl Store {
         let shard_shift = shard_len.trailing_zeros();
         let shards: Box<[Shard]> = (0..block_count)
             .step_by(shard_len)
-            .map(|base| {
+            .enumerate()
+            .map(|(index, base)| {
                 let len = shard_len.min(block_count - base);
                 Shard {
+                    index,
                     core: Mutex::new(StoreCore::new(base as u32, len as u32, make_policy(len))),
                     free_hint: AtomicU64::new(len as u64),
                 }
             })
             .collect();
+        debug_assert!(shards.len() <= MAX_POOL_SHARDS);
+        let free_mask = AtomicU64::new(u64::MAX >> (64 - shards.len()));
         let policy_observes_hits = shards[0].core.lock().policy_observes_hits();
         let (index, writer) = HashIndex::with_capacity(block_count);
         Self {
             shards,
+            free_mask,
             shard_shift,
             refs: RefCounts::new(block_count),
             records: Records::new(block_count),
@@ -215,8 +236,20 @@ impl Store {
         let shard = &self.shards[shard];
         ShardGuard {
             shard,
+            free_mask: &self.free_mask,
             core: shard.core.lock(),
         }
+    }
+
+    /// Shard `shard` if its lock is free now.
+    #[inline]
+    pub(crate) fn try_lock_shard(&self, shard: usize) -> Option<ShardGuard<'_>> {
+        let shard = &self.shards[shard];
+        shard.core.try_lock().map(|core| ShardGuard {
+            shard,
+            free_mask: &self.free_mask,
+            core,
+        })
     }
 
     /// Locks every shard, in order (for whole-store reads and rare slow paths).
@@ -228,6 +261,12 @@ impl Store {
     #[inline]
     fn free_hint(&self, shard: usize) -> usize {
         self.shards[shard].free_hint.load(Ordering::Relaxed) as usize
+    }
+
+    /// Shards whose reset pool had slots at their last unlock, as bits.
+    #[inline]
+    fn free_mask(&self) -> u64 {
+        self.free_mask.load(Ordering::Relaxed)
     }
 
     /// A mutable or staged guard was dropped. The caller must not touch the
