@@ -3,7 +3,7 @@
 //!
 //! Handle counts live in the store's per-slot atomic words: clone and drop
 //! cost one atomic operation unless the count crosses zero, which takes the
-//! store lock (see `store::refcount`). This module never moves a slot
+//! lock of the slot's pool shard (see `store::refcount`). This module never moves a slot
 //! between pools itself; it asks the store.
 
 use std::fmt;

@@ -2,7 +2,7 @@
 //! prefix matching and pool introspection for one tier.
 //!
 //! Owns the translation between slot numbers and guards; the state machine
-//! itself lives in the store. Every batch call takes the store lock once.
+//! itself lives in the store. A batch call takes each lock it needs once.
 
 mod builder;
 

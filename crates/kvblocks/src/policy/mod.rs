@@ -87,7 +87,7 @@ pub trait EvictionPolicy: Send + 'static {
 
     /// Whether [`on_hit`](Self::on_hit) does anything. A policy that
     /// returns `false` lets the store pin an *active* block for a match
-    /// without taking the store lock (hits on evictable blocks still reach
+    /// without taking any lock (hits on evictable blocks still reach
     /// `on_reacquire` under it). The default, `true`, is always correct.
     fn observes_hits(&self) -> bool {
         true

@@ -9,13 +9,14 @@
 //! - every guard owns a *live* slot: outstanding (`MutableBlock`,
 //!   `CompleteBlock`) or active with a handle count of at least one
 //!   (`ImmutableBlock`);
-//! - while any slot is live, the store core holds an `Arc` to its own store
-//!   (the keepalive), set under the lock by whoever makes the first slot live;
-//! - the count of a slot reaches zero only under the lock (a handle that is
-//!   not the last is dropped by compare-exchange, the last one under the
-//!   lock), and the release that leaves no live slot takes the keepalive out
-//!   under the lock and drops it after unlocking, when the releasing guard no
-//!   longer touches the store.
+//! - while any slot of a pool shard is live, that shard holds an `Arc` to its
+//!   own store (the keepalive), set under the shard's lock by whoever makes
+//!   the shard's first slot live;
+//! - the count of a slot reaches zero only under its shard's lock (a handle
+//!   that is not the last is dropped by compare-exchange, the last one under
+//!   the lock), and the release that leaves a shard with no live slot takes
+//!   the shard's keepalive out under the lock and drops it after unlocking,
+//!   when the releasing guard no longer touches the store.
 //!
 //! So while a guard exists its store exists, which is what [`StoreRef::get`]
 //! relies on.

@@ -5,13 +5,15 @@
 //! key's folded hash (the tag) in its high half. The tag also gives the home
 //! bucket, so entries can be moved without reading any record; the full key
 //! is not stored, it is read back from the slot record, which a tag match
-//! makes rare. The table is sized once, for at least twice the slots, and
-//! never grows, so steady state allocates nothing.
+//! makes rare. The table is sized once, for at least four times the slots
+//! (load at most 1/4: short probes and short removal shifts; measured 62 -> 50
+//! ns per block in the serving loop against twice the slots), and never
+//! grows, so steady state allocates nothing.
 //!
 //! # One writer, any number of readers
 //!
 //! Inserts and removals need the [`IndexWriter`], which lives inside the store
-//! core and so is only reachable under the store lock: there is one writer at
+//! behind its own lock (`Store::writer`): there is one writer at
 //! a time. Readers ([`HashIndex::find`]) take no lock. What makes that sound:
 //!
 //! - an insert fills an empty bucket and moves nothing, so it can only make a
@@ -90,7 +92,7 @@ pub(crate) struct HashIndex {
 }
 
 /// The right to change the index, and what only the writer needs to know.
-/// Held by the store core, so only the store lock holder can write.
+/// Held behind the store's index writer lock, so one thread writes at a time.
 pub(crate) struct IndexWriter {
     entries: usize,
     /// Whether the epoch is odd (a removal batch is open).
@@ -140,7 +142,7 @@ impl HashIndex {
     ) -> Result<u32, usize> {
         let folded = fold(hash);
         let mut bucket = self.home(folded);
-        // At most half the buckets hold entries, so an empty one ends the
+        // At most a quarter of the buckets hold entries, so an empty one ends the
         // probe within one lap; the bound only guards against a torn view.
         for _ in 0..=self.mask {
             let value = self.load(bucket);

@@ -1,4 +1,6 @@
-//! Per-slot strong counts and generations, readable without the store lock.
+//! Per-slot strong counts and generations, readable without any lock.
+//!
+//! "The lock" below is the lock of the slot's pool shard (see [`super`]).
 //!
 //! One `AtomicU64` per slot: the low 32 bits count live [`ImmutableBlock`]
 //! handles, the high 32 bits are the slot's generation, bumped whenever the
@@ -6,18 +8,19 @@
 //! not the last one touches only this word; the lock is needed only when a
 //! count may cross zero:
 //!
-//! - 0 -> 1 happens only under the store lock (a match, a registration, a
+//! - 0 -> 1 happens only under the lock (a match, a registration, a
 //!   slow-path upgrade), never from a clone, because a clone needs a live handle;
-//! - 1 -> 0 happens only under the store lock too: a drop that sees a count
+//! - 1 -> 0 happens only under the lock too: a drop that sees a count
 //!   above one decrements by compare-exchange without the lock; one that sees
 //!   the last handle takes the lock, decrements, and releases the slot if the
 //!   count reached zero (a match may have added a handle meanwhile). So the
 //!   race between a last drop and a resurrecting match resolves under the
 //!   lock, and a slot's count is never zero while a guard still uses it.
 //!
-//! A [`WeakBlock`] upgrade may skip the lock when the count is non-zero and the
-//! generation is the one it saw: a single compare-exchange on the whole word
-//! checks both, so a slot that was reused in between cannot be mistaken.
+//! A [`WeakBlock`] upgrade, and a match of an active block, may skip the lock
+//! when the count is non-zero and the generation is the one it saw: a single
+//! compare-exchange on the whole word checks both, so a slot that was reused
+//! in between cannot be mistaken.
 //!
 //! [`ImmutableBlock`]: crate::ImmutableBlock
 //! [`WeakBlock`]: crate::WeakBlock
@@ -53,7 +56,7 @@ impl RefCounts {
     }
 
     /// Adds a handle and returns the slot's generation. Callers either hold
-    /// the store lock or a live handle. `Release`, so a lock-free reader that
+    /// the lock or a live handle. `Release`, so a lock-free reader that
     /// sees the new count also sees the record written before it.
     #[inline]
     pub(crate) fn increment(&self, slot: u32) -> u32 {
@@ -87,7 +90,7 @@ impl RefCounts {
     }
 
     /// Removes a handle; returns `true` if it was the last one. Called under
-    /// the store lock, so a count reaches zero only there.
+    /// the lock, so a count reaches zero only there.
     #[inline]
     pub(crate) fn decrement(&self, slot: u32) -> bool {
         let old = self.words[slot as usize].fetch_sub(1, Ordering::Release);
@@ -133,7 +136,7 @@ impl RefCounts {
         }
     }
 
-    /// Starts a new generation. The caller holds the store lock and the count is 0.
+    /// Starts a new generation. The caller holds the lock and the count is 0.
     #[inline]
     pub(crate) fn next_generation(&self, slot: u32) {
         let word = &self.words[slot as usize];

@@ -3,11 +3,12 @@
 //!
 //! Records live in one boxed slice indexed by slot number, shared by every
 //! thread: the fields are atomics so a lock-free match may read a slot's hash
-//! while the store lock holder rewrites another field. Who may write what:
+//! while a lock holder rewrites another field. Who may write what:
 //!
-//! - the state and the primary link change only under the store lock;
+//! - the state and the primary link change only under the slot's pool-shard
+//!   lock;
 //! - the hash changes only while the slot is in no index entry and holds no
-//!   handle (before registration, under the lock), and is published with
+//!   handle (by the guard that owns it, before registration), and is published with
 //!   `Release` so a reader that `Acquire`s it also sees the slot's handle word
 //!   as it was when the hash was written (see [`super::lookup`]).
 //!
@@ -79,13 +80,13 @@ impl Records {
         }
     }
 
-    /// The slot's state (exact under the store lock; a hint without it).
+    /// The slot's state (exact under the slot's shard lock; a hint without it).
     #[inline(always)]
     pub(crate) fn state(&self, slot: u32) -> SlotState {
         SlotState::from_u8(self.records[slot as usize].state.load(Ordering::Relaxed))
     }
 
-    /// Moves the slot to `state`. Under the store lock.
+    /// Moves the slot to `state`. Under the slot's shard lock.
     #[inline(always)]
     pub(crate) fn set_state(&self, slot: u32, state: SlotState) {
         self.records[slot as usize]
@@ -122,7 +123,7 @@ impl Records {
             .load(Ordering::Acquire)
     }
 
-    /// Sets the primary link. Under the store lock, before the slot gets a
+    /// Sets the primary link. Under the slot's shard lock, before the slot gets a
     /// handle.
     #[inline(always)]
     pub(crate) fn set_duplicate_of(&self, slot: u32, primary: u32) {
