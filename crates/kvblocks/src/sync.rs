@@ -20,6 +20,22 @@ pub(crate) use std::thread_local;
 #[cfg(shuttle)]
 pub(crate) use shuttle::thread_local;
 
+/// A value alone on its cache lines (128 bytes: two lines, as adjacent-line
+/// prefetchers pair them). For state one thread writes while others read
+/// their neighbours: without it, whether two fields share a line depends on
+/// where the allocator put the struct, and a run could be fast or slow by
+/// luck (measured: whole runs at 0.5x).
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Spin iterations a contended `lock` waits before parking.
 #[cfg(not(shuttle))]
 const SPINS_BEFORE_PARKING: u32 = 512;

@@ -32,7 +32,7 @@
 //!
 //! It never decides what is registered; [`super::core::StoreCore`] does.
 
-use crate::sync::{fence, AtomicU64, Ordering};
+use crate::sync::{fence, AtomicU64, Ordering, Padded};
 use crate::SequenceHash;
 
 /// A bucket with no entry. Its slot half (`u32::MAX`) is never a slot
@@ -88,7 +88,7 @@ pub(crate) struct HashIndex {
     buckets: Box<[AtomicU64]>,
     mask: usize,
     /// Odd while a batch of removals runs.
-    epoch: AtomicU64,
+    epoch: Padded<AtomicU64>,
 }
 
 /// The right to change the index, and what only the writer needs to know.
@@ -106,7 +106,7 @@ impl HashIndex {
         let index = Self {
             buckets: (0..buckets).map(|_| AtomicU64::new(EMPTY)).collect(),
             mask: buckets - 1,
-            epoch: AtomicU64::new(0),
+            epoch: Padded(AtomicU64::new(0)),
         };
         let writer = IndexWriter {
             entries: 0,

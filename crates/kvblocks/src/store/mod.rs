@@ -31,7 +31,7 @@ mod striped;
 use std::ops::{Deref, DerefMut, Range};
 use std::sync::Arc;
 
-use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering, Padded};
 
 pub(crate) use self::handle::StoreRef;
 
@@ -137,18 +137,21 @@ impl Drop for HeldShard<'_> {
     }
 }
 
-/// Shared state of one manager.
+/// Shared state of one manager. Aligned to 128 bytes so the `Arc` counts in
+/// front of it (written when a shard's keepalive comes and goes) sit on other
+/// lines than its fields, which every call reads.
+#[repr(align(128))]
 pub(crate) struct Store {
     shards: Box<[Shard]>,
     /// Bit `k` set: shard `k`'s reset pool had slots at its last unlock.
-    free_mask: AtomicU64,
+    free_mask: Padded<AtomicU64>,
     /// `slot >> shard_shift` is the slot's shard.
     shard_shift: u32,
     pub(crate) refs: RefCounts,
     pub(crate) records: Records,
     pub(crate) index: HashIndex,
     /// The index writer. Lock order: shard locks first, then this.
-    pub(crate) writer: Mutex<IndexWriter>,
+    pub(crate) writer: Padded<Mutex<IndexWriter>>,
     /// Whether the policy wants every hit (then every match takes a lock).
     policy_observes_hits: bool,
     /// Counts of matches and scans (taken partly without any lock).
@@ -159,7 +162,7 @@ pub(crate) struct Store {
     pub(crate) id: ManagerId,
     /// `CompleteBlock -> MutableBlock` transitions via `reset()` (the only
     /// staged exit that takes no lock; the others are counted under it).
-    pub(crate) unstagings: AtomicU64,
+    pub(crate) unstagings: Padded<AtomicU64>,
 }
 
 impl Store {
@@ -190,7 +193,7 @@ impl Store {
             })
             .collect();
         debug_assert!(shards.len() <= MAX_POOL_SHARDS);
-        let free_mask = AtomicU64::new(u64::MAX >> (64 - shards.len()));
+        let free_mask = Padded(AtomicU64::new(u64::MAX >> (64 - shards.len())));
         let policy_observes_hits = shards[0].core.lock().policy_observes_hits();
         let (index, writer) = HashIndex::with_capacity(block_count);
         Self {
@@ -200,14 +203,14 @@ impl Store {
             refs: RefCounts::new(block_count),
             records: Records::new(block_count),
             index,
-            writer: Mutex::new(writer),
+            writer: Padded(Mutex::new(writer)),
             policy_observes_hits,
             matches: MatchTally::new(),
             block_size,
             block_count,
             duplication,
             id: ManagerId::next(),
-            unstagings: AtomicU64::new(0),
+            unstagings: Padded(AtomicU64::new(0)),
         }
     }
 
@@ -236,7 +239,7 @@ impl Store {
         let shard = &self.shards[shard];
         ShardGuard {
             shard,
-            free_mask: &self.free_mask,
+            free_mask: &self.free_mask.0,
             core: shard.core.lock(),
         }
     }
@@ -247,7 +250,7 @@ impl Store {
         let shard = &self.shards[shard];
         shard.core.try_lock().map(|core| ShardGuard {
             shard,
-            free_mask: &self.free_mask,
+            free_mask: &self.free_mask.0,
             core,
         })
     }
