@@ -28,9 +28,15 @@
 //!
 //! # Thread safety
 //!
-//! A manager and all its guards share one store behind one short mutex; batch
-//! calls take it once per call. Cloning or dropping an [`ImmutableBlock`]
-//! that is not the last handle touches only a per-slot atomic.
+//! A manager and all its guards share one store. Matching a prefix whose
+//! blocks are active takes no lock (the hash index and the slot records are
+//! readable without one, and a handle is added by one compare-exchange that
+//! checks the slot's generation); everything else takes short locks, each at
+//! most once per batch call. Cloning or dropping an [`ImmutableBlock`] that is
+//! not the last handle touches only a per-slot atomic. A manager that several
+//! threads call at once should be built with
+//! [`pool_shards`](manager::BlockManagerBuilder::pool_shards), which gives each
+//! part of the pool its own lock.
 //!
 //! # Example
 //!
