@@ -221,6 +221,7 @@ fn run_replay(args: ReplayArgs) -> Result<(), String> {
     let mut report = Report { traces: Vec::new() };
     for trace in &prepared {
         let mut trace_report = TraceReport::new(trace);
+        trace_report.pool_shards = args.pool_shards;
         for &capacity in &capacities {
             for &policy in &policies {
                 progress.set_message(format!("{} @ {capacity}", policy.name()));

@@ -72,6 +72,8 @@ pub struct TraceReport {
     pub decode_tokens_per_s: Option<f64>,
     /// Mean number of earlier requests still pinned at an arrival.
     pub mean_requests_in_flight: f64,
+    /// Pool shards of every replayed manager (1: the exact single-pool order).
+    pub pool_shards: usize,
     /// Requests in the trace.
     pub requests: usize,
     /// Block references in the trace.
@@ -99,6 +101,7 @@ impl TraceReport {
             window,
             decode_tokens_per_s,
             mean_requests_in_flight: trace.schedule.mean_in_flight(),
+            pool_shards: 1,
             requests: trace.requests.len(),
             block_refs: trace.chains.total_refs(),
             distinct_blocks: trace.chains.distinct(),
@@ -159,13 +162,18 @@ pub fn table(report: &Report) -> String {
         }
         let _ = writeln!(
             out,
-            "{}: {} requests, {} block refs, {} distinct blocks (infinite cache {:.1}%), hold: {}",
+            "{}: {} requests, {} block refs, {} distinct blocks (infinite cache {:.1}%), hold: {}{}",
             trace.trace,
             thousands(trace.requests as u64),
             thousands(trace.block_refs as u64),
             thousands(trace.distinct_blocks as u64),
             trace.infinite_cache_hit_rate * 100.0,
             trace.hold_label(),
+            if trace.pool_shards > 1 {
+                format!(", {} pool shards", trace.pool_shards)
+            } else {
+                String::new()
+            },
         );
         let header = [
             "policy",
@@ -259,8 +267,13 @@ pub fn plot_stem(trace: &TraceReport) -> String {
         (None, Some(tps)) => format!("time{tps}"),
         (None, None) => trace.mode.to_string(),
     };
+    let shards = if trace.pool_shards > 1 {
+        format!("-shards{}", trace.pool_shards)
+    } else {
+        String::new()
+    };
     let mut out = String::new();
-    for c in format!("{stem}-{hold}").chars() {
+    for c in format!("{stem}-{hold}{shards}").chars() {
         if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
             out.push(c);
         } else if !out.is_empty() && !out.ends_with('-') {
@@ -419,6 +432,7 @@ mod tests {
             window: Some(16),
             decode_tokens_per_s: None,
             mean_requests_in_flight: 0.0,
+            pool_shards: 1,
             requests: 0,
             block_refs: 0,
             distinct_blocks: 0,
@@ -429,6 +443,8 @@ mod tests {
         trace.trace = "/data/traces/synthetic_trace.jsonl".into();
         (trace.mode, trace.window, trace.decode_tokens_per_s) = ("time", None, Some(30.0));
         assert_eq!(plot_stem(&trace), "synthetic_trace-time30");
+        trace.pool_shards = 16;
+        assert_eq!(plot_stem(&trace), "synthetic_trace-time30-shards16");
     }
 
     #[test]

@@ -189,6 +189,7 @@ fn pool_shards_replay_and_bad_counts_are_refused() {
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("valid JSON");
+    assert_eq!(json["traces"][0]["pool_shards"], 4);
     let runs = json["traces"][0]["runs"].as_array().unwrap();
     assert_eq!(runs[0]["policy"], "lru");
     assert!(runs[0]["block_hit_rate"].as_f64().unwrap() > 0.0);
