@@ -224,20 +224,24 @@ impl HashIndex {
         new: u32,
     ) -> bool {
         let folded = fold(hash);
-        let wanted = entry(folded, old);
-        let mut bucket = self.home(folded);
+        let Some(bucket) = self.bucket_of(entry(folded, old)) else {
+            return false;
+        };
+        self.store(bucket, entry(folded, new));
+        true
+    }
+
+    /// The bucket holding exactly `value` (an entry), probing from its home.
+    fn bucket_of(&self, value: u64) -> Option<usize> {
+        let mut bucket = self.home(value);
         for _ in 0..=self.mask {
-            let value = self.load(bucket);
-            if value == EMPTY {
-                return false;
+            match self.load(bucket) {
+                EMPTY => return None,
+                found if found == value => return Some(bucket),
+                _ => bucket = (bucket + 1) & self.mask,
             }
-            if value == wanted {
-                self.store(bucket, entry(folded, new));
-                return true;
-            }
-            bucket = (bucket + 1) & self.mask;
         }
-        false
+        None
     }
 
     /// Removes the entry naming `slot` under `hash`; returns whether there was
@@ -245,26 +249,17 @@ impl HashIndex {
     /// removal epoch if none is open: call [`Self::settle`] after the batch.
     #[inline]
     pub(crate) fn remove(&self, writer: &mut IndexWriter, hash: SequenceHash, slot: u32) -> bool {
-        let wanted = entry(fold(hash), slot);
-        let mut bucket = self.home(wanted);
-        for _ in 0..=self.mask {
-            let value = self.load(bucket);
-            if value == EMPTY {
-                return false;
-            }
-            if value == wanted {
-                if !writer.removing {
-                    writer.removing = true;
-                    self.epoch.fetch_add(1, Ordering::Relaxed);
-                    fence(Ordering::Release);
-                }
-                self.shift_back(bucket);
-                writer.entries -= 1;
-                return true;
-            }
-            bucket = (bucket + 1) & self.mask;
+        let Some(bucket) = self.bucket_of(entry(fold(hash), slot)) else {
+            return false;
+        };
+        if !writer.removing {
+            writer.removing = true;
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+            fence(Ordering::Release);
         }
-        false
+        self.shift_back(bucket);
+        writer.entries -= 1;
+        true
     }
 
     /// Fills the hole at `hole` by moving back each later entry of the run
