@@ -105,20 +105,19 @@ impl<T: BlockMetadata> BlockManager<T> {
         if count > self.store.block_count {
             return None;
         }
-        let mut slots = Vec::with_capacity(count);
         let store = &self.store;
-        let from_reset = store.allocate_slots(count, &mut slots)?;
-        match evicted {
-            Some(evicted) => store.forget_evicted(&slots[from_reset..], |h| evicted.push(h)),
-            None => store.forget_evicted(&slots[from_reset..], |_| {}),
-        }
         let handle = StoreRef::new(store);
-        Some(
-            slots
-                .into_iter()
-                .map(|slot| MutableBlock::new(handle, slot))
-                .collect(),
-        )
+        let mut blocks = Vec::with_capacity(count);
+        let from_reset =
+            store.allocate_slots(count, |slot| blocks.push(MutableBlock::new(handle, slot)))?;
+        // The evicted slots' stale index entries go before the blocks are
+        // handed out.
+        let victims = blocks[from_reset..].iter().map(|b| b.block_id() as u32);
+        match evicted {
+            Some(evicted) => store.forget_evicted(victims, |h| evicted.push(h)),
+            None => store.forget_evicted(victims, |_| {}),
+        }
+        Some(blocks)
     }
 
     /// Registers a staged block, making it matchable.

@@ -57,13 +57,14 @@ fn next_start(shards: usize) -> usize {
 }
 
 impl Store {
-    /// Allocates `count` slots, all or nothing, into `slots`: the ones from
-    /// reset pools first, then the evicted ones. Returns how many came from
-    /// reset pools, or `None` (nothing changed) if fewer are available.
+    /// Allocates `count` slots, all or nothing, handing each to `take`: the
+    /// ones from reset pools first, then the evicted ones. Returns how many
+    /// came from reset pools, or `None` (nothing changed) if fewer are
+    /// available.
     pub(crate) fn allocate_slots(
         self: &Arc<Self>,
         count: usize,
-        slots: &mut Vec<u32>,
+        mut take: impl FnMut(u32),
     ) -> Option<usize> {
         let shards = self.shard_count();
         if shards == 1 {
@@ -71,8 +72,8 @@ impl Store {
             if core.available() < count {
                 return None;
             }
-            let from_reset = core.take_free(count, self, |s| slots.push(s));
-            core.evict(count - from_reset, self, |s| slots.push(s));
+            let from_reset = core.take_free(count, self, &mut take);
+            core.evict(count - from_reset, self, &mut take);
             core.keep_alive(self);
             return Some(from_reset);
         }
@@ -85,7 +86,7 @@ impl Store {
                 if free_mask & (1 << shard) != 0 && self.free_hint(shard) >= count {
                     let mut core = self.lock_shard(shard);
                     if core.free_len() >= count {
-                        core.take_free(count, self, |s| slots.push(s));
+                        core.take_free(count, self, &mut take);
                         core.keep_alive(self);
                         return Some(count);
                     }
@@ -97,7 +98,7 @@ impl Store {
             let unlocked = order.clone().find_map(|shard| self.try_lock_shard(shard));
             let mut core = unlocked.unwrap_or_else(|| self.lock_shard(start));
             if core.free_len() == 0 && core.available() >= count {
-                core.evict(count, self, |s| slots.push(s));
+                core.evict(count, self, &mut take);
                 core.keep_alive(self);
                 return Some(0);
             }
@@ -109,11 +110,11 @@ impl Store {
         }
         let mut from_reset = 0;
         for shard in order.clone() {
-            from_reset += cores[shard].take_free(count - from_reset, self, |s| slots.push(s));
+            from_reset += cores[shard].take_free(count - from_reset, self, &mut take);
         }
         let mut taken = from_reset;
         for shard in order {
-            taken += cores[shard].evict(count - taken, self, |s| slots.push(s));
+            taken += cores[shard].evict(count - taken, self, &mut take);
         }
         for core in &mut cores {
             core.keep_alive(self);
@@ -124,15 +125,19 @@ impl Store {
     /// Second half of an allocation: removes the index entries of the
     /// slots it evicted (reporting their hashes to `evicted`), before the
     /// slots are handed out. Takes the index writer's lock, no shard lock.
-    pub(crate) fn forget_evicted(&self, slots: &[u32], mut evicted: impl FnMut(SequenceHash)) {
-        if slots.is_empty() {
+    pub(crate) fn forget_evicted(
+        &self,
+        slots: impl Iterator<Item = u32> + Clone,
+        mut evicted: impl FnMut(SequenceHash),
+    ) {
+        if slots.clone().next().is_none() {
             return;
         }
-        for &slot in slots {
+        for slot in slots.clone() {
             self.index.warm(self.records.hash(slot));
         }
         let mut writer = self.writer.lock();
-        for &slot in slots {
+        for slot in slots {
             let hash = self.records.hash(slot);
             self.index.remove(&mut writer, hash, slot);
             evicted(hash);
