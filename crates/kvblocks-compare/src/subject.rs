@@ -149,10 +149,7 @@ impl Subject for Kvblocks {
 
     #[inline]
     fn register(&self, blocks: Vec<Self::Complete>) -> Vec<Self::Held> {
-        let Ok(held) = self.register_blocks(blocks) else {
-            panic!("kvblocks: register_blocks failed");
-        };
-        held
+        self.register_blocks(blocks)
     }
 
     #[inline]

@@ -114,10 +114,7 @@ pub fn run_sharded(
                     }
                 })
                 .collect();
-            match manager.register_blocks(staged) {
-                Ok(registered) => blocks.extend(registered),
-                Err(_) => panic!("registering blocks with the manager that allocated them failed"),
-            }
+            blocks.extend(manager.register_blocks(staged));
             true
         } else {
             false

@@ -52,7 +52,7 @@
 //! for (block, hash) in manager.allocate_blocks(2).unwrap().into_iter().zip(chain) {
 //!     staged.push(block.stage(hash, manager.block_size())?);    // Mutable -> Complete
 //! }
-//! let held = manager.register_blocks(staged)?;                  // Complete -> Immutable
+//! let held = manager.register_blocks(staged);                  // Complete -> Immutable
 //! let weak = held[1].downgrade();
 //! drop(held);                                                   // -> inactive (cached)
 //! assert_eq!(manager.available_blocks(), 4);
@@ -72,6 +72,7 @@ pub mod metrics;
 pub mod policy;
 mod store;
 mod sync;
+pub mod tier;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -83,6 +84,7 @@ pub use hash::{PositionalLineageHash, SequenceHash};
 pub use manager::{BlockManager, BuildError, ResetError};
 pub use metrics::MetricsSnapshot;
 pub use policy::{EvictionPolicy, EvictionPolicyKind};
+pub use tier::LogicalLayoutHandle;
 
 /// Runs the crate README's example as a doc test.
 #[doc = include_str!("../README.md")]

@@ -14,7 +14,7 @@
 /// #[derive(Clone)] struct Gpu;
 /// let manager = BlockManager::<Gpu>::builder().block_count(4).block_size(4).build()?;
 /// let staged = manager.allocate_blocks(1).unwrap().pop().unwrap().stage(SequenceHash::root(1), 4)?;
-/// drop(manager.register_block(staged)?);
+/// drop(manager.register_block(staged));
 /// let m = manager.metrics();
 /// assert_eq!((m.allocations, m.registrations, m.stagings), (1, 1, 1));
 /// assert_eq!((m.reset_pool_size, m.inactive_pool_size), (3, 1));

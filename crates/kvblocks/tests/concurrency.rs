@@ -94,7 +94,7 @@ fn serve(
                 .expect("right size")
         })
         .collect();
-    held.extend(manager.register_blocks(staged).expect("own blocks"));
+    held.extend(manager.register_blocks(staged));
     Some(held)
 }
 

@@ -56,7 +56,7 @@ fn registered(
         .zip(hashes)
         .map(|(b, h)| b.stage(*h, 4).unwrap())
         .collect();
-    let held = manager.register_blocks(staged).unwrap();
+    let held = manager.register_blocks(staged);
     (manager, held)
 }
 
@@ -166,7 +166,7 @@ fn register(manager: &BlockManager<Tier>, hashes: &[SequenceHash]) -> Vec<Immuta
         .zip(hashes)
         .map(|(b, h)| b.stage(*h, 4).unwrap())
         .collect();
-    manager.register_blocks(staged).unwrap()
+    manager.register_blocks(staged)
 }
 
 /// The resident primary of `hash` (a match without touching the policy).
@@ -222,7 +222,7 @@ fn match_racing_slot_reuse(blocks: usize, shards: usize) {
         let block = blocks.pop().unwrap();
         assert_eq!(block.block_id(), x, "the only slot that can be taken");
         assert_eq!(evicted, vec![a]);
-        let reused = m.register_block(block.stage(b, 4).unwrap()).unwrap();
+        let reused = m.register_block(block.stage(b, 4).unwrap());
         assert_eq!((reused.block_id(), reused.sequence_hash()), (x, b));
         Some(reused)
     });
@@ -288,10 +288,10 @@ fn same_hash_on_two_threads(duplication: BlockDuplicationPolicy) {
 
     let (first, second) = (staged.pop().unwrap(), staged.pop().unwrap());
     let m = Arc::clone(&manager);
-    let t1 = thread::spawn(move || m.register_block(first).unwrap());
+    let t1 = thread::spawn(move || m.register_block(first));
     let m = Arc::clone(&manager);
     // The batch path, to mix chunked registration in.
-    let t2 = thread::spawn(move || m.register_blocks(vec![second]).unwrap().pop().unwrap());
+    let t2 = thread::spawn(move || m.register_blocks(vec![second]).pop().unwrap());
     let m = Arc::clone(&manager);
     let matcher = thread::spawn(move || m.match_blocks(&[h]));
     let handles = [t1.join().unwrap(), t2.join().unwrap()];
@@ -383,13 +383,13 @@ fn registration_racing_eviction(
 
     let dropper = thread::spawn(move || drop(old));
     let m = Arc::clone(&manager);
-    let registrar = thread::spawn(move || m.register_block(staged).unwrap());
+    let registrar = thread::spawn(move || m.register_block(staged));
     let m = Arc::clone(&manager);
     let allocator = thread::spawn(move || {
         let (mut blocks, evicted) = m.allocate_blocks_with_evictions(1)?;
         let block = blocks.pop().unwrap();
         let id = block.block_id();
-        let reused = m.register_block(block.stage(other, 4).unwrap()).unwrap();
+        let reused = m.register_block(block.stage(other, 4).unwrap());
         assert_eq!(reused.block_id(), id);
         Some((reused, evicted))
     });
@@ -553,9 +553,7 @@ fn allocations_across_two_shards_are_all_or_nothing_and_lose_no_slot() {
                             let first = blocks.next().unwrap();
                             let id = first.block_id();
                             let hash = SequenceHash::root(1000 + (me as u64) * 10 + round);
-                            let handle = manager
-                                .register_block(first.stage(hash, 4).unwrap())
-                                .unwrap();
+                            let handle = manager.register_block(first.stage(hash, 4).unwrap());
                             assert_eq!(handle.block_id(), id);
                             shared.registered.lock().unwrap().push(hash);
                             let rest: Vec<_> = blocks.collect();

@@ -212,7 +212,7 @@ impl Harness {
     fn register_one(&mut self, block: CompleteBlock<Tier>) -> ImmutableBlock<Tier> {
         let (slot, hash) = (block.block_id(), block.sequence_hash());
         assert_eq!(self.states[slot], State::Staged);
-        let handle = self.manager.register_block(block).expect("own block");
+        let handle = self.manager.register_block(block);
         self.expect_registered(slot, hash, &handle);
         handle
     }
@@ -338,7 +338,7 @@ impl Harness {
                     .iter()
                     .map(|b| (b.block_id(), b.sequence_hash()))
                     .collect();
-                let handles = self.manager.register_blocks(batch).expect("own blocks");
+                let handles = self.manager.register_blocks(batch);
                 assert_eq!(handles.len(), expected.len());
                 for ((slot, hash), handle) in expected.into_iter().zip(handles) {
                     self.expect_registered(slot, hash, &handle);
@@ -352,7 +352,7 @@ impl Harness {
                         .unwrap()
                         .stage(SequenceHash::root(5), BLOCK_SIZE)
                         .unwrap();
-                    let err = self.manager.register_block(staged).unwrap_err();
+                    let err = self.manager.try_register_block(staged).unwrap_err();
                     let back = err.into_block();
                     drop(back);
                     assert_eq!(self.other.available_blocks(), self.blocks);

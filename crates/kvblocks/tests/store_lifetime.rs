@@ -56,7 +56,7 @@ fn store_is_freed_when_the_manager_and_the_last_guard_are_gone() {
         .unwrap()
         .stage(hash, 4)
         .unwrap();
-    let held = manager.register_block(staged).unwrap();
+    let held = manager.register_block(staged);
     let mutable = manager.allocate_blocks(3).unwrap();
     let weak = held.downgrade();
     drop(manager);
@@ -138,7 +138,7 @@ fn churn_does_not_grow(kind: kvblocks::EvictionPolicyKind) {
             .zip(misses)
             .map(|(b, h)| b.stage(*h, 4).unwrap())
             .collect();
-        held.extend(manager.register_blocks(staged).unwrap());
+        held.extend(manager.register_blocks(staged));
     };
     for request in 0..2_000 {
         serve(request);

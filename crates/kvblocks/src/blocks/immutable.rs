@@ -30,7 +30,7 @@ use crate::{BlockId, SequenceHash};
 /// let manager = BlockManager::<Gpu>::builder().block_count(4).block_size(4).build()?;
 /// let hash = SequenceHash::root(7);
 /// let staged = manager.allocate_blocks(1).unwrap().pop().unwrap().stage(hash, 4)?;
-/// let block = manager.register_block(staged)?;
+/// let block = manager.register_block(staged);
 /// let shared = block.clone();
 /// assert_eq!(block.use_count(), 2);
 /// drop((block, shared));                          // cached, not freed
@@ -154,7 +154,7 @@ impl<T> fmt::Debug for ImmutableBlock<T> {
 /// let manager = BlockManager::<Gpu>::builder().block_count(1).block_size(4).build()?;
 /// let staged = manager.allocate_blocks(1).unwrap().pop().unwrap()
 ///     .stage(SequenceHash::root(3), 4)?;
-/// let weak = manager.register_block(staged)?.downgrade();   // strong handle dropped: inactive
+/// let weak = manager.register_block(staged).downgrade();   // strong handle dropped: inactive
 /// assert!(weak.upgrade().is_some());                          // resurrected from the cache
 /// let _fresh = manager.allocate_blocks(1).unwrap();           // evicts it
 /// assert!(weak.upgrade().is_none());

@@ -94,7 +94,7 @@ impl<B> RegisterError<B> {
 ///     .duplication_policy(BlockDuplicationPolicy::Reject).build()?;
 /// let mut register = || {
 ///     let staged = manager.allocate_blocks(1).unwrap().pop().unwrap().stage(SequenceHash::root(5), 4)?;
-///     Ok::<_, Box<dyn std::error::Error>>(manager.register_block(staged)?)
+///     Ok::<_, Box<dyn std::error::Error>>(manager.register_block(staged))
 /// };
 /// let (first, second) = (register()?, register()?);
 /// assert_eq!(first.block_id(), second.block_id(), "Reject: one physical copy");

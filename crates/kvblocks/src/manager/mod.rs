@@ -56,7 +56,7 @@ pub type BlockManagerResetError = ResetError;
 ///     .zip(prompt.blocks())
 ///     .map(|(block, tokens)| block.complete(tokens))
 ///     .collect::<Result<_, _>>()?;
-/// let held = manager.register_blocks(staged)?;
+/// let held = manager.register_blocks(staged);
 /// drop(held);                                          // cached in the inactive pool
 ///
 /// // Second request with the same prompt: both blocks come back from the cache.
@@ -126,11 +126,44 @@ impl<T: BlockMetadata> BlockManager<T> {
     /// [`BlockDuplicationPolicy`] decides: `Allow` keeps this block as a
     /// duplicate copy, `Reject` frees it and returns the existing block.
     ///
+    /// # Panics
+    ///
+    /// If another manager allocated `block` (a programming error, like an
+    /// index out of bounds); neither manager changes. Use
+    /// [`try_register_block`](Self::try_register_block) to get the block back
+    /// in an error instead.
+    #[track_caller]
+    pub fn register_block(&self, block: CompleteBlock<T>) -> ImmutableBlock<T> {
+        match self.try_register_block(block) {
+            Ok(registered) => registered,
+            Err(err) => panic!("register_block: {err}"),
+        }
+    }
+
+    /// Registers a batch of staged blocks, taking each lock once per run of
+    /// blocks; handles come back in input order.
+    ///
+    /// # Panics
+    ///
+    /// If any block came from another manager (nothing is registered then).
+    /// Use [`try_register_blocks`](Self::try_register_blocks) to get the batch
+    /// back in an error instead.
+    #[track_caller]
+    pub fn register_blocks(&self, blocks: Vec<CompleteBlock<T>>) -> Vec<ImmutableBlock<T>> {
+        match self.try_register_blocks(blocks) {
+            Ok(registered) => registered,
+            Err(err) => panic!("register_blocks: {err}"),
+        }
+    }
+
+    /// [`register_block`](Self::register_block), with a guard from another
+    /// manager handed back instead of a panic.
+    ///
     /// # Errors
     ///
     /// [`RegisterError::ForeignManager`] with the block inside if another
     /// manager allocated it; nothing changes in either manager.
-    pub fn register_block(
+    pub fn try_register_block(
         &self,
         block: CompleteBlock<T>,
     ) -> Result<ImmutableBlock<T>, RegisterError<CompleteBlock<T>>> {
@@ -149,14 +182,14 @@ impl<T: BlockMetadata> BlockManager<T> {
         }
     }
 
-    /// Registers a batch of staged blocks under one lock acquisition; handles
-    /// come back in input order.
+    /// [`register_blocks`](Self::register_blocks), with a batch holding a
+    /// guard from another manager handed back instead of a panic.
     ///
     /// # Errors
     ///
     /// [`RegisterError::ForeignManager`] with the whole batch inside if any
     /// block came from another manager; nothing is registered then.
-    pub fn register_blocks(
+    pub fn try_register_blocks(
         &self,
         blocks: Vec<CompleteBlock<T>>,
     ) -> Result<Vec<ImmutableBlock<T>>, RegisterError<Vec<CompleteBlock<T>>>> {
@@ -255,7 +288,7 @@ impl<T: BlockMetadata> BlockManager<T> {
     ///     .zip([root, root.extend(2)])
     ///     .map(|(b, h)| b.stage(h, 4))
     ///     .collect::<Result<Vec<_>, _>>()?;
-    /// let request = manager.register_blocks(staged)?;
+    /// let request = manager.register_blocks(staged);
     /// manager.release_blocks(request);           // both cached, one lock
     /// assert_eq!(manager.metrics().inactive_pool_size, 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -124,6 +124,18 @@ pub trait EvictionPolicy: Send + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Walks the policy's own structures and reports the first broken
+    /// invariant (a dangling list link, a count that disagrees with its
+    /// list, ...). O(slots): for tests and debugging.
+    ///
+    /// The store calls it from its own check (so a manager's
+    /// `check_invariants` covers every policy) with the shard's lock held and
+    /// no hook running. An implementation MUST NOT change any state; the
+    /// default checks nothing.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The policies a manager can be built with.
@@ -284,6 +296,9 @@ impl EvictionPolicy for AnyPolicy {
     #[inline]
     fn len(&self) -> usize {
         dispatch!(self, p => p.len())
+    }
+    fn check(&self) -> Result<(), String> {
+        dispatch!(self, p => p.check())
     }
 }
 

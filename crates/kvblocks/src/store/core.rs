@@ -411,6 +411,9 @@ impl StoreCore {
         store: &Store,
         writer: &IndexWriter,
     ) -> Result<usize, String> {
+        self.policy
+            .check()
+            .map_err(|e| format!("policy {}: {e}", self.policy.name()))?;
         let records = &store.records;
         let mut counts = StateCounts::default();
         let mut primaries = 0usize;
