@@ -74,6 +74,22 @@ mod store;
 mod sync;
 pub mod tier;
 
+/// Hooks for the crate's own model-checking and leak tests; not a stable API.
+#[doc(hidden)]
+pub mod testing {
+    /// Managers' stores alive in this process now (a store outlives its
+    /// manager while guards or weak handles hold it).
+    pub fn live_stores() -> usize {
+        crate::store::live_stores()
+    }
+
+    /// The hash index bucket where `hash` starts its probe in a manager of
+    /// `block_count` blocks (to build keys that share a probe run).
+    pub fn index_home_bucket(hash: crate::SequenceHash, block_count: usize) -> usize {
+        crate::store::home_bucket(hash, block_count)
+    }
+}
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use blocks::{

@@ -1,9 +1,12 @@
 //! A cheap, coherent snapshot of a manager's counters and gauges.
 //!
-//! Counters are plain integers kept under the store lock (the lock already
-//! orders them, so they cost no atomics); [`BlockManager::metrics`](crate::BlockManager::metrics)
-//! copies them out under one lock acquisition. This module only describes the
-//! numbers; exporting them (Prometheus) belongs elsewhere.
+//! Most counters are plain integers kept per pool shard under the shard's
+//! lock (the lock already orders them, so they cost no atomics); match and
+//! scan counts, taken partly without any lock, live in per-thread stripes.
+//! [`BlockManager::metrics`](crate::BlockManager::metrics) sums them, locking
+//! one shard at a time, so a snapshot taken while other threads work is a
+//! sum of per-shard snapshots, not one instant. This module only describes
+//! the numbers; exporting them (Prometheus) belongs elsewhere.
 
 /// Counters since the manager was built, and gauges at the moment of the snapshot.
 ///

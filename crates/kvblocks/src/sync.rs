@@ -1,24 +1,36 @@
 //! The synchronisation primitives the store uses, in one place so a model
 //! checker can replace them.
 //!
-//! Normal builds use `parking_lot::Mutex` and `std` atomics. Under
-//! `RUSTFLAGS="--cfg shuttle"` they come from `shuttle`, whose scheduler then
-//! explores thread interleavings of the real store code (see
-//! `tests/shuttle_races.rs`).
+//! Normal builds use `parking_lot::Mutex` and `std` atomics. Two model
+//! checkers can swap them for their own and explore thread interleavings of
+//! the real store code:
+//!
+//! - `RUSTFLAGS="--cfg shuttle"`: shuttle's randomized and PCT schedulers
+//!   (`tests/shuttle_races.rs`), fast on whole scenarios, but every atomic
+//!   behaves as `SeqCst`, so they never test an ordering choice;
+//! - `RUSTFLAGS="--cfg loom"`: loom's exhaustive search, which also models
+//!   what `Relaxed`, `Acquire` and `Release` allow (`tests/loom_races.rs`),
+//!   on the smallest races.
 
-#[cfg(not(shuttle))]
+#[cfg(not(any(shuttle, loom)))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 #[cfg(shuttle)]
 pub(crate) use shuttle::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-/// Per-thread state (shuttle's own under the model checker, so a failing
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+/// Per-thread state (the model checker's own under one, so a failing
 /// schedule replays exactly).
-#[cfg(not(shuttle))]
+#[cfg(not(any(shuttle, loom)))]
 pub(crate) use std::thread_local;
 
 #[cfg(shuttle)]
 pub(crate) use shuttle::thread_local;
+
+#[cfg(loom)]
+pub(crate) use loom::thread_local;
 
 /// A value alone on its cache lines (128 bytes: two lines, as adjacent-line
 /// prefetchers pair them). For state one thread writes while others read
@@ -37,17 +49,17 @@ impl<T> std::ops::Deref for Padded<T> {
 }
 
 /// Spin iterations a contended `lock` waits before parking.
-#[cfg(not(shuttle))]
+#[cfg(not(any(shuttle, loom)))]
 const SPINS_BEFORE_PARKING: u32 = 512;
 
 /// A mutex whose `lock` cannot fail.
-#[cfg(not(shuttle))]
+#[cfg(not(any(shuttle, loom)))]
 pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
 
-#[cfg(not(shuttle))]
+#[cfg(not(any(shuttle, loom)))]
 pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
 
-#[cfg(not(shuttle))]
+#[cfg(not(any(shuttle, loom)))]
 impl<T> Mutex<T> {
     pub(crate) fn new(value: T) -> Self {
         Self(parking_lot::Mutex::new(value))
@@ -81,17 +93,24 @@ impl<T> Mutex<T> {
     }
 }
 
-/// A mutex whose `lock` cannot fail (shuttle's, poisoning ignored).
+/// The model checker's own primitives (`shuttle` or `loom`).
 #[cfg(shuttle)]
-pub(crate) struct Mutex<T>(shuttle::sync::Mutex<T>);
+use shuttle::sync as model;
 
-#[cfg(shuttle)]
-pub(crate) type MutexGuard<'a, T> = shuttle::sync::MutexGuard<'a, T>;
+#[cfg(loom)]
+use loom::sync as model;
 
-#[cfg(shuttle)]
+/// A mutex whose `lock` cannot fail (the model checker's, poisoning ignored).
+#[cfg(any(shuttle, loom))]
+pub(crate) struct Mutex<T>(model::Mutex<T>);
+
+#[cfg(any(shuttle, loom))]
+pub(crate) type MutexGuard<'a, T> = model::MutexGuard<'a, T>;
+
+#[cfg(any(shuttle, loom))]
 impl<T> Mutex<T> {
     pub(crate) fn new(value: T) -> Self {
-        Self(shuttle::sync::Mutex::new(value))
+        Self(model::Mutex::new(value))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {

@@ -17,27 +17,15 @@ use kvblocks::{
     BlockDuplicationPolicy, BlockManager, EvictionPolicyKind, ImmutableBlock, SequenceHash,
 };
 
+mod common;
+use common::Rng;
+
 #[derive(Clone)]
 struct Tier;
 
-const THREADS: usize = 4;
-const REQUESTS: usize = 3_000;
+const THREADS: usize = if cfg!(miri) { 2 } else { 4 };
+const REQUESTS: usize = if cfg!(miri) { 25 } else { 3_000 };
 const BLOCKS: usize = 96;
-
-/// A small xorshift generator so each thread's sequence is reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A request: one of 8 shared 4-block prompts, then up to 4 private blocks.
 fn request_chain(rng: &mut Rng, thread: usize, request: usize) -> Vec<SequenceHash> {
@@ -238,7 +226,8 @@ fn threads_sharing_prefixes_lose_no_block_with_pool_shards() {
 
 #[test]
 fn manager_dropped_while_threads_still_release_their_blocks() {
-    for round in 0..50u64 {
+    let rounds = if cfg!(miri) { 3 } else { 50 };
+    for round in 0..rounds {
         let manager = BlockManager::<Tier>::builder()
             .block_count(64)
             .block_size(16)

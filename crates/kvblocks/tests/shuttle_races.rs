@@ -1,5 +1,7 @@
 //! Model-checked races (shuttle): run with
-//! `CARGO_TARGET_DIR=target/shuttle RUSTFLAGS="--cfg shuttle" cargo test -p kvblocks --test shuttle_races`.
+//! `CARGO_TARGET_DIR=target/shuttle RUSTFLAGS="--cfg shuttle" cargo test --release -p kvblocks --test shuttle_races`
+//! (`SEED=<n>` replays a failure; see [`explore`]). Shuttle treats every
+//! atomic as `SeqCst`; `loom_races.rs` checks the memory orderings.
 //!
 //! The store's lock-free parts are the per-slot handle count, the hash index
 //! and the lock-free pin of an active block (matches, and registrations of a
@@ -7,7 +9,8 @@
 //! randomized scheduler interleave them with last drops, resurrecting
 //! matches, weak upgrades, evicting allocations that reuse a slot, the
 //! window in which an evicted slot's index entry is stale, registrations of
-//! one hash on two threads, and allocations that lock every shard; then
+//! one hash on two threads, allocations that lock every shard, and a slot
+//! whose generation wraps around under a waiting lock-free match; then
 //! check that every handle names the block it claims, that no slot is lost
 //! or double-booked, and that the store's invariants hold.
 //!
@@ -19,9 +22,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use kvblocks::{BlockDuplicationPolicy, BlockManager, ImmutableBlock, SequenceHash};
+use shuttle::scheduler::{PctScheduler, RandomScheduler};
 use shuttle::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use shuttle::sync::Mutex;
 use shuttle::thread;
+use shuttle::{Config, Runner};
 
 #[derive(Clone)]
 struct Tier;
@@ -33,9 +38,34 @@ const ITERATIONS: usize = 3_000;
 /// a long stretch of others' steps (say, between a lock-free index probe and
 /// the pin that follows it, while another thread evicts and reuses the slot),
 /// which a uniformly random schedule almost never does.
+///
+/// Both schedulers are seeded from the `SEED` environment variable, or from
+/// the clock when it is unset; a failure prints the seed, and running the
+/// test again with `SEED=<seed>` replays the same schedules.
 fn explore(test: impl Fn() + Clone + Send + Sync + 'static, iterations: usize) {
-    shuttle::check_random(test.clone(), iterations / 2);
-    shuttle::check_pct(test, iterations / 2, 3);
+    let seed = match std::env::var("SEED") {
+        Ok(seed) => seed.trim().parse().expect("SEED must be a u64"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    };
+    let report = ReportSeedOnFailure(seed);
+    let random = RandomScheduler::new_from_seed(seed, iterations / 2);
+    Runner::new(random, Config::new()).run(test.clone());
+    let pct = PctScheduler::new_from_seed(seed, 3, iterations / 2);
+    Runner::new(pct, Config::new()).run(test);
+    drop(report);
+}
+
+/// Prints the seed of a failing exploration.
+struct ReportSeedOnFailure(u64);
+
+impl Drop for ReportSeedOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("shuttle exploration failed: replay with SEED={}", self.0);
+        }
+    }
 }
 
 fn registered(
@@ -268,6 +298,61 @@ fn lock_free_match_racing_slot_reuse_never_pins_the_wrong_hash() {
 #[test]
 fn lock_free_match_racing_slot_reuse_across_pool_shards() {
     explore(|| match_racing_slot_reuse(2, 2), ITERATIONS);
+}
+
+/// A lock-free match of `a` in slot X races a thread that cycles X through
+/// four evictions, re-registering `b` there each time, while generations
+/// wrap after 4 (instead of 2^32): a matcher descheduled between checking
+/// X's record and pinning it sees the generation it read again, with X now
+/// holding `b`. It must miss, or pin X while X still holds `a`.
+fn match_racing_a_generation_wrap() {
+    let (a, b) = (SequenceHash::root(20), SequenceHash::root(21));
+    let manager = Arc::new(
+        BlockManager::<Tier>::builder()
+            .block_count(1)
+            .block_size(4)
+            .testing_generation_bits(2)
+            .build()
+            .unwrap(),
+    );
+    let handle = register(&manager, &[a]).pop().unwrap();
+    let m = Arc::clone(&manager);
+    let matcher = thread::spawn(move || {
+        let hits = m.match_blocks(&[a]);
+        if let Some(hit) = hits.first() {
+            assert_eq!(hit.sequence_hash(), a);
+            assert_eq!(primary_of(&m, a), Some(hit.block_id()), "X holds a");
+        }
+        hits.len()
+    });
+    let m = Arc::clone(&manager);
+    let cycler = thread::spawn(move || {
+        drop(handle);
+        let mut last = None;
+        for _ in 0..4 {
+            drop(last.take());
+            let Some(mut fresh) = m.allocate_blocks(1) else {
+                return None; // the matcher holds X
+            };
+            let block = fresh.pop().unwrap();
+            last = Some(m.register_block(block.stage(b, 4).unwrap()));
+        }
+        last
+    });
+    let hits = matcher.join().unwrap();
+    let last = cycler.join().unwrap();
+    if let Some(last) = &last {
+        assert_eq!(last.sequence_hash(), b);
+        assert_eq!(primary_of(&manager, b), Some(last.block_id()));
+    }
+    assert!(hits <= 1);
+    drop(last);
+    check_all_back(&manager);
+}
+
+#[test]
+fn lock_free_match_racing_a_generation_wrap_never_pins_the_wrong_hash() {
+    explore(match_racing_a_generation_wrap, ITERATIONS);
 }
 
 /// Two threads register the same hash in slots of different pool shards

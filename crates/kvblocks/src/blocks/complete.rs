@@ -90,7 +90,9 @@ impl<T> CompleteBlock<T> {
 
 impl<T> Drop for CompleteBlock<T> {
     fn drop(&mut self) {
-        self.store.get().release_outstanding(self.slot, true);
+        let keepalive = self.store.get().release_outstanding(self.slot, true);
+        // Last, once the store is no longer borrowed: it may free the store.
+        drop(keepalive);
     }
 }
 

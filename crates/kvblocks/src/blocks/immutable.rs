@@ -10,8 +10,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::store::core::Registered;
-use crate::store::{Store, StoreRef};
+use crate::store::{Registered, Store, StoreRef};
 use crate::{BlockId, SequenceHash};
 
 /// A registered block. Cheap to clone; while any clone lives, the slot is
@@ -128,7 +127,9 @@ impl<T> Clone for ImmutableBlock<T> {
 impl<T> Drop for ImmutableBlock<T> {
     #[inline]
     fn drop(&mut self) {
-        self.store.get().release_handle(self.slot);
+        let keepalive = self.store.get().release_handles([self.slot]);
+        // Last, once the store is no longer borrowed: it may free the store.
+        drop(keepalive);
     }
 }
 
@@ -174,17 +175,6 @@ impl<T> WeakBlock<T> {
     /// hash was registered again elsewhere, the handle names that slot.
     pub fn upgrade(&self) -> Option<ImmutableBlock<T>> {
         let store = &self.store;
-        if store.refs.try_increment_live(self.slot, self.generation) {
-            let registered = Registered {
-                slot: self.slot,
-                generation: self.generation,
-            };
-            return Some(ImmutableBlock::from_registered(
-                StoreRef::new(store),
-                registered,
-                self.hash,
-            ));
-        }
         let registered = store.upgrade(self.slot, self.generation, self.hash)?;
         Some(ImmutableBlock::from_registered(
             StoreRef::new(store),

@@ -99,7 +99,9 @@ impl<T> MutableBlock<T> {
 
 impl<T> Drop for MutableBlock<T> {
     fn drop(&mut self) {
-        self.store.get().release_outstanding(self.slot, false);
+        let keepalive = self.store.get().release_outstanding(self.slot, false);
+        // Last, once the store is no longer borrowed: it may free the store.
+        drop(keepalive);
     }
 }
 

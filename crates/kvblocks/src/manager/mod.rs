@@ -2,7 +2,8 @@
 //! prefix matching and pool introspection for one tier.
 //!
 //! Owns the translation between slot numbers and guards; the state machine
-//! itself lives in the store. A batch call takes each lock it needs once.
+//! itself lives in the store. A batch call takes each lock it needs once per
+//! run of slots in one pool shard.
 
 mod builder;
 
@@ -12,8 +13,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 pub use builder::{
-    BlockManagerBuilder, BlockManagerConfigBuilder, BuildError, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE,
-    MAX_POOL_SHARDS,
+    BlockManagerBuilder, BlockManagerConfigBuilder, BuildError, DEFAULT_MAX_POOL_SHARDS,
+    MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MAX_POOL_SHARDS,
 };
 
 use crate::blocks::{CompleteBlock, ImmutableBlock, MutableBlock, RegisterError};
@@ -88,6 +89,12 @@ impl<T: BlockMetadata> BlockManager<T> {
 
     /// Like [`allocate_blocks`](Self::allocate_blocks), also returning the
     /// hashes of the blocks it evicted.
+    ///
+    /// Each reported hash was registered in a slot this call evicted. While
+    /// other threads use the manager, a reported hash may already be
+    /// registered again elsewhere by the time the call returns (another
+    /// thread computed the same block meanwhile): check
+    /// [`contains`](Self::contains) if that matters.
     pub fn allocate_blocks_with_evictions(
         &self,
         count: usize,
@@ -230,7 +237,7 @@ impl<T: BlockMetadata> BlockManager<T> {
         let handle = StoreRef::new(store);
         let mut matched = Vec::with_capacity(hashes.len());
         store.match_prefix(hashes, |slot, generation, hash| {
-            let registered = crate::store::core::Registered { slot, generation };
+            let registered = crate::store::Registered { slot, generation };
             matched.push(ImmutableBlock::from_registered(handle, registered, hash));
         });
         matched
@@ -246,7 +253,7 @@ impl<T: BlockMetadata> BlockManager<T> {
         let handle = StoreRef::new(store);
         let mut matched: Vec<Option<ImmutableBlock<T>>> = Vec::with_capacity(hashes.len());
         matched.resize_with(hashes.len(), || None);
-        store.acquire_each(hashes, true, true, |i, r| {
+        store.pin_each(hashes, true, true, |i, r| {
             matched[i] = Some(ImmutableBlock::from_registered(handle, r, hashes[i]));
         });
         matched
@@ -266,7 +273,7 @@ impl<T: BlockMetadata> BlockManager<T> {
         let unique: Vec<SequenceHash> =
             hashes.iter().copied().filter(|h| seen.insert(*h)).collect();
         let mut found = HashMap::with_capacity(unique.len());
-        store.acquire_each(&unique, touch, false, |i, r| {
+        store.pin_each(&unique, touch, false, |i, r| {
             found.insert(
                 unique[i],
                 ImmutableBlock::from_registered(handle, r, unique[i]),
@@ -275,9 +282,10 @@ impl<T: BlockMetadata> BlockManager<T> {
         found
     }
 
-    /// Drops a batch of handles under one lock acquisition: what dropping
-    /// the `Vec` does, minus one lock per block that goes inactive. Handles
-    /// from another manager are simply dropped.
+    /// Drops a batch of handles, taking each pool shard's lock once per run
+    /// of blocks in it: what dropping the `Vec` does, minus one lock per
+    /// block that goes inactive. Handles from another manager are simply
+    /// dropped.
     ///
     /// ```
     /// # use kvblocks::{BlockManager, SequenceHash};
@@ -307,7 +315,8 @@ impl<T: BlockMetadata> BlockManager<T> {
                     None
                 }
             });
-        store.release_slots(slots);
+        // This manager's `Arc` keeps the store alive past this drop.
+        drop(store.release_handles(slots));
         drop(foreign);
     }
 
@@ -367,7 +376,8 @@ impl<T: BlockMetadata> BlockManager<T> {
         self.store.contains(hash)
     }
 
-    /// Counters and gauges, read under one lock acquisition.
+    /// Counters and gauges, summed over pool shards (each read under its own
+    /// lock; see [`MetricsSnapshot`] for what that means under concurrency).
     pub fn metrics(&self) -> MetricsSnapshot {
         let store = &self.store;
         let (c, counts) = store.totals();
@@ -397,8 +407,15 @@ impl<T: BlockMetadata> BlockManager<T> {
         self.store.heap_bytes()
     }
 
-    /// Walks every slot and checks that records, index, pools and handle
-    /// counts agree. O(block count): for tests and debugging.
+    /// Walks every slot and checks that records, index, pools, handle
+    /// counts and the eviction policy's own structures agree. O(block
+    /// count): for tests and debugging.
+    ///
+    /// Call it on a quiet manager: it takes every lock, but handles that are
+    /// not the last are cloned and dropped without any lock, and an
+    /// allocation removes its victims' index entries after unlocking, so a
+    /// check that runs while other threads work may report a disagreement
+    /// that is not one.
     ///
     /// # Errors
     ///

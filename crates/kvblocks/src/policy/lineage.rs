@@ -138,6 +138,13 @@ impl EvictionPolicy for Lineage {
         Some(slot)
     }
 
+    fn peek_victim(&self) -> Option<u32> {
+        [&self.leaves, &self.inner]
+            .into_iter()
+            .find(|list| list.len() > 0)
+            .map(|list| list.front())
+    }
+
     fn on_forget(&mut self, slot: u32, _hash: SequenceHash) {
         if let Some(parent) = self.tree.forget(slot) {
             self.reclassify(parent, true);

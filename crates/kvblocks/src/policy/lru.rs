@@ -44,6 +44,10 @@ impl EvictionPolicy for Lru {
         self.queue.pop_front(&mut self.links)
     }
 
+    fn peek_victim(&self) -> Option<u32> {
+        (self.queue.len() > 0).then(|| self.queue.front())
+    }
+
     fn len(&self) -> usize {
         self.queue.len()
     }

@@ -117,6 +117,18 @@ pub trait EvictionPolicy: Send + 'static {
         let _ = (slot, hash);
     }
 
+    /// The slot [`evict`](Self::evict) would return next, without changing
+    /// anything; `None` if none is evictable or the policy cannot tell
+    /// cheaply (the default).
+    ///
+    /// A hint, O(1): a manager with several pool shards compares when the
+    /// shards' next victims were released, to evict from the shard whose
+    /// victims are oldest (one order over the whole pool, approximately).
+    /// Without it the store dates a shard by its last victim instead.
+    fn peek_victim(&self) -> Option<u32> {
+        None
+    }
+
     /// Number of evictable slots.
     fn len(&self) -> usize;
 
@@ -292,6 +304,10 @@ impl EvictionPolicy for AnyPolicy {
     #[inline]
     fn on_forget(&mut self, slot: u32, hash: SequenceHash) {
         dispatch!(self, p => p.on_forget(slot, hash))
+    }
+    #[inline]
+    fn peek_victim(&self) -> Option<u32> {
+        dispatch!(self, p => p.peek_victim())
     }
     #[inline]
     fn len(&self) -> usize {

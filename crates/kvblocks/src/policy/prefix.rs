@@ -219,6 +219,30 @@ pub struct PrefixAware {
 }
 
 impl PrefixAware {
+    /// The slot `evict` takes next: a request tail, else the older (by the
+    /// credit-adjusted release order) of the probation and protected leaf
+    /// heaps' tops, else the oldest inner block.
+    fn choose(&self) -> Option<u32> {
+        let [tail, probation, protected] = self.leaves.each_ref().map(SlotHeap::peek);
+        Some(match (tail, probation, protected) {
+            (Some(tail), _, _) => tail,
+            (None, Some(probation), Some(protected)) => {
+                let older = released(self.order[probation as usize])
+                    <= released(self.order[protected as usize]).saturating_add(self.credit);
+                if older {
+                    probation
+                } else {
+                    protected
+                }
+            }
+            (None, Some(leaf), None) | (None, None, Some(leaf)) => leaf,
+            (None, None, None) => match self.inner.front() {
+                NIL => return None,
+                parent => parent,
+            },
+        })
+    }
+
     /// A policy for slots `0..slots`.
     pub fn new(slots: usize) -> Self {
         Self::with_tuning(slots, Tuning::DEFAULT)
@@ -422,30 +446,17 @@ impl EvictionPolicy for PrefixAware {
     }
 
     fn evict(&mut self) -> Option<u32> {
-        let [tail, probation, protected] = self.leaves.each_ref().map(SlotHeap::peek);
-        let victim = match (tail, probation, protected) {
-            (Some(tail), _, _) => tail,
-            (None, Some(probation), Some(protected)) => {
-                let older = released(self.order[probation as usize])
-                    <= released(self.order[protected as usize]).saturating_add(self.credit);
-                if older {
-                    probation
-                } else {
-                    protected
-                }
-            }
-            (None, Some(leaf), None) | (None, None, Some(leaf)) => leaf,
-            (None, None, None) => match self.inner.front() {
-                NIL => return None,
-                parent => parent,
-            },
-        };
+        let victim = self.choose()?;
         self.unlink(victim);
         let node = self.nodes[victim as usize];
         if node.class != Class::Tail {
             self.victim_age = self.now - released(self.order[victim as usize]);
         }
         Some(victim)
+    }
+
+    fn peek_victim(&self) -> Option<u32> {
+        self.choose()
     }
 
     fn on_forget(&mut self, slot: u32, hash: SequenceHash) {

@@ -10,13 +10,14 @@
 //!   `CompleteBlock`) or active with a handle count of at least one
 //!   (`ImmutableBlock`);
 //! - while any slot of a pool shard is live, that shard holds an `Arc` to its
-//!   own store (the keepalive), set under the shard's lock by whoever makes
-//!   the shard's first slot live;
+//!   own store (the keepalive; [`super::shard`] enforces this on every
+//!   unlock);
 //! - the count of a slot reaches zero only under its shard's lock (a handle
 //!   that is not the last is dropped by compare-exchange, the last one under
 //!   the lock), and the release that leaves a shard with no live slot takes
-//!   the shard's keepalive out under the lock and drops it after unlocking,
-//!   when the releasing guard no longer touches the store.
+//!   the shard's keepalive out under the lock and hands it back to the
+//!   guard's `Drop`, which drops it last, once the store is no longer
+//!   borrowed.
 //!
 //! So while a guard exists its store exists, which is what [`StoreRef::get`]
 //! relies on.
@@ -42,7 +43,14 @@ impl StoreRef {
     /// guard that will own this pointer, under the store lock.
     #[inline(always)]
     pub(crate) fn new(store: &Arc<Store>) -> Self {
-        Self(NonNull::from(&**store))
+        // `Arc::as_ptr`, not `&**store`: the pointer must carry the whole
+        // allocation's provenance for `to_arc` (a reference's covers only
+        // the `Store`, not the counts in front of it).
+        let raw = Arc::as_ptr(store).cast_mut();
+        match NonNull::new(raw) {
+            Some(ptr) => Self(ptr),
+            None => unreachable!("an Arc's pointer is never null"),
+        }
     }
 
     /// The store.
@@ -57,9 +65,10 @@ impl StoreRef {
     /// A new strong `Arc` to the store (for a `WeakBlock`).
     pub(crate) fn to_arc(self) -> Arc<Store> {
         let raw = self.0.as_ptr().cast_const();
-        // SAFETY: `raw` came from `Arc::as_ptr`-equivalent `&**arc` of a live
-        // `Arc<Store>` (the keepalive is set while the calling guard exists),
-        // so incrementing its strong count and taking an `Arc` for it is sound.
+        // SAFETY: `raw` came from `Arc::as_ptr` of an `Arc<Store>` ([`Self::new`]),
+        // and the store is alive while the calling guard exists (the module
+        // docs), so its strong count is at least one: incrementing it and
+        // taking an `Arc` for the new count is sound.
         unsafe {
             Arc::increment_strong_count(raw);
             Arc::from_raw(raw)

@@ -30,7 +30,7 @@
 //! A hit is only a candidate: the slot may have been evicted and reused since
 //! its bucket was read. Callers confirm it (see [`super::lookup`]).
 //!
-//! It never decides what is registered; [`super::core::StoreCore`] does.
+//! It never decides what is registered; [`super::state::ShardState`] does.
 
 use crate::sync::{fence, AtomicU64, Ordering, Padded};
 use crate::SequenceHash;
@@ -49,6 +49,18 @@ pub(crate) fn fold(hash: SequenceHash) -> u64 {
     let raw = hash.as_u128();
     let folded = (raw as u64) ^ ((raw >> 64) as u64).rotate_left(29);
     folded.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The home bucket of `hash` in the index of a store of `slots` slots (for
+/// tests that need keys sharing a probe run).
+pub(crate) fn home_bucket(hash: SequenceHash, slots: usize) -> usize {
+    let buckets = bucket_count(slots);
+    (fold(hash) >> 32) as usize & (buckets - 1)
+}
+
+/// Buckets of the index of a store of `slots` slots: at least four per slot.
+fn bucket_count(slots: usize) -> usize {
+    slots.saturating_mul(4).max(8).next_power_of_two()
 }
 
 /// The bucket value for `slot` under a key with folded hash `folded`.
@@ -101,10 +113,10 @@ pub(crate) struct IndexWriter {
 
 impl HashIndex {
     /// An index for up to `slots` entries, and its writer.
-    pub(crate) fn with_capacity(slots: usize) -> (Self, IndexWriter) {
-        let buckets = slots.saturating_mul(4).max(8).next_power_of_two();
+    pub(crate) fn with_capacity(slots: usize) -> Result<(Self, IndexWriter), super::OutOfMemory> {
+        let buckets = bucket_count(slots);
         let index = Self {
-            buckets: (0..buckets).map(|_| AtomicU64::new(EMPTY)).collect(),
+            buckets: super::try_boxed(buckets, || AtomicU64::new(EMPTY))?,
             mask: buckets - 1,
             epoch: Padded(AtomicU64::new(0)),
         };
@@ -112,16 +124,19 @@ impl HashIndex {
             entries: 0,
             removing: false,
         };
-        (index, writer)
+        Ok((index, writer))
     }
 
     #[inline(always)]
     fn load(&self, bucket: usize) -> u64 {
+        // ORDERING: Acquire, paired with `store`'s Release: an entry's key
+        // (the slot record's hash) is visible once the entry is.
         self.buckets[bucket].load(Ordering::Acquire)
     }
 
     #[inline(always)]
     fn store(&self, bucket: usize, value: u64) {
+        // ORDERING: Release, paired with `load`'s Acquire.
         self.buckets[bucket].store(value, Ordering::Release);
     }
 
@@ -160,10 +175,16 @@ impl HashIndex {
     /// Lock-free lookup of the slot registered under `hash`.
     #[inline]
     pub(crate) fn find(&self, hash: SequenceHash, key_of: impl Fn(u32) -> SequenceHash) -> Probe {
+        // ORDERING: Acquire, paired with `settle`'s Release: an even epoch
+        // here means every shift of earlier batches is visible.
         let epoch = self.epoch.load(Ordering::Acquire);
         match self.probe(hash, key_of) {
             Ok(slot) => Probe::Candidate(slot),
             Err(_) => {
+                // ORDERING: the seqlock's read side: this Acquire fence pairs
+                // with the Release fence that opens a removal batch, so a
+                // probe that saw a bucket the batch wrote reads the odd epoch
+                // below (Relaxed suffices after the fence).
                 fence(Ordering::Acquire);
                 if epoch & 1 == 0 && self.epoch.load(Ordering::Relaxed) == epoch {
                     Probe::Miss
@@ -254,6 +275,8 @@ impl HashIndex {
         };
         if !writer.removing {
             writer.removing = true;
+            // ORDERING: the seqlock's write side: the epoch turns odd, then a
+            // Release fence orders it before every bucket this batch writes.
             self.epoch.fetch_add(1, Ordering::Relaxed);
             fence(Ordering::Release);
         }
@@ -292,6 +315,7 @@ impl HashIndex {
     pub(crate) fn settle(&self, writer: &mut IndexWriter) {
         if writer.removing {
             writer.removing = false;
+            // ORDERING: Release, paired with `find`'s Acquire at probe start.
             self.epoch.fetch_add(1, Ordering::Release);
         }
     }
@@ -326,7 +350,7 @@ mod tests {
     #[test]
     fn insert_find_remove_against_a_map() {
         let slots = 64u32;
-        let (index, mut writer) = HashIndex::with_capacity(slots as usize);
+        let (index, mut writer) = HashIndex::with_capacity(slots as usize).unwrap();
         // Keys that share home buckets often (small table), with churn that
         // leaves tombstones and empties them again.
         let keys = Keys(
@@ -368,7 +392,7 @@ mod tests {
 
     #[test]
     fn present_keys_are_reported_not_reinserted() {
-        let (index, mut writer) = HashIndex::with_capacity(4);
+        let (index, mut writer) = HashIndex::with_capacity(4).unwrap();
         let keys = Keys(vec![SequenceHash::root(1), SequenceHash::root(1)]);
         let first = index.insert_if_absent(&mut writer, keys.key(0), 0, |s| keys.key(s));
         assert_eq!(first, Insert::Added);
@@ -393,7 +417,7 @@ mod tests {
 
     #[test]
     fn a_miss_during_removals_is_unsure() {
-        let (index, _writer) = HashIndex::with_capacity(4);
+        let (index, _writer) = HashIndex::with_capacity(4).unwrap();
         index.epoch.store(1, Ordering::Relaxed);
         assert_eq!(
             index.find(SequenceHash::root(9), |_| unreachable!()),

@@ -26,31 +26,59 @@
 //!    `g`'s; a later write would come after an eviction, which bumps the
 //!    generation first;
 //! 3. add the handle only if the word still shows generation `g` with a
-//!    non-zero count. If it does, the slot was continuously the registered
-//!    primary of the hash it was checked against.
+//!    non-zero count;
+//! 4. check the record again: pinned, it cannot change, so this check is
+//!    exact. Step 3 alone would do if generations never repeated, but they
+//!    are 32 bits wide: a thread descheduled between 2 and 3 while the slot
+//!    went through 2^32 registrations would be fooled. On a mismatch the
+//!    handle is released again and the lookup goes on under the lock.
 //!
 //! Under a shard lock the found slot is checked exactly instead
-//! ([`super::core::is_registered_primary`]): a stale entry is a miss.
+//! ([`super::state::is_registered_primary`]): a stale entry is a miss.
 
 use std::sync::Arc;
 
-use super::core::Registered;
 use super::index::Probe;
-use super::{HeldShard, Store};
+use super::shard::ShardCursor;
+use super::state::{is_registered_primary, Registered};
+use super::Store;
 use crate::SequenceHash;
+
+/// What a lock-free pin did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockFreePin {
+    /// The slot is pinned for the caller, at this generation.
+    Pinned(u32),
+    /// Nothing changed: the slot is not an active primary of the hash.
+    Declined,
+    /// A handle was added to the slot, but the slot turned out to hold
+    /// another block (its generation wrapped around while this thread
+    /// waited). The caller must release that handle, holding no lock.
+    Stray,
+}
 
 impl Store {
     /// Pins `slot` for a match of `hash` if it is an active primary holding
-    /// `hash`, without any lock; returns its generation.
+    /// `hash`, without any lock.
     #[inline]
-    pub(super) fn pin_if_active(&self, slot: u32, hash: SequenceHash) -> Option<u32> {
-        let generation = self.refs.live_generation(slot)?;
+    pub(super) fn pin_if_active(&self, slot: u32, hash: SequenceHash) -> LockFreePin {
+        let Some(generation) = self.refs.live_generation(slot) else {
+            return LockFreePin::Declined;
+        };
         if self.records.hash(slot) != hash || !self.records.is_primary(slot) {
-            return None;
+            return LockFreePin::Declined;
         }
-        self.refs
-            .try_increment_live(slot, generation)
-            .then_some(generation)
+        if !self.refs.try_increment_live(slot, generation) {
+            return LockFreePin::Declined;
+        }
+        // Pinned, the record cannot change any more, so this check is exact.
+        // It fails only if the 32-bit generation wrapped around between the
+        // check above and the pin (2^32 evictions of this one slot).
+        if self.records.hash(slot) == hash && self.records.is_primary(slot) {
+            LockFreePin::Pinned(generation)
+        } else {
+            LockFreePin::Stray
+        }
     }
 
     /// The slot the index names for `hash`, if any (unconfirmed; asks the
@@ -69,18 +97,18 @@ impl Store {
     }
 
     /// Pins the resident primary of `hash` under its shard's lock (taken
-    /// through `held`); `touch` tells the policy of the use.
+    /// through `cursor`); `touch` tells the policy of the use.
     #[inline]
-    fn acquire_locked(
+    fn pin_locked(
         &self,
         hash: SequenceHash,
         touch: bool,
-        held: &mut HeldShard<'_>,
+        cursor: &mut ShardCursor<'_>,
     ) -> Option<Registered> {
         let slot = self.candidate(hash)?;
-        let generation = held
+        let generation = cursor
             .get(self.shard_of(slot))
-            .acquire_if_primary_of(slot, hash, touch, self)?;
+            .pin_if_primary_of(slot, hash, touch, self)?;
         Some(Registered { slot, generation })
     }
 
@@ -95,30 +123,36 @@ impl Store {
         let mut found = 0;
         if !self.policy_observes_hits {
             for &hash in hashes {
-                let pinned = match self.index.find(hash, |s| records.hash(s)) {
+                let slot = match self.index.find(hash, |s| records.hash(s)) {
                     Probe::Miss => {
                         self.matches.add_match(hashes.len(), found);
                         return found;
                     }
-                    Probe::Candidate(slot) => self.pin_if_active(slot, hash).map(|gen| (slot, gen)),
-                    Probe::Unsure => None,
+                    Probe::Candidate(slot) => slot,
+                    Probe::Unsure => break,
                 };
-                let Some((slot, generation)) = pinned else {
-                    break;
-                };
-                hit(slot, generation, hash);
+                match self.pin_if_active(slot, hash) {
+                    LockFreePin::Pinned(generation) => hit(slot, generation, hash),
+                    LockFreePin::Declined => break,
+                    LockFreePin::Stray => {
+                        // The caller's `Arc` outlives this drop (see `shard`).
+                        drop(self.release_handles([slot]));
+                        break;
+                    }
+                }
                 found += 1;
             }
         }
         if found < hashes.len() {
-            let mut held = HeldShard::new(self);
+            let mut cursor = ShardCursor::new(self);
             for &hash in &hashes[found..] {
-                let Some(r) = self.acquire_locked(hash, true, &mut held) else {
+                let Some(r) = self.pin_locked(hash, true, &mut cursor) else {
                     break;
                 };
                 hit(r.slot, r.generation, hash);
                 found += 1;
             }
+            drop(cursor.finish());
         }
         self.matches.add_match(hashes.len(), found);
         found
@@ -128,22 +162,22 @@ impl Store {
     /// not stop the walk); `hit` gets `(index, slot, generation)`. `touch`
     /// tells the policy of the uses; `as_match` counts the walk as a match
     /// (else as a scan).
-    pub(crate) fn acquire_each(
+    pub(crate) fn pin_each(
         self: &Arc<Self>,
         hashes: &[SequenceHash],
         touch: bool,
         as_match: bool,
         mut hit: impl FnMut(usize, Registered),
     ) {
-        let mut held = HeldShard::new(self);
+        let mut cursor = ShardCursor::new(self);
         let mut found = 0;
         for (i, &hash) in hashes.iter().enumerate() {
-            if let Some(r) = self.acquire_locked(hash, touch, &mut held) {
+            if let Some(r) = self.pin_locked(hash, touch, &mut cursor) {
                 hit(i, r);
                 found += 1;
             }
         }
-        drop(held);
+        drop(cursor.finish());
         if as_match {
             self.matches.add_match(hashes.len(), found);
         } else {
@@ -160,21 +194,32 @@ impl Store {
         generation: u32,
         hash: SequenceHash,
     ) -> Option<Registered> {
-        let mut held = HeldShard::new(self);
-        if let Some(generation) = held
+        if self.refs.try_increment_live(slot, generation) {
+            // Pinned: the record is stable now, so this check is exact (it
+            // fails only after the generation wrapped around).
+            if self.records.hash(slot) == hash {
+                return Some(Registered { slot, generation });
+            }
+            drop(self.release_handles([slot]));
+        }
+        let mut cursor = ShardCursor::new(self);
+        let registered = match cursor
             .get(self.shard_of(slot))
             .upgrade_same(slot, generation, hash, self)
         {
-            return Some(Registered { slot, generation });
-        }
-        self.acquire_locked(hash, true, &mut held)
+            Some(generation) => Some(Registered { slot, generation }),
+            None => self.pin_locked(hash, true, &mut cursor),
+        };
+        // The caller's `Arc` outlives this drop (see `shard`).
+        drop(cursor.finish());
+        registered
     }
 
     /// Whether `hash` has a resident primary (no pin, no policy update).
     pub(crate) fn contains(&self, hash: SequenceHash) -> bool {
         self.candidate(hash).is_some_and(|slot| {
-            let _core = self.lock_shard(self.shard_of(slot));
-            super::core::is_registered_primary(slot, hash, self)
+            let _shard = self.lock_shard(self.shard_of(slot));
+            is_registered_primary(slot, hash, self)
         })
     }
 }

@@ -2,139 +2,151 @@
 //! the guards it hands out.
 //!
 //! A [`Store`] holds what any thread may read without a lock (slot records,
-//! the hash index, per-slot handle counts) and two kinds of short locks:
+//! the hash index, per-slot handle words) and two kinds of short locks: one
+//! per pool shard ([`shard`]), and the index writer's. It owns no tensor
+//! memory and never blocks on anything but these locks.
 //!
-//! - one per *pool shard* ([`core::StoreCore`]): the shard's reset pool,
-//!   eviction policy and slot states. A store has one shard unless the
-//!   builder asks for more; with several, threads that allocate, release and
-//!   resurrect in different shards do not wait for each other;
-//! - the index writer's lock, taken after any shard lock.
+//! # Words used here, each for one thing
 //!
-//! Lock order: shards in ascending order, then the index writer. It owns no
-//! tensor memory and never blocks on anything but these locks. A match whose
-//! blocks are all active takes none of them ([`lookup`]).
+//! - **slot**: a physical block index, `0..block_count`.
+//! - **live** slot: held by a guard: *outstanding* (a `MutableBlock` or
+//!   `CompleteBlock`) or *active* (registered, with at least one handle).
+//!   *Inactive*: registered, no handle, evictable. *Reset*: free.
+//! - **handle**: one strong reference to a registered slot (an
+//!   `ImmutableBlock`); the slot's *count* is its number of handles.
+//! - **pin**: add a handle. Pinning an inactive slot *resurrects* it.
+//!   **Release**: remove a handle; the *last release* of a primary makes it
+//!   inactive, of a duplicate copy returns it to reset.
+//! - **primary**: the slot the index names for a hash; a **duplicate copy**
+//!   holds the same hash in another slot (under `Allow`) and pins its primary.
+//! - **generation**: a per-slot number bumped whenever the slot stops holding
+//!   a registration; it tells a slot's successive registrations apart.
+//! - **stale entry**: an index entry whose slot was evicted but whose removal
+//!   has not run yet.
+//! - **shard** (pool shard): a contiguous range of slots with its own lock
+//!   around its [`state::ShardState`] (reset pool, policy, tallies);
+//!   **keepalive**: the store's own `Arc`, held by every shard with a live
+//!   slot, so guards can reach the store through a plain pointer.
 //!
-//! Who does what: [`allocate`] picks shards for an allocation,
-//! [`register`] files staged blocks, [`lookup`] resolves hashes, and this
-//! module releases handles and reads state across shards.
+//! # Who does what
+//!
+//! [`allocate`] picks shards for an allocation, [`register`] files staged
+//! blocks, [`lookup`] resolves hashes to pinned slots, [`release`] is the
+//! one way handles and outstanding slots come back, [`shard`] is the lock
+//! layer and enforces the keepalive rule, [`state`] is a shard's locked state
+//! machine, [`index`], [`refcount`] and [`slot`] are the lock-free tables,
+//! and this module builds the store and reads it across shards.
+//!
+//! # Lock order
+//!
+//! Shard locks in ascending shard order, then the index writer's lock. A
+//! thread holds at most one shard lock except on the rare exact paths
+//! ([`Store::lock_all`]), which take all of them in order. No lock is held
+//! while a policy calls back (policies never call back) and no user code runs
+//! under a lock except the policy's hooks.
+//!
+//! # Memory orderings
+//!
+//! Every atomic of the store, its ordering, and what it pairs with (each
+//! site also carries an `// ORDERING:` comment). `tests/loom_races.rs` checks
+//! the pairings that matter under loom's weak-memory model.
+//!
+//! | atomic | operation | ordering | pairs with / why |
+//! |---|---|---|---|
+//! | handle word (count + generation, [`refcount`]) | `increment` (registration, locked pin, clone) | `AcqRel` | *Release*: a lock-free reader that `Acquire`s the new count sees the record written before it (registration writes hash and primary link first) |
+//! | | `live_generation` (lock-free pin, step 1) | `Acquire` | the `Release` of `increment`: the record as registered is visible |
+//! | | `try_increment_live` (lock-free pin, weak upgrade) | CAS `Acquire` | reads the latest value of the word, so it synchronises with the last `Release` on it: the post-pin record check sees the record of the generation it pinned |
+//! | | `decrement_if_shared` (not the last handle) | CAS `Release` | the `Acquire` fence of the last release: whatever a holder did with the block happens before the slot is released (as in `Arc`) |
+//! | | `decrement` (last handle, under the lock) | `Release` + `Acquire` fence when last | as above |
+//! | | `next_generation` (eviction, duplicate release, under the lock, count 0) | `Release` | a lock-free reader that sees the new generation sees the state change; with a zero count no lock-free writer can interleave |
+//! | | `count`, `generation` (under the lock) | `Acquire` | exact under the lock; `Acquire` so validation sees lock-free pins |
+//! | record hash ([`slot`]) | `set_hash` (owner of an outstanding slot) | `Release` per word | the reader's `Acquire`: a reader that sees a new hash word also sees the generation bump that came before it, so its pin's CAS fails (a torn read can only cause a declined pin) |
+//! | record primary link | `set_duplicate_of` (under the lock, before a handle) | `Release` / `Acquire` | read by lock-free pins before and after the CAS |
+//! | record state | under the shard lock | `Relaxed` | the lock orders it; lock-free code never trusts it |
+//! | index bucket ([`index`]) | `store` (writer) / `load` (reader) | `Release` / `Acquire` | an entry is published after its slot's record hash: a reader that sees the entry sees the key |
+//! | index epoch (seqlock) | open a removal batch | `Relaxed` RMW + `Release` fence | the reader's `Acquire` fence after its probe: a reader that saw any bucket a removal wrote then reads the odd epoch and reports `Unsure` |
+//! | | close a batch (`settle`) | `Release` | the reader's `Acquire` load at probe start: an even epoch means no shift it could miss |
+//! | free mask, free hints ([`shard`]) | allocation hints | `Relaxed` | hints only; the locked state decides |
+//! | match tally stripes, unstagings | counters | `Relaxed` | statistics |
+//!
+//! Shard locks and the index writer's lock are mutexes: everything written
+//! under one is visible to its next holder.
 
 mod allocate;
-pub(crate) mod core;
 mod handle;
 mod index;
 mod lookup;
 pub(crate) mod refcount;
 mod register;
+mod release;
+mod shard;
 pub(crate) mod slot;
+pub(crate) mod state;
 mod striped;
 
-use std::ops::{Deref, DerefMut, Range};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering, Padded};
+use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, Padded};
 
 pub(crate) use self::handle::StoreRef;
+pub(crate) use self::shard::Keepalive;
+pub(crate) use self::state::Registered;
 
-use self::core::{Counters, StateCounts, StoreCore};
 use self::index::{HashIndex, IndexWriter};
 use self::refcount::RefCounts;
+use self::shard::{Shard, ShardGuard};
 use self::slot::Records;
+use self::state::{Counters, ShardState, StateCounts};
 use self::striped::MatchTally;
 use crate::policy::AnyPolicy;
 use crate::{BlockDuplicationPolicy, ManagerId, SequenceHash};
 
+pub(crate) use self::index::home_bucket;
+
+/// Stores alive in this process (for leak checks in tests; `SeqCst`, as
+/// tests compare it across threads and it is touched once per store).
+static LIVE_STORES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Stores alive in this process now.
+pub(crate) fn live_stores() -> usize {
+    LIVE_STORES.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        LIVE_STORES.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Most pool shards a store has (one bit each in a 64-bit mask).
 pub(crate) const MAX_POOL_SHARDS: usize = 64;
 
-/// One pool shard and a lock-free hint of its reset pool's size, alone on
-/// its cache lines.
-#[repr(align(128))]
-struct Shard {
-    /// Its position in the store (its bit in `Store::free_mask`).
-    index: usize,
-    core: Mutex<StoreCore>,
-    /// Reset-pool size as of the last unlock (allocation reads it to keep
-    /// "reset pool first" across shards without locking them).
-    free_hint: AtomicU64,
+/// The store's tables could not be allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutOfMemory {
+    /// Bytes of the table that failed.
+    pub(crate) bytes: usize,
 }
 
-/// A locked shard; unlocking refreshes its reset-pool hints.
-pub(crate) struct ShardGuard<'a> {
-    shard: &'a Shard,
-    /// The store's mask of shards whose reset pool is not empty.
-    free_mask: &'a AtomicU64,
-    core: MutexGuard<'a, StoreCore>,
+/// A `Vec` of `len` copies of `value`, or an error instead of an abort when
+/// the memory is not there.
+pub(crate) fn try_vec<T: Clone>(len: usize, value: T) -> Result<Vec<T>, OutOfMemory> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| OutOfMemory {
+        bytes: len.saturating_mul(std::mem::size_of::<T>()),
+    })?;
+    v.resize(len, value);
+    Ok(v)
 }
 
-impl Deref for ShardGuard<'_> {
-    type Target = StoreCore;
-    fn deref(&self) -> &StoreCore {
-        &self.core
-    }
-}
-
-impl DerefMut for ShardGuard<'_> {
-    fn deref_mut(&mut self) -> &mut StoreCore {
-        &mut self.core
-    }
-}
-
-impl Drop for ShardGuard<'_> {
-    fn drop(&mut self) {
-        let free = self.core.free_len() as u64;
-        let before = self.shard.free_hint.load(Ordering::Relaxed);
-        if before != free {
-            self.shard.free_hint.store(free, Ordering::Relaxed);
-            let bit = 1u64 << self.shard.index;
-            if free == 0 {
-                self.free_mask.fetch_and(!bit, Ordering::Relaxed);
-            } else if before == 0 {
-                self.free_mask.fetch_or(bit, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-/// At most one locked shard, switched as a batch walks its slots. Before it
-/// unlocks a shard it makes that shard keep the store alive for whatever was
-/// handed out under it.
-pub(crate) struct HeldShard<'a> {
-    store: &'a Arc<Store>,
-    held: Option<(usize, ShardGuard<'a>)>,
-}
-
-impl<'a> HeldShard<'a> {
-    /// Nothing locked yet.
-    pub(crate) fn new(store: &'a Arc<Store>) -> Self {
-        Self { store, held: None }
-    }
-
-    /// Shard `shard`, locked (unlocking the one held before, if different).
-    #[inline]
-    pub(crate) fn get(&mut self, shard: usize) -> &mut ShardGuard<'a> {
-        if self.held.as_ref().map(|(k, _)| *k) != Some(shard) {
-            self.release();
-            self.held = Some((shard, self.store.lock_shard(shard)));
-        }
-        match &mut self.held {
-            Some((_, guard)) => guard,
-            None => unreachable!("a shard was just locked"),
-        }
-    }
-
-    /// Unlocks the held shard, if any.
-    #[inline]
-    pub(crate) fn release(&mut self) {
-        if let Some((_, mut guard)) = self.held.take() {
-            guard.keep_alive(self.store);
-        }
-    }
-}
-
-impl Drop for HeldShard<'_> {
-    fn drop(&mut self) {
-        self.release();
-    }
+/// A boxed slice of `len` values from `make`, or an error instead of an abort.
+pub(crate) fn try_boxed<T>(len: usize, make: impl FnMut() -> T) -> Result<Box<[T]>, OutOfMemory> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| OutOfMemory {
+        bytes: len.saturating_mul(std::mem::size_of::<T>()),
+    })?;
+    v.extend(std::iter::repeat_with(make).take(len));
+    Ok(v.into_boxed_slice())
 }
 
 /// Shared state of one manager. Aligned to 128 bytes so the `Arc` counts in
@@ -144,9 +156,15 @@ impl Drop for HeldShard<'_> {
 pub(crate) struct Store {
     shards: Box<[Shard]>,
     /// Bit `k` set: shard `k`'s reset pool had slots at its last unlock.
-    free_mask: Padded<AtomicU64>,
+    pub(super) free_mask: Padded<AtomicU64>,
+    /// The clock that dates releases with several shards: one tick per
+    /// allocation (see [`allocate`]).
+    clock: Padded<AtomicU32>,
     /// `slot >> shard_shift` is the slot's shard.
     shard_shift: u32,
+    /// The store's own `Arc`, weakly: what a shard upgrades to keep the store
+    /// alive (see [`shard`]).
+    pub(super) me: Weak<Store>,
     pub(crate) refs: RefCounts,
     pub(crate) records: Records,
     pub(crate) index: HashIndex,
@@ -165,43 +183,70 @@ pub(crate) struct Store {
     pub(crate) unstagings: Padded<AtomicU64>,
 }
 
+/// What a store is built from.
+pub(crate) struct StoreConfig {
+    pub(crate) block_count: usize,
+    pub(crate) block_size: usize,
+    /// Shards asked for (rounded so each holds a power of two of slots).
+    pub(crate) shards: usize,
+    pub(crate) duplication: BlockDuplicationPolicy,
+    /// Generations wrap after `2^generation_bits` (32; tests use fewer to
+    /// reach a wrap quickly).
+    pub(crate) generation_bits: u32,
+}
+
 impl Store {
-    /// A store of `block_count` free slots in about `shards` pool shards
-    /// (rounded so each holds a power of two of slots), each evicted by a
-    /// policy from `make_policy(shard_len)`.
+    /// A store of `block_count` free slots in about `shards` pool shards,
+    /// each evicted by a policy from `make_policy(shard_len)`.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfMemory`] if a table cannot be allocated.
     pub(crate) fn new(
-        block_count: usize,
-        block_size: usize,
-        shards: usize,
-        duplication: BlockDuplicationPolicy,
+        config: StoreConfig,
         mut make_policy: impl FnMut(usize) -> AnyPolicy,
-    ) -> Self {
+    ) -> Result<Arc<Self>, OutOfMemory> {
+        let StoreConfig {
+            block_count,
+            block_size,
+            shards,
+            duplication,
+            generation_bits,
+        } = config;
         let shard_len = block_count
             .div_ceil(shards.clamp(1, block_count))
             .next_power_of_two();
         let shard_shift = shard_len.trailing_zeros();
-        let shards: Box<[Shard]> = (0..block_count)
-            .step_by(shard_len)
-            .enumerate()
-            .map(|(index, base)| {
-                let len = shard_len.min(block_count - base);
-                Shard {
-                    index,
-                    core: Mutex::new(StoreCore::new(base as u32, len as u32, make_policy(len))),
-                    free_hint: AtomicU64::new(len as u64),
-                }
-            })
-            .collect();
+        let mut built = Vec::new();
+        for (index, base) in (0..block_count).step_by(shard_len).enumerate() {
+            let len = shard_len.min(block_count - base);
+            let free = try_vec(len, 0u32)?;
+            // Release dates only matter to eviction across shards.
+            let released = try_vec(if shard_len < block_count { len } else { 0 }, 0u32)?;
+            let state = ShardState::new(base as u32, len as u32, free, released, make_policy(len));
+            built.push(Shard {
+                index,
+                state: Mutex::new(state),
+                free_hint: AtomicU64::new(len as u64),
+                victim_hint: AtomicU64::new(0),
+            });
+        }
+        let shards = built.into_boxed_slice();
         debug_assert!(shards.len() <= MAX_POOL_SHARDS);
         let free_mask = Padded(AtomicU64::new(u64::MAX >> (64 - shards.len())));
-        let policy_observes_hits = shards[0].core.lock().policy_observes_hits();
-        let (index, writer) = HashIndex::with_capacity(block_count);
-        Self {
+        let policy_observes_hits = shards[0].state.lock().policy_observes_hits();
+        let (index, writer) = HashIndex::with_capacity(block_count)?;
+        let refs = RefCounts::new(block_count, generation_bits)?;
+        let records = Records::new(block_count)?;
+        LIVE_STORES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Arc::new_cyclic(|me| Self {
             shards,
             free_mask,
+            clock: Padded(AtomicU32::new(0)),
             shard_shift,
-            refs: RefCounts::new(block_count),
-            records: Records::new(block_count),
+            me: me.clone(),
+            refs,
+            records,
             index,
             writer: Padded(Mutex::new(writer)),
             policy_observes_hits,
@@ -211,7 +256,7 @@ impl Store {
             duplication,
             id: ManagerId::next(),
             unstagings: Padded(AtomicU64::new(0)),
-        }
+        }))
     }
 
     /// Number of pool shards.
@@ -226,33 +271,16 @@ impl Store {
         (slot >> self.shard_shift) as usize
     }
 
-    /// The slots of shard `shard`.
-    fn shard_slots(&self, shard: usize) -> Range<u32> {
-        let start = (shard << self.shard_shift) as u32;
-        let end = ((shard + 1) << self.shard_shift).min(self.block_count) as u32;
-        start..end
-    }
-
     /// Locks shard `shard`.
     #[inline]
     pub(crate) fn lock_shard(&self, shard: usize) -> ShardGuard<'_> {
-        let shard = &self.shards[shard];
-        ShardGuard {
-            shard,
-            free_mask: &self.free_mask.0,
-            core: shard.core.lock(),
-        }
+        ShardGuard::lock(self, &self.shards[shard])
     }
 
     /// Shard `shard` if its lock is free now.
     #[inline]
     pub(crate) fn try_lock_shard(&self, shard: usize) -> Option<ShardGuard<'_>> {
-        let shard = &self.shards[shard];
-        shard.core.try_lock().map(|core| ShardGuard {
-            shard,
-            free_mask: &self.free_mask.0,
-            core,
-        })
+        ShardGuard::try_lock(self, &self.shards[shard])
     }
 
     /// Locks every shard, in order (for whole-store reads and rare slow paths).
@@ -260,90 +288,56 @@ impl Store {
         (0..self.shards.len()).map(|k| self.lock_shard(k)).collect()
     }
 
+    /// Unlocks shards locked by [`Store::lock_all`].
+    pub(crate) fn unlock_all<'a>(guards: impl IntoIterator<Item = ShardGuard<'a>>) -> Keepalive {
+        let mut keepalive = Keepalive::NONE;
+        for guard in guards {
+            keepalive.merge(guard.unlock());
+        }
+        keepalive
+    }
+
     /// The reset-pool hint of shard `shard` (see [`Shard::free_hint`]).
     #[inline]
     fn free_hint(&self, shard: usize) -> usize {
+        // ORDERING: Relaxed; a hint, the locked state decides.
         self.shards[shard].free_hint.load(Ordering::Relaxed) as usize
+    }
+
+    /// The release clock now.
+    #[inline]
+    pub(crate) fn clock(&self) -> u32 {
+        // ORDERING: Relaxed; dates only order evictions approximately.
+        self.clock.load(Ordering::Relaxed)
+    }
+
+    /// Advances the release clock (once per allocation with several shards).
+    #[inline]
+    fn tick(&self) {
+        // ORDERING: Relaxed, as above.
+        self.clock.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long ago (in ticks before `now`) shard `shard`'s next victim was
+    /// released, as of its last unlock; `None` if it had none.
+    #[inline]
+    fn victim_hint(&self, shard: usize, now: u32) -> Option<u32> {
+        // ORDERING: Relaxed; a hint, the locked state decides.
+        let hint = self.shards[shard].victim_hint.load(Ordering::Relaxed);
+        (hint >> 32 != 0).then(|| now.wrapping_sub(hint as u32))
     }
 
     /// Shards whose reset pool had slots at their last unlock, as bits.
     #[inline]
     fn free_mask(&self) -> u64 {
+        // ORDERING: Relaxed; a hint, the locked state decides.
         self.free_mask.load(Ordering::Relaxed)
-    }
-
-    /// A mutable or staged guard was dropped. The caller must not touch the
-    /// store after this returns (it may have been freed).
-    #[inline]
-    pub(crate) fn release_outstanding(&self, slot: u32, was_staged: bool) {
-        let keepalive = {
-            let mut core = self.lock_shard(self.shard_of(slot));
-            core.release_outstanding(slot, was_staged, self);
-            core.take_keepalive_if_idle()
-        };
-        drop(keepalive);
-    }
-
-    /// A strong handle was dropped. A count above one drops without a lock;
-    /// the last handle drops under its shard's lock (see [`StoreRef`]). The
-    /// caller must not touch the store after this returns.
-    #[inline]
-    pub(crate) fn release_handle(&self, slot: u32) {
-        if self.refs.decrement_if_shared(slot) {
-            return;
-        }
-        let (keepalive, pinned_primary) = {
-            let mut core = self.lock_shard(self.shard_of(slot));
-            let primary = if self.refs.decrement(slot) {
-                core.release_if_unused(slot, self)
-            } else {
-                None
-            };
-            (core.take_keepalive_if_idle(), primary)
-        };
-        // A duplicate copy held a pin on its primary; the primary's shard
-        // keeps the store alive until that pin is gone.
-        if let Some(primary) = pinned_primary {
-            self.release_handle(primary);
-        }
-        drop(keepalive);
-    }
-
-    /// Releases a batch of handles (their slots), taking each shard's lock
-    /// once per run of slots in that shard.
-    pub(crate) fn release_slots(&self, slots: impl IntoIterator<Item = u32>) {
-        let mut keepalives: Vec<Arc<Store>> = Vec::new();
-        let mut primaries: Vec<u32> = Vec::new();
-        let mut held: Option<(usize, ShardGuard<'_>)> = None;
-        for slot in slots {
-            if self.refs.decrement_if_shared(slot) {
-                continue;
-            }
-            let shard = self.shard_of(slot);
-            if held.as_ref().map(|(k, _)| *k) != Some(shard) {
-                if let Some((_, mut old)) = held.take() {
-                    keepalives.extend(old.take_keepalive_if_idle());
-                }
-                held = Some((shard, self.lock_shard(shard)));
-            }
-            if let Some((_, core)) = held.as_mut() {
-                if self.refs.decrement(slot) {
-                    primaries.extend(core.release_if_unused(slot, self));
-                }
-            }
-        }
-        if let Some((_, mut last)) = held.take() {
-            keepalives.extend(last.take_keepalive_if_idle());
-        }
-        for primary in primaries {
-            self.release_handle(primary);
-        }
-        drop(keepalives);
     }
 
     /// Records a `CompleteBlock::reset`.
     #[inline]
     pub(crate) fn note_unstaged(&self) {
+        // ORDERING: Relaxed; a statistic.
         self.unstagings.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -397,8 +391,8 @@ impl Store {
         let writer = self.writer.lock();
         let mut primaries = 0;
         let mut counts = StateCounts::default();
-        for (shard, core) in cores.iter().enumerate() {
-            primaries += core.validate(self.shard_slots(shard), self, &writer)?;
+        for core in &cores {
+            primaries += core.validate(self, &writer)?;
             counts.add(&core.state_counts());
         }
         if primaries != writer.len() {

@@ -28,30 +28,37 @@
 use crate::sync::{fence, AtomicU64, Ordering};
 
 const COUNT_MASK: u64 = 0xFFFF_FFFF;
-const GENERATION_ONE: u64 = 1 << 32;
 
 /// The per-slot words.
 pub(crate) struct RefCounts {
     words: Box<[AtomicU64]>,
+    /// Generations wrap at `generation_mask + 1`: 2^32, or fewer in tests
+    /// that need a wrap quickly.
+    generation_mask: u64,
 }
 
 impl RefCounts {
-    /// Words for `slots` slots, all at count 0 and generation 0.
-    pub(crate) fn new(slots: usize) -> Self {
-        Self {
-            words: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-        }
+    /// Words for `slots` slots, all at count 0 and generation 0, whose
+    /// generations wrap after `2^generation_bits` (32 outside tests).
+    pub(crate) fn new(slots: usize, generation_bits: u32) -> Result<Self, super::OutOfMemory> {
+        debug_assert!((1..=32).contains(&generation_bits));
+        Ok(Self {
+            words: super::try_boxed(slots, || AtomicU64::new(0))?,
+            generation_mask: u64::MAX >> (64 - generation_bits.clamp(1, 32)),
+        })
     }
 
     /// Live handles on `slot`.
     #[inline]
     pub(crate) fn count(&self, slot: u32) -> u32 {
+        // ORDERING: Acquire; exact under the lock, and sees lock-free pins.
         (self.words[slot as usize].load(Ordering::Acquire) & COUNT_MASK) as u32
     }
 
     /// The slot's generation.
     #[inline]
     pub(crate) fn generation(&self, slot: u32) -> u32 {
+        // ORDERING: Acquire; read under the lock.
         (self.words[slot as usize].load(Ordering::Acquire) >> 32) as u32
     }
 
@@ -60,6 +67,8 @@ impl RefCounts {
     /// sees the new count also sees the record written before it.
     #[inline]
     pub(crate) fn increment(&self, slot: u32) -> u32 {
+        // ORDERING: AcqRel. Release publishes the record written before a
+        // registration to lock-free readers that Acquire the count.
         let old = self.words[slot as usize].fetch_add(1, Ordering::AcqRel);
         if old & COUNT_MASK == COUNT_MASK {
             // More than 4 billion handles on one block: a leak loop. Like
@@ -74,8 +83,11 @@ impl RefCounts {
     #[inline]
     pub(crate) fn decrement_if_shared(&self, slot: u32) -> bool {
         let word = &self.words[slot as usize];
+        // ORDERING: Relaxed; only a starting guess for the CAS below.
         let mut current = word.load(Ordering::Relaxed);
         while current & COUNT_MASK > 1 {
+            // ORDERING: Release on success, paired with the Acquire fence of
+            // the last release; the failure value is only re-examined.
             match word.compare_exchange_weak(
                 current,
                 current - 1,
@@ -93,6 +105,8 @@ impl RefCounts {
     /// the lock, so a count reaches zero only there.
     #[inline]
     pub(crate) fn decrement(&self, slot: u32) -> bool {
+        // ORDERING: Release, then an Acquire fence if this was the last
+        // handle: every holder's use of the block happens before its release.
         let old = self.words[slot as usize].fetch_sub(1, Ordering::Release);
         debug_assert!(
             old & COUNT_MASK != 0,
@@ -110,6 +124,8 @@ impl RefCounts {
     /// record as registered is visible after this).
     #[inline]
     pub(crate) fn live_generation(&self, slot: u32) -> Option<u32> {
+        // ORDERING: Acquire, paired with the Release of the registration's
+        // increment: the record as registered is visible after this.
         let word = self.words[slot as usize].load(Ordering::Acquire);
         (word & COUNT_MASK != 0).then_some((word >> 32) as u32)
     }
@@ -118,12 +134,17 @@ impl RefCounts {
     #[inline]
     pub(crate) fn try_increment_live(&self, slot: u32, generation: u32) -> bool {
         let word = &self.words[slot as usize];
+        // ORDERING: Relaxed; only a starting guess for the CAS below.
         let mut current = word.load(Ordering::Relaxed);
         loop {
             let count = current & COUNT_MASK;
             if (current >> 32) as u32 != generation || count == 0 || count == COUNT_MASK {
                 return false;
             }
+            // ORDERING: Acquire on success: a CAS reads the latest value, so
+            // it synchronises with the last Release on the word and the
+            // caller's record check after the pin is exact. Failure values are
+            // only re-examined (Relaxed).
             match word.compare_exchange_weak(
                 current,
                 current + 1,
@@ -140,9 +161,15 @@ impl RefCounts {
     #[inline]
     pub(crate) fn next_generation(&self, slot: u32) {
         let word = &self.words[slot as usize];
-        let old = word.fetch_add(GENERATION_ONE, Ordering::Release);
+        let mask = self.generation_mask;
+        // ORDERING: Release, so a lock-free reader that sees the new
+        // generation also sees the record changes made before it. With a
+        // zero count no lock-free operation can change the word meanwhile,
+        // so the update succeeds at once.
+        let bump = |w: u64| Some(((((w >> 32) + 1) & mask) << 32) | (w & COUNT_MASK));
+        let old = word.fetch_update(Ordering::Release, Ordering::Relaxed, bump);
         debug_assert_eq!(
-            old & COUNT_MASK,
+            old.unwrap_or(0) & COUNT_MASK,
             0,
             "generation bumped on a held slot {slot}"
         );

@@ -19,9 +19,11 @@
 
 use std::sync::Arc;
 
-use super::core::{is_registered_primary, Registered};
 use super::index::Insert;
-use super::{HeldShard, ShardGuard, Store};
+use super::lookup::LockFreePin;
+use super::shard::{ShardCursor, ShardGuard};
+use super::state::{is_registered_primary, Registered};
+use super::Store;
 use crate::SequenceHash;
 
 /// Slots registered per chunk (bounded so a chunk lives on the stack).
@@ -34,6 +36,9 @@ struct Pending {
     hash: SequenceHash,
     insert: Insert,
     outcome: Option<Registered>,
+    /// A handle a lock-free pin added to a slot that turned out to hold
+    /// another block; released once no lock is held.
+    stray: Option<u32>,
 }
 
 impl Store {
@@ -45,13 +50,14 @@ impl Store {
         staged: impl IntoIterator<Item = (u32, SequenceHash)>,
         mut done: impl FnMut(Registered, SequenceHash),
     ) {
-        let mut held = HeldShard::new(self);
+        let mut held = ShardCursor::new(self);
         let mut staged = staged.into_iter().peekable();
         let blank = Pending {
             slot: 0,
             hash: SequenceHash::from_valid_u128(0),
             insert: Insert::Added,
             outcome: None,
+            stray: None,
         };
         let mut chunk = [blank; CHUNK];
         while let Some(&(first, _)) = staged.peek() {
@@ -74,7 +80,10 @@ impl Store {
             let chunk = &mut chunk[..len];
             self.insert_chunk(&mut held, shard, chunk);
             if chunk.iter().any(|p| p.outcome.is_none()) {
-                held.release();
+                held.unlock();
+                let strays = chunk.iter_mut().filter_map(|p| p.stray.take());
+                // The caller's `Arc` outlives this drop (see `shard`).
+                drop(self.release_handles(strays));
                 for pending in chunk.iter_mut().filter(|p| p.outcome.is_none()) {
                     pending.outcome = Some(self.register_exclusive(pending.slot, pending.hash));
                 }
@@ -85,11 +94,14 @@ impl Store {
                 }
             }
         }
+        // A `Reject` dedup may leave a shard idle; the caller's `Arc`
+        // outlives this drop (see `shard`).
+        drop(held.finish());
     }
 
     /// Inserts the chunk's entries and finishes every registration that needs
     /// no other shard's lock; the others keep `outcome: None`.
-    fn insert_chunk(&self, held: &mut HeldShard<'_>, shard: usize, chunk: &mut [Pending]) {
+    fn insert_chunk(&self, held: &mut ShardCursor<'_>, shard: usize, chunk: &mut [Pending]) {
         let core = held.get(shard);
         {
             let records = &self.records;
@@ -105,9 +117,7 @@ impl Store {
         for pending in chunk.iter_mut() {
             pending.outcome = match pending.insert {
                 Insert::Added => Some(core.finish_primary(pending.slot, pending.hash, self)),
-                Insert::Present(existing) => {
-                    self.settle_duplicate(core, pending.slot, pending.hash, existing)
-                }
+                Insert::Present(existing) => self.settle_duplicate(core, pending, existing),
             };
         }
     }
@@ -117,19 +127,26 @@ impl Store {
     fn settle_duplicate(
         &self,
         core: &mut ShardGuard<'_>,
-        slot: u32,
-        hash: SequenceHash,
+        pending: &mut Pending,
         existing: u32,
     ) -> Option<Registered> {
+        let (slot, hash) = (pending.slot, pending.hash);
         let generation = if self.shard_of(existing) == self.shard_of(slot) {
             if !is_registered_primary(existing, hash, self) {
                 return None;
             }
-            core.acquire_primary(existing, self)
+            core.pin_primary(existing, true, self)
         } else if self.policy_observes_hits {
             return None;
         } else {
-            self.pin_if_active(existing, hash)?
+            match self.pin_if_active(existing, hash) {
+                LockFreePin::Pinned(generation) => generation,
+                LockFreePin::Declined => return None,
+                LockFreePin::Stray => {
+                    pending.stray = Some(existing);
+                    return None;
+                }
+            }
         };
         Some(core.finish_duplicate(slot, existing, generation, self.duplication, self))
     }
@@ -146,7 +163,7 @@ impl Store {
         {
             Insert::Added => cores[home].finish_primary(slot, hash, self),
             Insert::Present(existing) if is_registered_primary(existing, hash, self) => {
-                let generation = cores[self.shard_of(existing)].acquire_primary(existing, self);
+                let generation = cores[self.shard_of(existing)].pin_primary(existing, true, self);
                 cores[home].finish_duplicate(slot, existing, generation, self.duplication, self)
             }
             Insert::Present(stale) => {
@@ -157,9 +174,8 @@ impl Store {
             }
         };
         drop(writer);
-        for core in &mut cores {
-            core.keep_alive(self);
-        }
+        // The caller's `Arc` outlives this drop (see `shard`).
+        drop(Store::unlock_all(cores));
         registered
     }
 }

@@ -13,7 +13,7 @@
 //!   as it was when the hash was written (see [`super::lookup`]).
 //!
 //! Nothing here allocates or locks. The state machine that moves records
-//! between states is [`super::core::StoreCore`].
+//! between states is [`super::state::ShardState`].
 
 use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use crate::SequenceHash;
@@ -74,21 +74,23 @@ pub(crate) struct Records {
 
 impl Records {
     /// `count` free records.
-    pub(crate) fn new(count: usize) -> Self {
-        Self {
-            records: (0..count).map(|_| SlotRecord::free()).collect(),
-        }
+    pub(crate) fn new(count: usize) -> Result<Self, super::OutOfMemory> {
+        Ok(Self {
+            records: super::try_boxed(count, SlotRecord::free)?,
+        })
     }
 
     /// The slot's state (exact under the slot's shard lock; a hint without it).
     #[inline(always)]
     pub(crate) fn state(&self, slot: u32) -> SlotState {
+        // ORDERING: Relaxed; the shard lock orders state changes.
         SlotState::from_u8(self.records[slot as usize].state.load(Ordering::Relaxed))
     }
 
     /// Moves the slot to `state`. Under the slot's shard lock.
     #[inline(always)]
     pub(crate) fn set_state(&self, slot: u32, state: SlotState) {
+        // ORDERING: Relaxed; the shard lock orders state changes.
         self.records[slot as usize]
             .state
             .store(state as u8, Ordering::Relaxed);
@@ -98,6 +100,8 @@ impl Records {
     #[inline(always)]
     pub(crate) fn hash(&self, slot: u32) -> SequenceHash {
         let words = &self.records[slot as usize].hash;
+        // ORDERING: Acquire per word, paired with `set_hash`'s Release (see
+        // the store's ordering table: a torn read only declines a pin).
         let low = words[0].load(Ordering::Acquire);
         let high = words[1].load(Ordering::Acquire);
         // Stored values always come from a valid SequenceHash (or are the
@@ -111,6 +115,7 @@ impl Records {
     pub(crate) fn set_hash(&self, slot: u32, hash: SequenceHash) {
         let raw = hash.as_u128();
         let words = &self.records[slot as usize].hash;
+        // ORDERING: Release per word, paired with `hash`'s Acquire.
         words[0].store(raw as u64, Ordering::Release);
         words[1].store((raw >> 64) as u64, Ordering::Release);
     }
@@ -118,6 +123,7 @@ impl Records {
     /// For a duplicate copy, the primary it pins; [`NO_SLOT`] for a primary.
     #[inline(always)]
     pub(crate) fn duplicate_of(&self, slot: u32) -> u32 {
+        // ORDERING: Acquire, paired with `set_duplicate_of`'s Release.
         self.records[slot as usize]
             .duplicate_of
             .load(Ordering::Acquire)
@@ -127,6 +133,8 @@ impl Records {
     /// handle.
     #[inline(always)]
     pub(crate) fn set_duplicate_of(&self, slot: u32, primary: u32) {
+        // ORDERING: Release; written under the lock before the slot gets a
+        // handle, read by lock-free pins.
         self.records[slot as usize]
             .duplicate_of
             .store(primary, Ordering::Release);
@@ -149,7 +157,7 @@ mod tests {
     #[test]
     fn record_stays_small_and_round_trips_its_fields() {
         assert_eq!(Records::BYTES_PER_SLOT, 24);
-        let records = Records::new(2);
+        let records = Records::new(2).unwrap();
         let hash = SequenceHash::new(u64::MAX, Some(12345), 70_000);
         records.set_hash(1, hash);
         records.set_state(1, SlotState::Inactive);

@@ -26,8 +26,14 @@ pub(crate) struct MatchTally {
 /// The stripe the calling thread uses.
 fn my_stripe() -> usize {
     static NEXT: StdAtomicUsize = StdAtomicUsize::new(0);
+    #[cfg(not(loom))]
     crate::sync::thread_local! {
         static MINE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    // (loom's macro takes no `const` initialiser.)
+    #[cfg(loom)]
+    crate::sync::thread_local! {
+        static MINE: Cell<usize> = Cell::new(usize::MAX);
     }
     MINE.with(|mine| {
         if mine.get() == usize::MAX {
@@ -51,6 +57,7 @@ impl MatchTally {
     #[inline]
     fn add(&self, first: usize, requested: usize, returned: usize) {
         let counts = &self.stripes[my_stripe()].counts;
+        // ORDERING: Relaxed; statistics.
         counts[first].fetch_add(requested as u64, Ordering::Relaxed);
         counts[first + 1].fetch_add(returned as u64, Ordering::Relaxed);
     }

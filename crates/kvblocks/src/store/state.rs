@@ -1,13 +1,11 @@
-//! The locked state machine of one pool shard: its reset pool, its eviction
-//! policy, its state tallies and the states of its slots, moved together so
-//! they always agree.
+//! The locked state of one pool shard: its reset pool, its eviction policy,
+//! its state tallies and the states of its slots, moved together so they
+//! always agree.
 //!
-//! A store splits its slots into contiguous shards (one unless the builder
-//! asks for more, see [`super::Store`]); every method here runs under its
-//! shard's lock, touches only that shard's slots, and does a bounded amount
-//! of work per slot without allocating. The records, the index and the
-//! handle counts live in the [`Store`] itself, because lock-free matches read
-//! them.
+//! Every method here runs under its shard's lock (see [`super::shard`]),
+//! touches only that shard's slots, and does a bounded amount of work per
+//! slot without allocating. The records, the index and the handle counts
+//! live in the [`Store`] itself, because lock-free matches read them.
 //!
 //! Index writes need the index writer's lock as well, taken after the shard
 //! lock: registration holds both, while an allocation evicts here and removes
@@ -17,6 +15,17 @@
 //! slot it finds ([`is_registered_primary`]), and registration takes a stale
 //! entry over. Nothing here creates or drops guards; callers turn the slot
 //! numbers it hands out into guards.
+//!
+//! # The policy may panic
+//!
+//! A custom [`EvictionPolicy`] is user code. Every method here calls the
+//! policy *before* it changes any state of its own for that slot, or after
+//! it has finished, and counts a slot as live *before* handing it out. So a
+//! hook that panics leaves the tallies agreeing with every guard that exists:
+//! the worst it can do is strand the slots it was called for (a leak), never
+//! make a live slot look free. A policy that breaks its contract (a victim
+//! that is not evictable, no victim while some are) is caught here and
+//! reported by a panic, before anything changes.
 
 use std::sync::Arc;
 
@@ -80,35 +89,95 @@ pub(crate) struct Registered {
 }
 
 /// One shard: reset pool, policy and tallies for slots `base..base + len`.
-pub(crate) struct StoreCore {
+pub(crate) struct ShardState {
     /// First slot of the shard; the policy numbers slots from here.
     base: u32,
+    /// Slots in the shard.
+    len: u32,
     /// The reset pool, used as a stack.
     free: Vec<u32>,
     policy: AnyPolicy,
+    /// Slots held by `MutableBlock` / `CompleteBlock` guards.
     outstanding: usize,
+    /// Registered slots with at least one handle (or being released).
     active: usize,
+    /// Registered slots with no handle: the policy's evictable set. Kept
+    /// here too, so the policy's `len()` is checked, not trusted.
+    inactive: usize,
     /// The store's own `Arc`, held while any slot of this shard is live
-    /// (outstanding or active), so guards can point at the store without
-    /// owning it.
+    /// (outstanding or active); see [`super::shard`].
     keepalive: Option<Arc<Store>>,
+    /// With several shards: each slot's release date (the store's clock when
+    /// it last became evictable). Empty with one shard.
+    released: Vec<u32>,
+    /// With several shards: the release date of the last victim, standing in
+    /// for the next one's when the policy cannot tell which that is.
+    frontier: u32,
     pub(crate) counters: Counters,
 }
 
-impl StoreCore {
+impl ShardState {
     /// A shard of `len` free slots from `base`, evicted by `policy` (which
-    /// numbers them `0..len`).
-    pub(crate) fn new(base: u32, len: u32, policy: AnyPolicy) -> Self {
+    /// numbers them `0..len`), its reset pool taken from `free`.
+    pub(crate) fn new(
+        base: u32,
+        len: u32,
+        mut free: Vec<u32>,
+        released: Vec<u32>,
+        policy: AnyPolicy,
+    ) -> Self {
+        // Reversed so the first allocation hands out base, base + 1, ...
+        free.clear();
+        free.extend((base..base + len).rev());
         Self {
             base,
-            // Reversed so the first allocation hands out base, base + 1, ...
-            free: (base..base + len).rev().collect(),
+            len,
+            free,
             policy,
             outstanding: 0,
             active: 0,
+            inactive: 0,
             keepalive: None,
+            released,
+            frontier: 0,
             counters: Counters::default(),
         }
+    }
+
+    /// Whether slots are dated (the store has several shards).
+    #[inline(always)]
+    fn dated(&self) -> bool {
+        !self.released.is_empty()
+    }
+
+    /// Whether any slot is evictable.
+    #[inline]
+    pub(crate) fn has_evictable(&self) -> bool {
+        self.inactive > 0
+    }
+
+    /// The release date of the slot this shard would evict next (by the
+    /// policy's [`peek_victim`](EvictionPolicy::peek_victim), else the last
+    /// victim's date); `None` if slots are not dated.
+    #[inline]
+    pub(crate) fn next_victim_date(&self) -> Option<u32> {
+        if !self.dated() {
+            return None;
+        }
+        Some(match self.policy.peek_victim() {
+            Some(local) if (local as usize) < self.released.len() => self.released[local as usize],
+            _ => self.frontier,
+        })
+    }
+
+    /// How many ticks before `now` the next victim was released; `None` if
+    /// nothing is evictable.
+    #[inline]
+    pub(crate) fn next_victim_age(&self, now: u32) -> Option<u32> {
+        if self.inactive == 0 {
+            return None;
+        }
+        Some(now.wrapping_sub(self.next_victim_date().unwrap_or(now)))
     }
 
     /// The policy's number for `slot`.
@@ -117,22 +186,32 @@ impl StoreCore {
         slot - self.base
     }
 
-    /// Makes sure the store stays alive while slots are live; call after any
-    /// operation that may have handed out guards, before unlocking.
+    /// Whether any slot of the shard is live (outstanding or active).
     #[inline]
-    pub(crate) fn keep_alive(&mut self, store: &Arc<Store>) {
-        if self.keepalive.is_none() && self.outstanding + self.active > 0 {
-            self.keepalive = Some(Arc::clone(store));
-        }
+    pub(crate) fn is_live(&self) -> bool {
+        self.outstanding + self.active > 0
     }
 
-    /// The keepalive, once no slot is live; drop it after unlocking.
+    /// Whether the shard holds the store's `Arc`.
+    #[inline]
+    pub(crate) fn has_keepalive(&self) -> bool {
+        self.keepalive.is_some()
+    }
+
+    /// Gives the shard the store's `Arc` (see [`super::shard`]).
+    #[inline]
+    pub(crate) fn set_keepalive(&mut self, store: Arc<Store>) {
+        self.keepalive = Some(store);
+    }
+
+    /// The keepalive, once no slot is live; drop it after the last use of
+    /// the store.
     #[inline]
     pub(crate) fn take_keepalive_if_idle(&mut self) -> Option<Arc<Store>> {
-        if self.outstanding + self.active == 0 {
-            self.keepalive.take()
-        } else {
+        if self.is_live() {
             None
+        } else {
+            self.keepalive.take()
         }
     }
 
@@ -142,14 +221,14 @@ impl StoreCore {
             reset: self.free.len(),
             outstanding: self.outstanding,
             active: self.active,
-            inactive: self.policy.len(),
+            inactive: self.inactive,
         }
     }
 
     /// Slots an allocation could take from this shard now (reset + inactive).
     #[inline]
     pub(crate) fn available(&self) -> usize {
-        self.free.len() + self.policy.len()
+        self.free.len() + self.inactive
     }
 
     /// Slots in this shard's reset pool.
@@ -179,42 +258,72 @@ impl StoreCore {
         for _ in 0..count {
             if let Some(slot) = self.free.pop() {
                 store.records.set_state(slot, SlotState::Outstanding);
+                self.outstanding += 1;
+                self.counters.allocations += 1;
+                self.counters.allocations_from_reset += 1;
                 take(slot);
             }
         }
-        self.outstanding += count;
-        self.counters.allocations += count as u64;
-        self.counters.allocations_from_reset += count as u64;
         count
     }
 
     /// Evicts up to `max` inactive slots and hands them to `take`; returns
     /// how many. Their index entries are stale until the caller removes them
     /// ([`Store::forget_evicted`]), which it must do before handing them out.
+    ///
+    /// # Panics
+    ///
+    /// If the policy breaks its contract: a victim that is not one of this
+    /// shard's evictable slots, or no victim while some are evictable.
     pub(crate) fn evict(&mut self, max: usize, store: &Store, mut take: impl FnMut(u32)) -> usize {
         let mut count = 0;
-        while count < max {
-            let Some(local) = self.policy.evict() else {
-                break;
-            };
-            let slot = self.base + local;
-            self.forget(slot, store);
+        while count < max && self.inactive > 0 {
+            let slot = self.next_victim(store);
+            let hash = store.records.hash(slot);
+            self.unregister(slot, store);
+            if self.dated() {
+                self.frontier = self.released[self.local(slot) as usize];
+            }
             store.records.set_state(slot, SlotState::Outstanding);
+            self.outstanding += 1;
+            self.counters.allocations += 1;
             take(slot);
             count += 1;
+            // Last: the slot is counted and handed out whatever this does.
+            self.policy.on_forget(self.local(slot), hash);
         }
-        self.outstanding += count;
-        self.counters.allocations += count as u64;
         count
     }
 
-    /// Drops an evicted slot's registration from the policy and starts its
-    /// next generation; its index entry is now stale. The caller gives the
-    /// slot a new state and removes the entry.
-    fn forget(&mut self, slot: u32, store: &Store) {
-        let local = self.local(slot);
-        self.policy.on_forget(local, store.records.hash(slot));
+    /// The policy's next victim, checked against the contract. The policy no
+    /// longer tracks it; nothing else has changed yet.
+    #[inline]
+    fn next_victim(&mut self, store: &Store) -> u32 {
+        let Some(local) = self.policy.evict() else {
+            panic!(
+                "eviction policy {:?} returned no victim while {} slots are evictable \
+                 (EvictionPolicy::evict must return Some while len() > 0)",
+                self.policy.name(),
+                self.inactive
+            );
+        };
+        let slot = self.base.wrapping_add(local);
+        assert!(
+            local < self.len && store.records.state(slot) == SlotState::Inactive,
+            "eviction policy {:?} returned slot {local}, which is not evictable \
+             (EvictionPolicy::evict must return a slot released and not reacquired since)",
+            self.policy.name()
+        );
+        slot
+    }
+
+    /// An inactive slot leaves its registration: it is no longer evictable
+    /// and its next generation starts (its index entry is now stale). The
+    /// caller gives it a new state and removes the entry.
+    #[inline]
+    fn unregister(&mut self, slot: u32, store: &Store) {
         store.refs.next_generation(slot);
+        self.inactive -= 1;
         self.counters.evictions += 1;
     }
 
@@ -228,44 +337,34 @@ impl StoreCore {
     }
 
     /// Pins a resident primary of this shard for one more handle,
-    /// resurrecting it if inactive, and tells the policy it was used;
-    /// returns the slot's generation.
+    /// resurrecting it if inactive; `touch` tells the policy of the use.
+    /// Returns the slot's generation.
     #[inline]
-    pub(crate) fn acquire_primary(&mut self, slot: u32, store: &Store) -> u32 {
-        self.policy.on_hit(self.local(slot));
-        self.pin_primary(slot, store)
-    }
-
-    /// Pins a resident primary without telling the policy it was used.
-    #[inline]
-    fn pin_primary(&mut self, slot: u32, store: &Store) -> u32 {
+    pub(crate) fn pin_primary(&mut self, slot: u32, touch: bool, store: &Store) -> u32 {
+        let local = self.local(slot);
+        if touch {
+            self.policy.on_hit(local);
+        }
         if store.records.state(slot) == SlotState::Inactive {
-            store.records.set_state(slot, SlotState::Active);
-            let local = self.local(slot);
             self.policy.on_reacquire(local);
+            store.records.set_state(slot, SlotState::Active);
+            self.inactive -= 1;
             self.active += 1;
         }
         store.refs.increment(slot)
     }
 
-    /// Pins `slot` if it is this shard's registered primary of `hash`
-    /// (`touch`: as a use the policy hears of); its generation, else `None`.
+    /// Pins `slot` if it is this shard's registered primary of `hash`;
+    /// its generation, else `None`.
     #[inline]
-    pub(crate) fn acquire_if_primary_of(
+    pub(crate) fn pin_if_primary_of(
         &mut self,
         slot: u32,
         hash: SequenceHash,
         touch: bool,
         store: &Store,
     ) -> Option<u32> {
-        if !is_registered_primary(slot, hash, store) {
-            return None;
-        }
-        Some(if touch {
-            self.acquire_primary(slot, store)
-        } else {
-            self.pin_primary(slot, store)
-        })
+        is_registered_primary(slot, hash, store).then(|| self.pin_primary(slot, touch, store))
     }
 
     /// Re-pins a slot of this shard a weak handle names, if it still holds
@@ -285,7 +384,7 @@ impl StoreCore {
             return None;
         }
         Some(if records.is_primary(slot) {
-            self.acquire_primary(slot, store)
+            self.pin_primary(slot, true, store)
         } else {
             store.refs.increment(slot)
         })
@@ -299,8 +398,8 @@ impl StoreCore {
         hash: SequenceHash,
         store: &Store,
     ) -> Registered {
-        self.register_common(slot, NO_SLOT, store);
         self.policy.on_register(self.local(slot), hash);
+        self.register_common(slot, NO_SLOT, store);
         Registered {
             slot,
             generation: store.refs.increment(slot),
@@ -359,65 +458,82 @@ impl StoreCore {
         self.active += 1;
     }
 
-    /// The last handle on `slot` was dropped: if nothing re-pinned it since,
-    /// a primary becomes inactive and a duplicate returns to reset. Returns
-    /// the primary whose pin such a duplicate held: the caller releases it
-    /// (it may live in another shard).
+    /// The last handle on `slot` was released: if nothing pinned it again
+    /// since, a primary becomes inactive and a duplicate returns to reset.
+    /// Returns the primary whose pin such a duplicate held: the caller
+    /// releases that pin (the primary may live in another shard).
     #[must_use]
     pub(crate) fn release_if_unused(&mut self, slot: u32, store: &Store) -> Option<u32> {
         let records = &store.records;
         if records.state(slot) != SlotState::Active || store.refs.count(slot) != 0 {
             return None;
         }
-        self.active -= 1;
         let primary = records.duplicate_of(slot);
         if primary == NO_SLOT {
-            records.set_state(slot, SlotState::Inactive);
             let local = self.local(slot);
             self.policy.on_release(local);
+            if self.dated() {
+                self.released[local as usize] = store.clock();
+            }
+            records.set_state(slot, SlotState::Inactive);
+            self.active -= 1;
+            self.inactive += 1;
             return None;
         }
         records.set_state(slot, SlotState::Reset);
         records.set_duplicate_of(slot, NO_SLOT);
         store.refs.next_generation(slot);
+        self.active -= 1;
         self.free.push(slot);
         Some(primary)
     }
 
     /// Evicts every inactive slot to the reset pool, index entries included.
     pub(crate) fn drain_inactive(&mut self, store: &Store, writer: &mut IndexWriter) {
-        while let Some(local) = self.policy.evict() {
-            let slot = self.base + local;
-            self.forget(slot, store);
-            store.index.remove(writer, store.records.hash(slot), slot);
+        while self.inactive > 0 {
+            let slot = self.next_victim(store);
+            let hash = store.records.hash(slot);
+            self.unregister(slot, store);
+            store.index.remove(writer, hash, slot);
             store.records.set_state(slot, SlotState::Reset);
             self.free.push(slot);
+            self.policy.on_forget(self.local(slot), hash);
         }
         store.index.settle(writer);
     }
 
-    /// Bytes of bookkeeping this shard holds (the reset pool).
+    /// Bytes of bookkeeping this shard holds (the reset pool, release dates).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.free.capacity() * std::mem::size_of::<u32>()
+        (self.free.capacity() + self.released.capacity()) * std::mem::size_of::<u32>()
     }
 
-    /// Walks this shard's slots and checks they agree with its tallies and
-    /// the index; returns how many registered primaries it holds. Call with
-    /// every shard locked, the index writer held, and no allocation between
-    /// its two halves.
-    pub(crate) fn validate(
-        &self,
-        slots: std::ops::Range<u32>,
-        store: &Store,
-        writer: &IndexWriter,
-    ) -> Result<usize, String> {
+    /// Walks this shard's slots and checks they agree with its tallies, its
+    /// policy and the index; returns how many registered primaries it holds.
+    /// Call with every shard locked and the index writer held.
+    pub(crate) fn validate(&self, store: &Store, writer: &IndexWriter) -> Result<usize, String> {
         self.policy
             .check()
             .map_err(|e| format!("policy {}: {e}", self.policy.name()))?;
+        if self.policy.len() != self.inactive {
+            return Err(format!(
+                "policy {} tracks {} evictable slots, the shard {}",
+                self.policy.name(),
+                self.policy.len(),
+                self.inactive
+            ));
+        }
+        if self.is_live() != self.has_keepalive() {
+            return Err(format!(
+                "shard at slot {}: live {} but keepalive {}",
+                self.base,
+                self.is_live(),
+                self.has_keepalive()
+            ));
+        }
         let records = &store.records;
         let mut counts = StateCounts::default();
         let mut primaries = 0usize;
-        for slot in slots {
+        for slot in self.base..self.base + self.len {
             let count = store.refs.count(slot);
             let state = records.state(slot);
             match state {
