@@ -11,6 +11,7 @@
 //! policy: [`Lru`], [`Lineage`], [`TinyLfu`], [`S3Fifo`], [`Sieve`],
 //! [`PrefixAware`].
 
+mod keyhash;
 mod lineage;
 mod list;
 mod lru;
