@@ -32,4 +32,4 @@ pub use subject::{Eviction, Kvblocks, Kvbm, Subject, Tier};
 pub fn selected(name: &str) -> bool {
     std::env::var("KVCOMPARE_ONLY").map_or(true, |only| only == name)
 }
-pub use workload::{FullCache, ServingLoop, ServingSpec, Triple};
+pub use workload::{FullCache, KeyShape, ServingLoop, ServingSpec, Triple};
