@@ -18,9 +18,10 @@
 //! - [`workload`]: seeded chain generation, the shared-prefix serving loop and
 //!   the "full cache" fixture used by the micro-benchmarks.
 //!
-//! The criterion benches (`benches/compare.rs`), the thread-scaling run
-//! (`src/bin/scaling.rs`) and the memory census (`src/bin/memory.rs`) are thin
-//! drivers over these two modules.
+//! The criterion benches (`benches/compare.rs`), the adversarial-keys run
+//! (`src/bin/adversarial.rs`), the thread-scaling run (`src/bin/scaling.rs`)
+//! and the memory census (`src/bin/memory.rs`) are thin drivers over these
+//! two modules.
 
 pub mod subject;
 pub mod workload;
