@@ -31,7 +31,7 @@ use crate::BLOCK_TOKENS;
 
 /// The largest pool a replay builds, in blocks: 16,777,216 (2^24), 8.6
 /// billion tokens of 512-token blocks, far past any trace's working set. A
-/// manager that large takes about 1-3 GiB depending on the policy
+/// manager that large takes 1.3-2 GB depending on the policy
 /// (BENCHMARKS.md, "kvsim limits"); the builder's own limit (`u32::MAX -
 /// 1` blocks, slot numbers being `u32`) is far more than a machine holds, so
 /// the command line checks against this one.

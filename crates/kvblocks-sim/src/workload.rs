@@ -40,8 +40,8 @@ use crate::BLOCK_TOKENS;
 
 /// The most requests [`WorkloadConfig::check`] accepts. With the default
 /// model a request has about 26 blocks, so this is about 27 million block
-/// references: a replay of a few GiB that takes minutes, not a typo's worth
-/// of memory.
+/// references: a replay of about 2 GB that takes minutes per policy and
+/// capacity (BENCHMARKS.md, "kvsim limits"), not a typo's worth of memory.
 pub const MAX_REQUESTS: usize = 1_000_000;
 
 /// A workload configuration that is refused.
