@@ -282,7 +282,11 @@ fn run_replay(args: ReplayArgs, given: &GivenFlags) -> Result<(), String> {
     let mut shards_used = Vec::new();
     for &capacity in &capacities {
         let used =
-            replay::pool_shards_used(capacity, args.pool_shards).map_err(|err| err.to_string())?;
+            replay::pool_shards_used(capacity, args.pool_shards).map_err(|err| match err {
+                replay::ReplayError::Build { message, .. } => {
+                    format!("--pool-shards {}: {message}", args.pool_shards)
+                }
+            })?;
         if !shards_used.contains(&used) {
             shards_used.push(used);
         }
