@@ -6,8 +6,13 @@
 //! are measured minutes apart at most on a noisy machine. Throughput is set
 //! to the blocks one iteration processes, so criterion prints time per block.
 //!
-//! - `serving_loop/{lru,lineage}`: the shared-prefix serving loop over a
-//!   65,536-slot pool (32 blocks per request; see `ServingSpec::STANDARD`).
+//! - `serving_loop/{lru,lineage,prefix}`: the shared-prefix serving loop over
+//!   a 65,536-slot pool (32 blocks per request; see `ServingSpec::STANDARD`).
+//!   `prefix` is kvblocks' own policy; kvbm-logical has none, so that group
+//!   runs kvblocks alone.
+//! - `serving_loop_lowbits/{lru,lineage,prefix}`: the same loop with
+//!   adversarial keys, whose low 20 bits cycle through 16 values
+//!   (`KeyShape::LowBitsCycling`): what a table hashing only low bits floods on.
 //! - `match_active_128`: `match_blocks` on a 128-block prefix that is held
 //!   (active); the returned handles are dropped in the loop, as they would be.
 //! - `resurrect_128/{lru,lineage}`: match a 128-block prefix that sits in the
@@ -30,15 +35,23 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
 };
-use kvblocks_compare::{Eviction, FullCache, Kvblocks, Kvbm, ServingLoop, ServingSpec, Subject};
+use kvblocks_compare::{
+    Eviction, FullCache, KeyShape, Kvblocks, Kvbm, ServingLoop, ServingSpec, Subject,
+};
 
 /// Slots in every benchmark's pool.
 const POOL: usize = 65_536;
 /// Length of the prefix the micro-benchmarks act on.
 const PREFIX: usize = 128;
 
-fn serving<S: Subject>(group: &mut BenchmarkGroup<'_, WallTime>, eviction: Eviction) {
-    let spec = ServingSpec::STANDARD;
+fn serving<S: Subject>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    eviction: Eviction,
+    spec: ServingSpec,
+) {
+    if !S::supports(eviction) {
+        return;
+    }
     // Handles are declared first so they drop before their manager.
     let mut state: Option<(ServingLoop<S>, S)> = None;
     group.bench_function(S::NAME, |b| {
@@ -96,14 +109,22 @@ fn drop_active<S: Subject>(group: &mut BenchmarkGroup<'_, WallTime>, eviction: E
 }
 
 fn bench_serving(c: &mut Criterion) {
-    for eviction in [Eviction::Lru, Eviction::Lineage] {
-        let mut group = c.benchmark_group(format!("serving_loop/{}", eviction.name()));
-        group.throughput(Throughput::Elements(
-            ServingSpec::STANDARD.chain_len() as u64
-        ));
-        serving::<Kvblocks>(&mut group, eviction);
-        serving::<Kvbm>(&mut group, eviction);
-        group.finish();
+    for keys in [KeyShape::Mixed, KeyShape::LowBitsCycling] {
+        let spec = ServingSpec {
+            keys,
+            ..ServingSpec::STANDARD
+        };
+        let prefix = match keys {
+            KeyShape::Mixed => "serving_loop".to_owned(),
+            other => format!("serving_loop_{}", other.name()),
+        };
+        for eviction in [Eviction::Lru, Eviction::Lineage, Eviction::Prefix] {
+            let mut group = c.benchmark_group(format!("{prefix}/{}", eviction.name()));
+            group.throughput(Throughput::Elements(spec.chain_len() as u64));
+            serving::<Kvblocks>(&mut group, eviction, spec);
+            serving::<Kvbm>(&mut group, eviction, spec);
+            group.finish();
+        }
     }
 }
 
@@ -136,7 +157,7 @@ fn bench_drop_active(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    // 14 benchmarks x ~10 s each keeps a full run near 3-4 minutes.
+    // 20 benchmarks x ~10 s each keeps a full run near 4-5 minutes.
     Criterion::default()
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(8))

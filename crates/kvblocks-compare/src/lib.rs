@@ -18,9 +18,10 @@
 //! - [`workload`]: seeded chain generation, the shared-prefix serving loop and
 //!   the "full cache" fixture used by the micro-benchmarks.
 //!
-//! The criterion benches (`benches/compare.rs`), the thread-scaling run
-//! (`src/bin/scaling.rs`) and the memory census (`src/bin/memory.rs`) are thin
-//! drivers over these two modules.
+//! The criterion benches (`benches/compare.rs`), the adversarial-keys run
+//! (`src/bin/adversarial.rs`), the thread-scaling run (`src/bin/scaling.rs`)
+//! and the memory census (`src/bin/memory.rs`) are thin drivers over these
+//! two modules.
 
 pub mod subject;
 pub mod workload;
@@ -32,4 +33,4 @@ pub use subject::{Eviction, Kvblocks, Kvbm, Subject, Tier};
 pub fn selected(name: &str) -> bool {
     std::env::var("KVCOMPARE_ONLY").map_or(true, |only| only == name)
 }
-pub use workload::{FullCache, ServingLoop, ServingSpec, Triple};
+pub use workload::{FullCache, KeyShape, ServingLoop, ServingSpec, Triple};

@@ -23,6 +23,9 @@ pub enum Eviction {
     Lru,
     /// Leaves of the prefix tree first (kvbm-logical's default `Tick` order).
     Lineage,
+    /// kvblocks' own prefix-cache policy (`EvictionPolicyKind::PrefixAware`);
+    /// kvbm-logical has none (see [`Subject::supports`]).
+    Prefix,
 }
 
 impl Eviction {
@@ -31,6 +34,7 @@ impl Eviction {
         match self {
             Eviction::Lru => "lru",
             Eviction::Lineage => "lineage",
+            Eviction::Prefix => "prefix",
         }
     }
 }
@@ -54,7 +58,18 @@ pub trait Subject: Send + Sync + Sized + 'static {
     /// Library name, used in benchmark ids and tables.
     const NAME: &'static str;
 
+    /// Whether the library has the eviction order `eviction`; workloads
+    /// skip a library that does not.
+    fn supports(eviction: Eviction) -> bool {
+        let _ = eviction;
+        true
+    }
+
     /// Build a manager of `block_count` slots of `block_size` tokens.
+    ///
+    /// # Panics
+    ///
+    /// If the library does not [support](Self::supports) `eviction`.
     fn build(block_count: usize, block_size: usize, eviction: Eviction) -> Self;
 
     /// Like [`build`](Self::build), split into about `shards` pool shards
@@ -120,6 +135,7 @@ impl Subject for Kvblocks {
         let builder = match eviction {
             Eviction::Lru => builder.with_lru_backend(),
             Eviction::Lineage => builder.with_lineage_backend(),
+            Eviction::Prefix => builder.eviction_policy(kvblocks::EvictionPolicyKind::PrefixAware),
         };
         builder.build().expect("kvblocks manager config is valid")
     }
@@ -172,6 +188,10 @@ impl Subject for Kvbm {
 
     const NAME: &'static str = "kvbm";
 
+    fn supports(eviction: Eviction) -> bool {
+        eviction != Eviction::Prefix
+    }
+
     fn build(block_count: usize, block_size: usize, eviction: Eviction) -> Self {
         let builder = kvbm_logical::BlockManager::<Tier>::builder()
             .block_count(block_count)
@@ -180,6 +200,7 @@ impl Subject for Kvbm {
         let builder = match eviction {
             Eviction::Lru => builder.with_lru_backend(),
             Eviction::Lineage => builder.with_lineage_backend(),
+            Eviction::Prefix => panic!("kvbm-logical has no prefix-aware eviction policy"),
         };
         builder.build().expect("kvbm manager config is valid")
     }
@@ -243,14 +264,15 @@ mod tests {
 
     #[test]
     fn serving_loop_hits_the_shared_prompt_and_misses_the_tail_on_both() {
-        fn run<S: Subject>() -> f64 {
+        fn run<S: Subject>(eviction: Eviction, keys: crate::KeyShape) -> f64 {
             let spec = crate::ServingSpec {
                 // Tails (32,768 blocks) outnumber the pool; prompts stay hot.
                 block_count: 16_384,
                 requests: 2_048,
+                keys,
                 ..crate::ServingSpec::STANDARD
             };
-            let manager = S::build(spec.block_count, spec.block_size, Eviction::Lru);
+            let manager = S::build(spec.block_count, spec.block_size, eviction);
             let mut client = crate::ServingLoop::<S>::new(&spec, 0);
             for _ in 0..2_048 {
                 client.step(&manager);
@@ -263,8 +285,19 @@ mod tests {
             assert_eq!(manager.available_blocks(), spec.block_count);
             client.hit_rate()
         }
-        assert_eq!(run::<Kvblocks>(), 0.5);
-        assert_eq!(run::<Kvbm>(), 0.5);
+        // The adversarial key shape changes costs, never what hits.
+        for keys in [crate::KeyShape::Mixed, crate::KeyShape::LowBitsCycling] {
+            for eviction in [Eviction::Lru, Eviction::Lineage, Eviction::Prefix] {
+                assert_eq!(
+                    run::<Kvblocks>(eviction, keys),
+                    0.5,
+                    "{eviction:?} {keys:?}"
+                );
+                if Kvbm::supports(eviction) {
+                    assert_eq!(run::<Kvbm>(eviction, keys), 0.5, "{eviction:?} {keys:?}");
+                }
+            }
+        }
     }
 
     #[test]

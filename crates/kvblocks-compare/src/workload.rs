@@ -111,6 +111,47 @@ pub fn register_chain<S: Subject>(manager: &S, hashes: &[S::Hash]) -> Vec<S::Hel
     manager.register(staged)
 }
 
+/// What the 64-bit sequence hashes of a workload look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyShape {
+    /// As a good hash function gives them: every bit random.
+    Mixed,
+    /// Adversarial: the low 20 bits of every sequence hash take one of 16
+    /// values (the rest stay random), as structured ids or prompts a client
+    /// ground to collide would make them. A table that takes its bucket from
+    /// a key's low bits alone piles these into 16 probe runs.
+    LowBitsCycling,
+}
+
+impl KeyShape {
+    /// Bits [`LowBitsCycling`](Self::LowBitsCycling) fixes.
+    pub const LOW_BITS: u32 = 20;
+    /// Values those bits cycle through.
+    pub const PATTERNS: u64 = 16;
+
+    /// Short lowercase name, used in benchmark ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyShape::Mixed => "mixed",
+            KeyShape::LowBitsCycling => "lowbits",
+        }
+    }
+
+    /// `hash` in this shape. A function of `hash` alone, so a parent and
+    /// the child that names it stay consistent.
+    #[inline]
+    pub fn apply(self, hash: u64) -> u64 {
+        match self {
+            KeyShape::Mixed => hash,
+            KeyShape::LowBitsCycling => {
+                let mask = (1u64 << Self::LOW_BITS) - 1;
+                let pattern = (hash >> 60) % Self::PATTERNS;
+                (hash & !mask) | (pattern.wrapping_mul(0x9_E377) & mask)
+            }
+        }
+    }
+}
+
 /// Shape of the shared-prefix serving loop.
 #[derive(Clone, Copy, Debug)]
 pub struct ServingSpec {
@@ -129,13 +170,15 @@ pub struct ServingSpec {
     /// Pre-built requests; the loop cycles through them. Their unique tails
     /// must far outnumber the pool so a tail is long evicted before it recurs.
     pub requests: usize,
+    /// What the sequence hashes look like.
+    pub keys: KeyShape,
 }
 
 impl ServingSpec {
     /// The comparison's serving loop: a 65,536-slot pool of 16-token blocks,
     /// 32-block requests (one of 64 shared 16-block prompts + 16 unique
     /// blocks), 8 requests in flight, 16,384 pre-built requests (262,144
-    /// unique tail blocks, four times the pool).
+    /// unique tail blocks, four times the pool), well-mixed keys.
     pub const STANDARD: ServingSpec = ServingSpec {
         block_count: 65_536,
         block_size: 16,
@@ -144,6 +187,7 @@ impl ServingSpec {
         unique_blocks: 16,
         in_flight: 8,
         requests: 16_384,
+        keys: KeyShape::Mixed,
     };
 
     /// Blocks in one request's chain.
@@ -152,9 +196,22 @@ impl ServingSpec {
     }
 
     /// The request chains of stream `stream`, back to back
-    /// (`requests * chain_len()` triples). Every stream shares the same
-    /// prompts; the choice of prompt and the unique tails differ per stream.
+    /// (`requests * chain_len()` triples), in the spec's [`KeyShape`]. Every
+    /// stream shares the same prompts; the choice of prompt and the unique
+    /// tails differ per stream.
     pub fn triples(&self, stream: u64) -> Vec<Triple> {
+        let mut out = self.mixed_triples(stream);
+        if self.keys != KeyShape::Mixed {
+            for triple in &mut out {
+                triple.current = self.keys.apply(triple.current);
+                triple.parent = triple.parent.map(|p| self.keys.apply(p));
+            }
+        }
+        out
+    }
+
+    /// [`triples`](Self::triples) with every bit of every hash random.
+    fn mixed_triples(&self, stream: u64) -> Vec<Triple> {
         let mut prompt_rng = Rng::new(SEED);
         let prompts: Vec<Vec<Triple>> = (0..self.prompts)
             .map(|_| {

@@ -10,13 +10,15 @@
 //!
 //! With no trace, `replay` uses the built-in generated workload (see
 //! `kvblocks_sim::workload`). Bad input ends with one `kvsim: error: ...`
-//! line on stderr and exit code 1.
+//! line on stderr and exit code 1, before any replay (plot paths included);
+//! a flag that does not apply to the run gets a `kvsim: warning: ...` line.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use kvblocks::EvictionPolicyKind;
 use kvblocks_sim::prepare::PreparedTrace;
 use kvblocks_sim::progress::Progress;
@@ -56,10 +58,10 @@ struct ReplayArgs {
     /// Mooncake JSONL traces (timestamp ms, input_length, output_length, hash_ids;
     /// 512-token blocks). None: the built-in workload.
     traces: Vec<PathBuf>,
-    /// Eviction policies: `all` or comma-separated names.
+    /// Eviction policies: `all` or comma-separated names (any case).
     #[arg(long, default_value = "all")]
     policy: String,
-    /// Pool sizes in blocks, comma-separated.
+    /// Pool sizes in blocks, comma-separated (at most 16777216 each).
     #[arg(long, default_value = "2000,4000,8000,16000")]
     capacity: String,
     /// Hold mode.
@@ -83,12 +85,13 @@ struct ReplayArgs {
     /// Built-in workload: seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Built-in workload: number of requests.
+    /// Built-in workload: number of requests (at most 1000000).
     #[arg(long, default_value_t = 4000)]
     requests: usize,
     /// Pool shards of each replayed manager (`pool_shards` on the builder):
     /// the policy then orders evictions within each shard, shards taking
-    /// turns. 1 is the exact single-pool order.
+    /// turns. 1 is the exact single-pool order. Rounded so each shard holds
+    /// a power of two of blocks; reports show the count used.
     #[arg(long, default_value_t = 1)]
     pool_shards: usize,
 }
@@ -107,9 +110,13 @@ struct GenerateArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let result = match cli.command {
-        Command::Replay(args) => run_replay(args),
+        Command::Replay(args) => {
+            let given = matches.subcommand_matches("replay").map(GivenFlags::new);
+            run_replay(args, &given.unwrap_or_default())
+        }
         Command::Generate(args) => run_generate(args),
     };
     match result {
@@ -121,21 +128,79 @@ fn main() -> ExitCode {
     }
 }
 
+/// Which `replay` flags the user typed (as opposed to their defaults).
+#[derive(Debug, Default)]
+struct GivenFlags(Vec<&'static str>);
+
+impl GivenFlags {
+    /// Flags whose use depends on other flags; the ones to warn about.
+    const CHECKED: [(&'static str, &'static str); 5] = [
+        ("window", "--window"),
+        ("decode_tps", "--decode-tps"),
+        ("seed", "--seed"),
+        ("requests", "--requests"),
+        ("plot_dir", "--plot-dir"),
+    ];
+
+    fn new(matches: &ArgMatches) -> Self {
+        let given = Self::CHECKED
+            .iter()
+            .filter(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine))
+            .map(|&(_, flag)| flag)
+            .collect();
+        Self(given)
+    }
+
+    fn contains(&self, flag: &str) -> bool {
+        self.0.contains(&flag)
+    }
+}
+
+/// One warning line per flag that was given but does not apply.
+fn warn_unused_flags(args: &ReplayArgs, given: &GivenFlags) {
+    let mut unused: Vec<(&str, &str)> = Vec::new();
+    match args.mode {
+        Mode::Time => unused.push(("--window", "applies to --mode window only")),
+        Mode::Window => unused.push(("--decode-tps", "applies to --mode time only")),
+    }
+    if !args.traces.is_empty() {
+        unused.push((
+            "--seed",
+            "applies to the built-in workload only (no TRACE given)",
+        ));
+        unused.push((
+            "--requests",
+            "applies to the built-in workload only (no TRACE given)",
+        ));
+    }
+    if args.no_plot {
+        unused.push(("--plot-dir", "has no effect with --no-plot"));
+    }
+    for (flag, reason) in unused {
+        if given.contains(flag) {
+            eprintln!("kvsim: warning: {flag} {reason}; ignored");
+        }
+    }
+}
+
 fn parse_capacities(text: &str) -> Result<Vec<usize>, String> {
     let mut capacities = Vec::new();
     for part in text.split(',').map(str::trim) {
-        let capacity: usize = part.parse().map_err(|_| {
+        let capacity: u128 = part.parse().map_err(|_| {
             format!("--capacity: `{part}` is not a block count (expected e.g. 2000,4000)")
         })?;
         if capacity == 0 {
             return Err("--capacity: 0 is not a valid capacity (must be at least 1 block)".into());
         }
-        if u32::try_from(capacity).is_err() {
-            return Err(format!(
-                "--capacity: {capacity} blocks is too many (limit {})",
-                u32::MAX
-            ));
-        }
+        let capacity = usize::try_from(capacity)
+            .ok()
+            .filter(|&c| c <= replay::MAX_CAPACITY)
+            .ok_or_else(|| {
+                format!(
+                    "--capacity: {capacity} blocks is more than kvsim replays (limit {} blocks)",
+                    replay::MAX_CAPACITY
+                )
+            })?;
         if !capacities.contains(&capacity) {
             capacities.push(capacity);
         }
@@ -144,10 +209,9 @@ fn parse_capacities(text: &str) -> Result<Vec<usize>, String> {
     Ok(capacities)
 }
 
+/// `all` or policy names, comma-separated, any case; `all` inside a list
+/// adds every policy. Each policy once, in the order first named.
 fn parse_policies(text: &str) -> Result<Vec<EvictionPolicyKind>, String> {
-    if text.trim() == "all" {
-        return Ok(EvictionPolicyKind::ALL.to_vec());
-    }
     let known = || {
         EvictionPolicyKind::ALL
             .iter()
@@ -157,20 +221,40 @@ fn parse_policies(text: &str) -> Result<Vec<EvictionPolicyKind>, String> {
     };
     let mut policies = Vec::new();
     for name in text.split(',').map(str::trim) {
-        let kind: EvictionPolicyKind = name.parse().map_err(|_| {
-            format!(
-                "--policy: unknown policy `{name}` (known: all, {})",
+        if name.is_empty() {
+            return Err(format!(
+                "--policy: empty policy name in `{text}` (known: all, {})",
                 known()
-            )
-        })?;
-        if !policies.contains(&kind) {
-            policies.push(kind);
+            ));
+        }
+        let kinds = if name.eq_ignore_ascii_case("all") {
+            EvictionPolicyKind::ALL.to_vec()
+        } else {
+            vec![name.parse().map_err(|_| {
+                format!(
+                    "--policy: unknown policy `{name}` (known: all, {})",
+                    known()
+                )
+            })?]
+        };
+        for kind in kinds {
+            if !policies.contains(&kind) {
+                policies.push(kind);
+            }
         }
     }
     Ok(policies)
 }
 
-fn run_replay(args: ReplayArgs) -> Result<(), String> {
+/// The built-in workload's configuration, checked.
+fn workload_config(seed: u64, requests: usize) -> Result<WorkloadConfig, String> {
+    let config = WorkloadConfig::new(seed, requests);
+    config.check().map_err(|err| format!("--requests: {err}"))?;
+    Ok(config)
+}
+
+fn run_replay(args: ReplayArgs, given: &GivenFlags) -> Result<(), String> {
+    warn_unused_flags(&args, given);
     let capacities = parse_capacities(&args.capacity)?;
     let policies = parse_policies(&args.policy)?;
     let mode = match args.mode {
@@ -193,10 +277,25 @@ fn run_replay(args: ReplayArgs) -> Result<(), String> {
     if args.traces.is_empty() && args.requests == 0 {
         return Err("--requests: the built-in workload needs at least 1 request".into());
     }
+    // What the managers will really have, asked of the builder: this also
+    // refuses a bad --pool-shards before anything is loaded or replayed.
+    let mut shards_used = Vec::new();
+    for &capacity in &capacities {
+        let used =
+            replay::pool_shards_used(capacity, args.pool_shards).map_err(|err| match err {
+                replay::ReplayError::Build { message, .. } => {
+                    format!("--pool-shards {}: {message}", args.pool_shards)
+                }
+            })?;
+        if !shards_used.contains(&used) {
+            shards_used.push(used);
+        }
+    }
+    shards_used.sort_unstable();
 
     // Load everything first, so a bad file fails before any replay runs.
     let traces: Vec<Trace> = if args.traces.is_empty() {
-        let config = WorkloadConfig::new(args.seed, args.requests);
+        let config = workload_config(args.seed, args.requests)?;
         vec![Trace {
             name: config.label(),
             requests: workload::generate(&config),
@@ -217,11 +316,24 @@ fn run_replay(args: ReplayArgs) -> Result<(), String> {
         .iter()
         .map(|t| t.requests.len() as u64 * runs_per_trace)
         .sum();
+    let mut report = Report {
+        traces: prepared
+            .iter()
+            .map(|trace| TraceReport {
+                pool_shards_requested: args.pool_shards,
+                pool_shards: shards_used.clone(),
+                ..TraceReport::new(trace)
+            })
+            .collect(),
+    };
+    // Where the plots go, checked before the replay rather than after it.
+    let stems = report::unique_plot_stems(&report.traces);
+    if !args.no_plot {
+        report::check_plot_files(&args.plot_dir, &stems)?;
+    }
+
     let mut progress = Progress::new(total, true);
-    let mut report = Report { traces: Vec::new() };
-    for trace in &prepared {
-        let mut trace_report = TraceReport::new(trace);
-        trace_report.pool_shards = args.pool_shards;
+    for (trace, trace_report) in prepared.iter().zip(&mut report.traces) {
         for &capacity in &capacities {
             for &policy in &policies {
                 progress.set_message(format!("{} @ {capacity}", policy.name()));
@@ -239,7 +351,6 @@ fn run_replay(args: ReplayArgs) -> Result<(), String> {
                 .runs
                 .push(RunReport::new(BELADY, capacity, stats));
         }
-        report.traces.push(trace_report);
     }
     progress.finish();
 
@@ -253,8 +364,8 @@ fn run_replay(args: ReplayArgs) -> Result<(), String> {
         .write_all(text.as_bytes())
         .map_err(|err| format!("writing the report: {err}"))?;
     if !args.no_plot {
-        for trace_report in &report.traces {
-            let paths = report::plot(trace_report, &args.plot_dir)
+        for (trace_report, stem) in report.traces.iter().zip(&stems) {
+            let paths = report::plot(trace_report, &args.plot_dir, stem)
                 .map_err(|err| format!("drawing the plot: {err}"))?;
             let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
             eprintln!("kvsim: plot written to {}", names.join(" and "));
@@ -264,7 +375,7 @@ fn run_replay(args: ReplayArgs) -> Result<(), String> {
 }
 
 fn run_generate(args: GenerateArgs) -> Result<(), String> {
-    let requests = workload::generate(&WorkloadConfig::new(args.seed, args.requests));
+    let requests = workload::generate(&workload_config(args.seed, args.requests)?);
     match &args.output {
         Some(path) => {
             let file = std::fs::File::create(path)

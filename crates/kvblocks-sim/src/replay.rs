@@ -29,6 +29,14 @@ use crate::prepare::PreparedTrace;
 use crate::stats::RunStats;
 use crate::BLOCK_TOKENS;
 
+/// The largest pool a replay builds, in blocks: 16,777,216 (2^24), 8.6
+/// billion tokens of 512-token blocks, far past any trace's working set. A
+/// manager that large takes 1.3-2 GB depending on the policy
+/// (BENCHMARKS.md, "kvsim limits"); the builder's own limit (`u32::MAX -
+/// 1` blocks, slot numbers being `u32`) is far more than a machine holds, so
+/// the command line checks against this one.
+pub const MAX_CAPACITY: usize = 1 << 24;
+
 /// Tier marker of the replayed manager.
 #[derive(Debug, Clone, Copy)]
 pub struct SimTier;
@@ -46,6 +54,34 @@ pub enum ReplayError {
         /// The manager's error.
         message: String,
     },
+}
+
+/// The manager a run replays through.
+fn build(
+    policy: EvictionPolicyKind,
+    capacity: usize,
+    pool_shards: usize,
+) -> Result<BlockManager<SimTier>, ReplayError> {
+    BlockManager::<SimTier>::builder()
+        .block_count(capacity)
+        .block_size(BLOCK_TOKENS as usize)
+        .pool_shards(pool_shards)
+        .duplication_policy(BlockDuplicationPolicy::Reject)
+        .eviction_policy(policy)
+        .build()
+        .map_err(|err| ReplayError::Build {
+            capacity,
+            policy: policy.name().to_string(),
+            message: err.to_string(),
+        })
+}
+
+/// The pool shards a run at `capacity` asking for `pool_shards` gets: the
+/// builder rounds the request so every shard holds a power of two of
+/// blocks. Builds (and drops) the manager to ask it, so it also checks the
+/// configuration before any replay. The policy does not change the count.
+pub fn pool_shards_used(capacity: usize, pool_shards: usize) -> Result<usize, ReplayError> {
+    Ok(build(EvictionPolicyKind::Lru, capacity, pool_shards)?.pool_shards())
 }
 
 /// Replays `trace` through a fresh manager with `capacity` blocks and
@@ -69,25 +105,17 @@ pub fn run_sharded(
     pool_shards: usize,
     mut progress: impl FnMut(u64),
 ) -> Result<RunStats, ReplayError> {
-    let manager = BlockManager::<SimTier>::builder()
-        .block_count(capacity)
-        .block_size(BLOCK_TOKENS as usize)
-        .pool_shards(pool_shards)
-        .duplication_policy(BlockDuplicationPolicy::Reject)
-        .eviction_policy(policy)
-        .build()
-        .map_err(|err| ReplayError::Build {
-            capacity,
-            policy: policy.name().to_string(),
-            message: err.to_string(),
-        })?;
+    let manager = build(policy, capacity, pool_shards)?;
     let block_size = manager.block_size();
 
     let chains = &trace.chains;
     // held[r]: the blocks request r pins, dropped (root first) on release.
     let mut held: Vec<Vec<ImmutableBlock<SimTier>>> = Vec::new();
     held.resize_with(chains.len(), Vec::new);
-    let mut stats = RunStats::default();
+    let mut stats = RunStats {
+        pool_shards: manager.pool_shards(),
+        ..RunStats::default()
+    };
     let start = Instant::now();
 
     for j in 0..chains.len() {

@@ -72,8 +72,13 @@ pub struct TraceReport {
     pub decode_tokens_per_s: Option<f64>,
     /// Mean number of earlier requests still pinned at an arrival.
     pub mean_requests_in_flight: f64,
-    /// Pool shards of every replayed manager (1: the exact single-pool order).
-    pub pool_shards: usize,
+    /// `--pool-shards` as given (1: the exact single-pool order).
+    pub pool_shards_requested: usize,
+    /// Pool shards the replayed managers really have, each count once,
+    /// smallest first: the builder rounds the request so that every shard
+    /// holds a power of two of blocks, which can differ per capacity. Each
+    /// run reports its own (`pool_shards` of a run; Belady has none).
+    pub pool_shards: Vec<usize>,
     /// Requests in the trace.
     pub requests: usize,
     /// Block references in the trace.
@@ -101,7 +106,8 @@ impl TraceReport {
             window,
             decode_tokens_per_s,
             mean_requests_in_flight: trace.schedule.mean_in_flight(),
-            pool_shards: 1,
+            pool_shards_requested: 1,
+            pool_shards: vec![1],
             requests: trace.requests.len(),
             block_refs: trace.chains.total_refs(),
             distinct_blocks: trace.chains.distinct(),
@@ -118,6 +124,29 @@ impl TraceReport {
                 self.mean_requests_in_flight
             ),
             (None, None) => self.mode.to_string(),
+        }
+    }
+
+    /// The pool shards used, as `2` or `2-4`; `None` for one pool throughout.
+    fn shards_used(&self) -> Option<String> {
+        match (self.pool_shards.first(), self.pool_shards.last()) {
+            (Some(&lo), Some(&hi)) if hi > 1 && lo == hi => Some(lo.to_string()),
+            (Some(&lo), Some(&hi)) if hi > 1 => Some(format!("{lo}-{hi}")),
+            _ => None,
+        }
+    }
+
+    /// The header's note on pool shards: empty for one pool as asked.
+    fn shards_note(&self) -> String {
+        let asked = if self.pool_shards == [self.pool_shards_requested] {
+            String::new()
+        } else {
+            format!(" (asked for {})", self.pool_shards_requested)
+        };
+        match self.shards_used() {
+            Some(used) => format!(", {used} pool shards{asked}"),
+            None if !asked.is_empty() => format!(", 1 pool{asked}"),
+            None => String::new(),
         }
     }
 
@@ -169,11 +198,7 @@ pub fn table(report: &Report) -> String {
             thousands(trace.distinct_blocks as u64),
             trace.infinite_cache_hit_rate * 100.0,
             trace.hold_label(),
-            if trace.pool_shards > 1 {
-                format!(", {} pool shards", trace.pool_shards)
-            } else {
-                String::new()
-            },
+            trace.shards_note(),
         );
         let header = [
             "policy",
@@ -267,11 +292,9 @@ pub fn plot_stem(trace: &TraceReport) -> String {
         (None, Some(tps)) => format!("time{tps}"),
         (None, None) => trace.mode.to_string(),
     };
-    let shards = if trace.pool_shards > 1 {
-        format!("-shards{}", trace.pool_shards)
-    } else {
-        String::new()
-    };
+    let shards = trace
+        .shards_used()
+        .map_or_else(String::new, |used| format!("-shards{used}"));
     let mut out = String::new();
     for c in format!("{stem}-{hold}{shards}").chars() {
         if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
@@ -283,14 +306,64 @@ pub fn plot_stem(trace: &TraceReport) -> String {
     out.trim_end_matches('-').to_string()
 }
 
+/// [`plot_stem`] of every trace, made unique: a stem an earlier trace
+/// already has gets `-2`, `-3`, ... (two files named alike in different
+/// directories, or one file given twice).
+pub fn unique_plot_stems(traces: &[TraceReport]) -> Vec<String> {
+    let mut stems: Vec<String> = Vec::with_capacity(traces.len());
+    for trace in traces {
+        let base = plot_stem(trace);
+        let mut stem = base.clone();
+        let mut copy = 1;
+        while stems.contains(&stem) {
+            copy += 1;
+            stem = format!("{base}-{copy}");
+        }
+        stems.push(stem);
+    }
+    stems
+}
+
+/// The PNG and SVG a plot with `stem` is written to in `dir`.
+pub fn plot_paths(dir: &Path, stem: &str) -> [PathBuf; 2] {
+    [
+        dir.join(format!("{stem}.png")),
+        dir.join(format!("{stem}.svg")),
+    ]
+}
+
+/// Checks, before anything is replayed, that the plots can be written:
+/// creates `dir` and opens every plot file for writing (one that did not
+/// exist is removed again, one that did is left as it was). The error
+/// names the path that failed: a directory under a file, a name too long,
+/// no permission.
+pub fn check_plot_files(dir: &Path, stems: &[String]) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|err| format!("{}: cannot create the plot directory: {err}", dir.display()))?;
+    for stem in stems {
+        for path in plot_paths(dir, stem) {
+            let existed = path.exists();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|err| format!("{}: cannot write the plot: {err}", path.display()))?;
+            if !existed {
+                std::fs::remove_file(&path)
+                    .map_err(|err| format!("{}: cannot remove: {err}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Draws `trace`'s hit-rate curves into `dir` as `<stem>.png` and
-/// `<stem>.svg`; returns the paths written.
-pub fn plot(trace: &TraceReport, dir: &Path) -> Result<Vec<PathBuf>, String> {
+/// `<stem>.svg` (see [`unique_plot_stems`]); returns the paths written.
+pub fn plot(trace: &TraceReport, dir: &Path, stem: &str) -> Result<Vec<PathBuf>, String> {
     ensure_font()?;
     std::fs::create_dir_all(dir).map_err(|err| format!("{}: {err}", dir.display()))?;
-    let stem = plot_stem(trace);
-    let png = dir.join(format!("{stem}.png"));
-    let svg = dir.join(format!("{stem}.svg"));
+    let [png, svg] = plot_paths(dir, stem);
     let size = (960, 600);
     draw(BitMapBackend::new(&png, size).into_drawing_area(), trace)
         .map_err(|err| format!("{}: {err}", png.display()))?;
@@ -432,7 +505,8 @@ mod tests {
             window: Some(16),
             decode_tokens_per_s: None,
             mean_requests_in_flight: 0.0,
-            pool_shards: 1,
+            pool_shards_requested: 1,
+            pool_shards: vec![1],
             requests: 0,
             block_refs: 0,
             distinct_blocks: 0,
@@ -443,8 +517,20 @@ mod tests {
         trace.trace = "/data/traces/synthetic_trace.jsonl".into();
         (trace.mode, trace.window, trace.decode_tokens_per_s) = ("time", None, Some(30.0));
         assert_eq!(plot_stem(&trace), "synthetic_trace-time30");
-        trace.pool_shards = 16;
+        trace.pool_shards = vec![16];
         assert_eq!(plot_stem(&trace), "synthetic_trace-time30-shards16");
+        trace.pool_shards = vec![2, 4];
+        assert_eq!(plot_stem(&trace), "synthetic_trace-time30-shards2-4");
+        trace.trace = "/elsewhere/synthetic_trace.jsonl".into();
+        let second = trace.clone();
+        assert_eq!(
+            unique_plot_stems(&[trace.clone(), second, trace]),
+            [
+                "synthetic_trace-time30-shards2-4",
+                "synthetic_trace-time30-shards2-4-2",
+                "synthetic_trace-time30-shards2-4-3"
+            ]
+        );
     }
 
     #[test]

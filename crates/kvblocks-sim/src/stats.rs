@@ -33,6 +33,11 @@ pub struct RunStats {
     pub prefill_tokens_saved: u64,
     /// Registered blocks evicted to make room.
     pub evictions: u64,
+    /// Pool shards of the replayed manager as built
+    /// (`BlockManager::pool_shards`); 0 for Belady's bound, which has no
+    /// pool (and then left out of the JSON).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pool_shards: usize,
     /// Wall time of the replay loop (not of preparing the trace).
     #[serde(skip)]
     pub elapsed: Duration,
@@ -73,6 +78,10 @@ impl RunStats {
             self.elapsed.as_nanos() as f64 / self.block_refs as f64
         }
     }
+}
+
+fn is_zero(value: &usize) -> bool {
+    *value == 0
 }
 
 fn ratio(part: u64, whole: u64) -> f64 {

@@ -8,7 +8,12 @@
 //!
 //! Blank lines are skipped; unknown fields are ignored (later Mooncake
 //! releases add some); `input_length` is not checked against the number of
-//! blocks.
+//! blocks. A request must be a JSON object (serde would also read the four
+//! fields from an array; a trace line written that way is an error), and
+//! requests must come in arrival order: a timestamp earlier than the one
+//! before it is an error naming its line, in every hold mode (both modes
+//! replay in file order, so a file out of order is corrupt or two traces
+//! concatenated; sort it by timestamp first).
 
 use std::fmt;
 use std::io::{self, Write};
@@ -62,6 +67,20 @@ pub enum TraceError {
         path: PathBuf,
         /// 1-based line number.
         line: usize,
+    },
+    /// A request arrives before the request above it.
+    #[error("{}:{line}: timestamp {timestamp} is earlier than {previous} on line {previous_line}: requests must be in arrival order", path.display())]
+    TimeGoesBack {
+        /// The trace file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The request's timestamp.
+        timestamp: u64,
+        /// The previous request's timestamp.
+        previous: u64,
+        /// The previous request's line.
+        previous_line: usize,
     },
     /// A request has more blocks than a sequence hash can number.
     #[error("{}:{line}: {blocks} blocks in one request exceed the limit of {limit}", path.display())]
@@ -117,14 +136,35 @@ pub fn load(path: &Path) -> Result<Trace, TraceError> {
 
 /// Parses Mooncake JSONL text; `path` only names the source in errors.
 pub fn parse(path: &Path, text: &str) -> Result<Vec<Request>, TraceError> {
-    let mut requests = Vec::with_capacity(text.len() / 256 + 1);
+    let mut requests: Vec<Request> = Vec::with_capacity(text.len() / 256 + 1);
+    let mut previous_line = 0;
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
-        if raw.trim().is_empty() {
+        let Some(start) = raw.find(|c: char| !c.is_whitespace()) else {
             continue;
+        };
+        if !raw[start..].starts_with('{') {
+            return Err(TraceError::Malformed {
+                path: path.to_path_buf(),
+                line,
+                column: raw[..start].chars().count() + 1,
+                message: "a request must be a JSON object `{...}`".to_string(),
+            });
         }
         let request: Request =
             serde_json::from_str(raw).map_err(|err| malformed(path, line, &err))?;
+        if let Some(previous) = requests.last() {
+            if request.timestamp_ms < previous.timestamp_ms {
+                return Err(TraceError::TimeGoesBack {
+                    path: path.to_path_buf(),
+                    line,
+                    timestamp: request.timestamp_ms,
+                    previous: previous.timestamp_ms,
+                    previous_line,
+                });
+            }
+        }
+        previous_line = line;
         if request.hash_ids.is_empty() {
             return Err(TraceError::EmptyHashIds {
                 path: path.to_path_buf(),
@@ -221,6 +261,49 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "t.jsonl:2: `hash_ids` is empty: a request needs at least one block"
+        );
+    }
+
+    #[test]
+    fn a_request_written_as_a_json_array_is_refused() {
+        let err = parse_str("  [0, 1, 1, [1]]").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TraceError::Malformed {
+                    line: 1,
+                    column: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("JSON object"), "{err}");
+    }
+
+    #[test]
+    fn timestamps_may_repeat_but_not_go_back() {
+        let at = |ms: u64| {
+            format!("{{\"timestamp\": {ms}, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [1]}}\n")
+        };
+        assert_eq!(parse_str(&[at(5), at(5), at(6)].concat()).unwrap().len(), 3);
+        let err = parse_str(&[at(5), at(9), "\n".into(), at(7)].concat()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TraceError::TimeGoesBack {
+                    line: 4,
+                    timestamp: 7,
+                    previous: 9,
+                    previous_line: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "t.jsonl:4: timestamp 7 is earlier than 9 on line 2: requests must be in arrival order"
         );
     }
 

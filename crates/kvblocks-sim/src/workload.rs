@@ -38,6 +38,25 @@
 use crate::trace::Request;
 use crate::BLOCK_TOKENS;
 
+/// The most requests [`WorkloadConfig::check`] accepts. With the default
+/// model a request has about 26 blocks, so this is about 27 million block
+/// references: a replay of about 2 GB that takes minutes per policy and
+/// capacity (BENCHMARKS.md, "kvsim limits"), not a typo's worth of memory.
+pub const MAX_REQUESTS: usize = 1_000_000;
+
+/// A workload configuration that is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkloadError {
+    /// More requests than [`MAX_REQUESTS`].
+    #[error(
+        "{requests} requests is more than the built-in workload generates (limit {MAX_REQUESTS})"
+    )]
+    TooManyRequests {
+        /// The number asked for.
+        requests: usize,
+    },
+}
+
 /// Parameters of the built-in workload; see the module docs for the model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadConfig {
@@ -91,6 +110,20 @@ impl WorkloadConfig {
             requests,
             ..Self::default()
         }
+    }
+
+    /// Checks the configuration against the limits above.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkloadError::TooManyRequests`] past [`MAX_REQUESTS`].
+    pub fn check(&self) -> Result<(), WorkloadError> {
+        if self.requests > MAX_REQUESTS {
+            return Err(WorkloadError::TooManyRequests {
+                requests: self.requests,
+            });
+        }
+        Ok(())
     }
 
     /// A short human label, e.g. `builtin(seed=1,requests=4000)`.
@@ -156,7 +189,8 @@ struct Conversation {
     turns_left: u32,
 }
 
-/// Generates the built-in workload.
+/// Generates the built-in workload. It does not [check](WorkloadConfig::check)
+/// the configuration: past [`MAX_REQUESTS`] it runs until memory does.
 pub fn generate(config: &WorkloadConfig) -> Vec<Request> {
     let mut rng = Rng(config.seed ^ 0x6b76_7369_6d5f_7764); // "kvsim_wd"
     let mut next_id: u64 = 0;
@@ -185,7 +219,7 @@ pub fn generate(config: &WorkloadConfig) -> Vec<Request> {
     let mut slots: Vec<Option<Conversation>> = (0..config.concurrent_conversations.max(1))
         .map(|_| None)
         .collect();
-    let mut requests = Vec::with_capacity(config.requests);
+    let mut requests = Vec::with_capacity(config.requests.min(MAX_REQUESTS));
     let mut clock_ms = 0.0f64;
     let mean_gap_ms = 1000.0 / config.arrival_rate_per_s.max(1e-9);
 

@@ -3,30 +3,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
+use common::cli::{assert_one_error_line, kvsim, stderr};
 use common::scratch_dir;
-
-fn kvsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kvsim"))
-        .args(args)
-        .output()
-        .expect("run kvsim")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Bad input: exit code 1 and exactly one error line, which contains `needle`.
-fn assert_one_error_line(output: &Output, needle: &str) {
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(output));
-    let text = stderr(output);
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {text}");
-    assert!(lines[0].starts_with("kvsim: error: "), "{text}");
-    assert!(lines[0].contains(needle), "{needle:?} not in {text}");
-}
 
 #[test]
 fn replays_the_builtin_workload_as_json_and_plots_it() {
@@ -189,9 +168,11 @@ fn pool_shards_replay_and_bad_counts_are_refused() {
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("valid JSON");
-    assert_eq!(json["traces"][0]["pool_shards"], 4);
+    assert_eq!(json["traces"][0]["pool_shards_requested"], 4);
+    assert_eq!(json["traces"][0]["pool_shards"], serde_json::json!([4]));
     let runs = json["traces"][0]["runs"].as_array().unwrap();
     assert_eq!(runs[0]["policy"], "lru");
+    assert_eq!(runs[0]["pool_shards"], 4);
     assert!(runs[0]["block_hit_rate"].as_f64().unwrap() > 0.0);
 
     let output = kvsim(&["replay", "--pool-shards", "0", "--no-plot"]);

@@ -1,5 +1,6 @@
-//! Turn the `compare` bench's criterion results into a markdown table of time
-//! per block for both libraries and their ratio.
+//! Turn the `compare` bench's criterion results into markdown tables: time per
+//! block for both libraries and their ratio, then the serving loop with
+//! adversarial keys against well-mixed keys, per library.
 //!
 //! Reads `<criterion dir>/<group>/<library>/new/{estimates,benchmark}.json`
 //! as left by the last `cargo bench -p kvblocks-compare --bench compare` run,
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 const ROWS: &[(&str, &str)] = &[
     ("(a) serving loop, LRU", "serving_loop_lru"),
     ("(a) serving loop, lineage", "serving_loop_lineage"),
+    ("(a) serving loop, prefix", "serving_loop_prefix"),
     ("(b) match 128 active", "match_active_128"),
     ("(c) resurrect 128 inactive, LRU", "resurrect_128_lru"),
     (
@@ -60,11 +62,42 @@ fn main() {
         },
         PathBuf::from,
     );
+    print_comparison(&dir);
+    println!();
+    print_adversarial(&dir);
+}
+
+/// Serving-loop policies, for the adversarial-keys table.
+const POLICIES: &[&str] = &["lru", "lineage", "prefix"];
+
+/// The serving loop with low-bit-cycling keys against well-mixed keys.
+fn print_adversarial(dir: &Path) {
+    println!(
+        "| policy | kvblocks mixed | kvblocks low bits | ratio | kvbm mixed | kvbm low bits | ratio |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for policy in POLICIES {
+        let mut row = format!("| {policy} |");
+        for library in ["kvblocks", "kvbm"] {
+            let mixed = ns_per_block(dir, &format!("serving_loop_{policy}"), library);
+            let low = ns_per_block(dir, &format!("serving_loop_lowbits_{policy}"), library);
+            let ratio = match (mixed, low) {
+                (Some(m), Some(l)) => format!("{:.2}x", l / m),
+                _ => "n/a".to_owned(),
+            };
+            row += &format!(" {} | {} | {ratio} |", cell(mixed), cell(low));
+        }
+        println!("{row}");
+    }
+}
+
+/// Time per block of both libraries on every workload.
+fn print_comparison(dir: &Path) {
     println!("| workload | kvblocks ns/block | kvbm ns/block | kvbm / kvblocks |");
     println!("|---|---:|---:|---:|");
     for &(label, group) in ROWS {
-        let ours = ns_per_block(&dir, group, "kvblocks");
-        let theirs = ns_per_block(&dir, group, "kvbm");
+        let ours = ns_per_block(dir, group, "kvblocks");
+        let theirs = ns_per_block(dir, group, "kvbm");
         let ratio = match (ours, theirs) {
             (Some(o), Some(t)) => format!("{:.2}x", t / o),
             _ => "n/a".to_owned(),

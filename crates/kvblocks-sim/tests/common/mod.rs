@@ -2,6 +2,8 @@
 //! module with `mod common;`).
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::path::PathBuf;
 
 use kvblocks_sim::prepare::PreparedTrace;

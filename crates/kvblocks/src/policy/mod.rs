@@ -11,6 +11,7 @@
 //! policy: [`Lru`], [`Lineage`], [`TinyLfu`], [`S3Fifo`], [`Sieve`],
 //! [`PrefixAware`].
 
+mod keyhash;
 mod lineage;
 mod list;
 mod lru;
@@ -250,6 +251,9 @@ impl FromStr for EvictionPolicyKind {
 
 /// Static dispatch over the built-in policies, plus a boxed escape hatch for
 /// user policies; the store holds one of these.
+// One per pool shard, inside the shard's lock: its size costs nothing, while
+// boxing the largest policies would add a pointer chase to every hook.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum AnyPolicy {
     Lru(Lru),
     Lineage(Lineage),

@@ -2,6 +2,7 @@
 //! hand-made sequences, and a seeded random driver that plays valid hook
 //! sequences against a plain model of which slots are evictable.
 
+use super::keyhash::adversarial::low_bits_cycling;
 use super::EvictionPolicy;
 use crate::SequenceHash;
 
@@ -10,6 +11,29 @@ pub(crate) fn roots(n: usize) -> Vec<SequenceHash> {
     (0..n as u64)
         .map(|i| SequenceHash::root(0x5EED ^ i.wrapping_mul(0xA24B_AED4_963E_E407)))
         .collect()
+}
+
+/// `chains` chains of `len` blocks whose 64-bit sequence hashes all share
+/// their low `bits` bits (one of `patterns` values): the keys that flooded
+/// the policies' tables when those hashed with one unseeded multiply.
+pub(crate) fn low_bits_cycling_chains(
+    seed: u64,
+    chains: usize,
+    len: usize,
+    bits: u32,
+    patterns: u64,
+) -> Vec<SequenceHash> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::with_capacity(chains * len);
+    for _ in 0..chains {
+        let mut parent = None;
+        for position in 0..len as u64 {
+            let current = low_bits_cycling(rng.next(), bits, patterns);
+            out.push(SequenceHash::new(current, parent, position));
+            parent = Some(current);
+        }
+    }
+    out
 }
 
 /// For each slot in order: registers it under `hashes[slot]` and releases it.

@@ -390,7 +390,32 @@ impl EvictionPolicy for TinyLfu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::test_utils::{check_random_sequences, evict_all, register_all, roots};
+    use crate::policy::test_utils::{
+        check_random_sequences, evict_all, low_bits_cycling_chains, register_all, roots,
+    };
+
+    /// Keys whose low bits repeat use about as many counters per row as
+    /// random keys would (4,096 keys over 16,384 counters: about 3,600).
+    #[test]
+    fn keys_sharing_low_bits_spread_over_every_row() {
+        for (bits, patterns) in [(20, 16), (32, 1), (12, 4), (40, 2)] {
+            let keys = low_bits_cycling_chains(u64::from(bits), 256, 16, bits, patterns);
+            let sketch = FrequencySketch::new(keys.len());
+            let mut used = vec![std::collections::HashSet::new(); ROWS];
+            for &key in &keys {
+                for (row, cell) in sketch.cells(key_of(key)).into_iter().enumerate() {
+                    used[row].insert(cell);
+                }
+            }
+            for (row, cells) in used.iter().enumerate() {
+                assert!(
+                    cells.len() >= 3_200,
+                    "{bits} low bits in {patterns} patterns, row {row}: {} counters",
+                    cells.len()
+                );
+            }
+        }
+    }
 
     #[test]
     fn sketch_counts_accesses_and_halves_them_when_aging() {

@@ -14,6 +14,7 @@
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
+use super::keyhash::KeyHasher;
 use crate::SequenceHash;
 
 /// A slot's key: `(position, its sequence hash cut to a child's fragment width)`.
@@ -22,8 +23,11 @@ type Key = (u64, u64);
 /// No key: the slot is not registered here.
 const NO_KEY: Key = (u64::MAX, 0);
 
-fn key_hash(key: Key) -> u64 {
-    (key.1 ^ key.0.rotate_left(40)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+/// The table hash of `key`: seeded, every bit of the fragment and the
+/// position mixed in (see [`super::keyhash`] for why).
+#[inline(always)]
+fn key_hash(hasher: KeyHasher, key: Key) -> u64 {
+    hasher.hash(key.1, key.0)
 }
 
 /// The key under which a child at `hash.position() + 1` finds `hash`'s block.
@@ -63,6 +67,8 @@ pub(crate) struct BlockTree {
     keys: Vec<Key>,
     links: Vec<Link>,
     by_key: HashTable<u32>,
+    /// Hashes `keys` for `by_key`, with this tree's own random seed.
+    hasher: KeyHasher,
 }
 
 impl BlockTree {
@@ -81,6 +87,7 @@ impl BlockTree {
                 slots
             ],
             by_key: HashTable::with_capacity(slots.saturating_mul(2)),
+            hasher: KeyHasher::random(),
         }
     }
 
@@ -134,19 +141,20 @@ impl BlockTree {
     /// any. One probe to find the parent, one to insert; a key already
     /// present (a fragment collision) keeps its first slot.
     fn find_parent(&mut self, slot: u32, hash: SequenceHash) -> Option<u32> {
+        let hasher = self.hasher;
         let keys = &self.keys;
         let parent = parent_key(hash).and_then(|pk| {
             self.by_key
-                .find(key_hash(pk), |&s| keys[s as usize] == pk)
+                .find(key_hash(hasher, pk), |&s| keys[s as usize] == pk)
                 .copied()
         });
         let key = own_key(hash);
         self.keys[slot as usize] = key;
         let keys = &self.keys;
         if let Entry::Vacant(vacant) = self.by_key.entry(
-            key_hash(key),
+            key_hash(hasher, key),
             |&s| keys[s as usize] == key,
-            |&s| key_hash(keys[s as usize]),
+            |&s| key_hash(hasher, keys[s as usize]),
         ) {
             vacant.insert(slot);
         }
@@ -156,7 +164,10 @@ impl BlockTree {
     /// Removes `slot`'s key from the table.
     fn forget_key(&mut self, slot: u32) {
         let key = self.keys[slot as usize];
-        if let Ok(entry) = self.by_key.find_entry(key_hash(key), |&s| s == slot) {
+        if let Ok(entry) = self
+            .by_key
+            .find_entry(key_hash(self.hasher, key), |&s| s == slot)
+        {
             entry.remove();
         }
         self.keys[slot as usize] = NO_KEY;
@@ -177,7 +188,10 @@ impl BlockTree {
 
 #[cfg(test)]
 mod tests {
+    use super::super::keyhash::adversarial::{hashbrown_buckets, longest_probe};
+    use super::super::test_utils::low_bits_cycling_chains;
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn a_child_finds_its_resident_parent_and_loses_it_once_forgotten() {
@@ -207,5 +221,42 @@ mod tests {
         assert_eq!(tree.parent(1), None);
         assert_eq!(tree.forget(1), None);
         assert_eq!(tree.children(0), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Whatever low bits the sequence hashes share, the tree's keys
+        /// spread over its table: the longest linear probe of a table as
+        /// large as the tree's (hashbrown's buckets for twice the slots, so
+        /// load 1/4 at most) stays short, and every block still finds its
+        /// parent. (The old one-multiply hash: over 1,000.)
+        #[test]
+        fn keys_sharing_low_bits_keep_probes_short_and_parents_found(
+            seed in any::<u64>(),
+            hasher_seed in any::<[u64; 2]>(),
+            bits in 8u32..=40,
+            patterns in 1u64..=16,
+        ) {
+            let (chains, len) = (128, 32);
+            let hashes = low_bits_cycling_chains(seed, chains, len, bits, patterns);
+            let mut tree = BlockTree::new(hashes.len());
+            tree.hasher = KeyHasher::with_seed(hasher_seed);
+            let probe_hashes = hashes.iter().map(|&h| key_hash(tree.hasher, own_key(h)));
+            let longest = longest_probe(probe_hashes, hashbrown_buckets(2 * hashes.len()));
+            prop_assert!(longest <= 48, "longest probe {longest} for {} keys", hashes.len());
+
+            // The model: the first slot registered under a key keeps it.
+            let mut model = std::collections::HashMap::new();
+            for (slot, &hash) in hashes.iter().enumerate() {
+                let parent = tree.register(slot as u32, hash);
+                let expected = parent_key(hash).and_then(|key| model.get(&key).copied());
+                prop_assert_eq!(parent, expected);
+                model.entry(own_key(hash)).or_insert(slot as u32);
+            }
+            let chained = (0..hashes.len()).filter(|&s| s % len != 0);
+            prop_assert!(chained.filter(|&s| tree.parent(s as u32).is_some()).count() > hashes.len() * 9 / 10);
+            prop_assert_eq!(tree.len(), model.len());
+        }
     }
 }

@@ -151,6 +151,27 @@ mod tests {
         }
     }
 
+    /// Keys whose low bits repeat still spread over every set: a ghost as
+    /// large as the keys remembers most of them (all in a handful of sets, it
+    /// would keep four per set).
+    #[test]
+    fn keys_sharing_low_bits_spread_over_the_sets() {
+        use crate::policy::test_utils::low_bits_cycling_chains;
+        for (bits, patterns) in [(20, 16), (32, 1), (12, 4), (40, 2)] {
+            let keys = low_bits_cycling_chains(u64::from(bits), 256, 16, bits, patterns);
+            let mut ghost = Ghost::new(keys.len() * 2);
+            for (seq, &key) in keys.iter().enumerate() {
+                ghost.insert(key, evicted(seq as u32));
+            }
+            let kept = keys.iter().filter(|&&k| ghost.take(k).is_some()).count();
+            assert!(
+                kept >= keys.len() * 3 / 4,
+                "{bits} low bits in {patterns} patterns: kept {kept} of {}",
+                keys.len()
+            );
+        }
+    }
+
     #[test]
     fn churn_never_grows_the_table() {
         let mut ghost = Ghost::new(64);
