@@ -67,6 +67,7 @@
 
 pub mod blocks;
 pub mod hash;
+mod keyhash;
 pub mod manager;
 pub mod metrics;
 pub mod policy;
@@ -83,10 +84,13 @@ pub mod testing {
         crate::store::live_stores()
     }
 
-    /// The hash index bucket where `hash` starts its probe in a manager of
-    /// `block_count` blocks (to build keys that share a probe run).
-    pub fn index_home_bucket(hash: crate::SequenceHash, block_count: usize) -> usize {
-        crate::store::home_bucket(hash, block_count)
+    /// The hash index bucket where `hash` starts its probe in `manager`'s
+    /// index (to build keys that share a probe run).
+    pub fn index_home_bucket<T: crate::BlockMetadata>(
+        manager: &crate::BlockManager<T>,
+        hash: crate::SequenceHash,
+    ) -> usize {
+        manager.store().index.home_bucket(hash)
     }
 }
 

@@ -89,15 +89,15 @@ fn match_against_slot_reuse() {
 #[test]
 fn match_against_a_shifting_removal() {
     let blocks = 2;
-    // Keys whose index home is the same bucket (found by search).
-    let first = SequenceHash::root(0);
-    let home = kvblocks::testing::index_home_bucket(first, blocks);
-    let second = (1..)
-        .map(SequenceHash::root)
-        .find(|h| kvblocks::testing::index_home_bucket(*h, blocks) == home)
-        .unwrap();
     loom::model(move || {
         let m = manager(blocks);
+        // Keys whose index home is the same bucket (found by search).
+        let first = SequenceHash::root(0);
+        let home = kvblocks::testing::index_home_bucket(&m, first);
+        let second = (1..)
+            .map(SequenceHash::root)
+            .find(|h| kvblocks::testing::index_home_bucket(&m, *h) == home)
+            .unwrap();
         let a = register(&m, first);
         let b = register(&m, second);
         drop(a); // inactive: the next allocation evicts it

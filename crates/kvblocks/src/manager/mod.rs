@@ -75,6 +75,11 @@ impl<T: BlockMetadata> BlockManager<T> {
         BlockManagerBuilder::default()
     }
 
+    /// The store (for the crate's test hooks).
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     /// This manager's process-unique id.
     pub fn id(&self) -> ManagerId {
         self.store.id

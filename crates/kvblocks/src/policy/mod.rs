@@ -11,7 +11,6 @@
 //! policy: [`Lru`], [`Lineage`], [`TinyLfu`], [`S3Fifo`], [`Sieve`],
 //! [`PrefixAware`].
 
-mod keyhash;
 mod lineage;
 mod list;
 mod lru;

@@ -43,13 +43,13 @@
 //! target size, with a hash table (sized once, never grown) for membership.
 //! A key enters it in `on_forget`, which the caller runs right after `evict`
 //! with the victim's hash. The table hashes keys with its own random seed
-//! ([`super::keyhash`]), so keys that share bits cannot crowd one probe run.
+//! ([`crate::keyhash`]), so keys that share bits cannot crowd one probe run.
 
 use hashbrown::HashTable;
 
-use super::keyhash::KeyHasher;
 use super::list::{Links, List};
 use super::EvictionPolicy;
+use crate::keyhash::KeyHasher;
 use crate::SequenceHash;
 
 /// Frequency cap (two bits).
@@ -369,10 +369,8 @@ impl EvictionPolicy for S3Fifo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::keyhash::adversarial::{
-        ground_against_xor_fold, hashbrown_buckets, longest_probe,
-    };
-    use crate::policy::keyhash::KeyHasher;
+    use crate::keyhash::adversarial::{ground_against_xor_fold, hashbrown_buckets, longest_probe};
+    use crate::keyhash::KeyHasher;
     use crate::policy::test_utils::{
         check_random_sequences, evict_all, low_bits_cycling_chains, register_all, roots,
     };

@@ -2,8 +2,8 @@
 //! hand-made sequences, and a seeded random driver that plays valid hook
 //! sequences against a plain model of which slots are evictable.
 
-use super::keyhash::adversarial::low_bits_cycling;
 use super::EvictionPolicy;
+use crate::keyhash::adversarial::low_bits_cycling;
 use crate::SequenceHash;
 
 /// `n` distinct, unrelated root hashes.

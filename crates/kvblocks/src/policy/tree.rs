@@ -14,7 +14,7 @@
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
-use super::keyhash::KeyHasher;
+use crate::keyhash::KeyHasher;
 use crate::SequenceHash;
 
 /// A slot's key: `(position, its sequence hash cut to a child's fragment width)`.
@@ -24,7 +24,7 @@ type Key = (u64, u64);
 const NO_KEY: Key = (u64::MAX, 0);
 
 /// The table hash of `key`: seeded, every bit of the fragment and the
-/// position mixed in (see [`super::keyhash`] for why).
+/// position mixed in (see [`crate::keyhash`] for why).
 #[inline(always)]
 fn key_hash(hasher: KeyHasher, key: Key) -> u64 {
     hasher.hash(key.1, key.0)
@@ -188,9 +188,9 @@ impl BlockTree {
 
 #[cfg(test)]
 mod tests {
-    use super::super::keyhash::adversarial::{hashbrown_buckets, longest_probe};
     use super::super::test_utils::low_bits_cycling_chains;
     use super::*;
+    use crate::keyhash::adversarial::{hashbrown_buckets, longest_probe};
     use proptest::prelude::*;
 
     #[test]

@@ -32,31 +32,13 @@
 //!
 //! It never decides what is registered; [`super::state::ShardState`] does.
 
+use crate::keyhash::KeyHasher;
 use crate::sync::{fence, AtomicU64, Ordering, Padded};
 use crate::SequenceHash;
 
 /// A bucket with no entry. Its slot half (`u32::MAX`) is never a slot
 /// number (see `MAX_BLOCK_COUNT`).
 const EMPTY: u64 = u64::MAX;
-
-/// Folds a 128-bit lineage key to 64 bits.
-///
-/// The key is already the output of xxh3, but its low word holds the parent
-/// fragment (all zeros for a root block) and its high word the mode and
-/// position, so neither half alone spreads well: mix both with one multiply.
-#[inline(always)]
-pub(crate) fn fold(hash: SequenceHash) -> u64 {
-    let raw = hash.as_u128();
-    let folded = (raw as u64) ^ ((raw >> 64) as u64).rotate_left(29);
-    folded.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// The home bucket of `hash` in the index of a store of `slots` slots (for
-/// tests that need keys sharing a probe run).
-pub(crate) fn home_bucket(hash: SequenceHash, slots: usize) -> usize {
-    let buckets = bucket_count(slots);
-    (fold(hash) >> 32) as usize & (buckets - 1)
-}
 
 /// Buckets of the index of a store of `slots` slots: at least four per slot.
 fn bucket_count(slots: usize) -> usize {
@@ -97,6 +79,10 @@ pub(crate) enum Insert {
 
 /// Sequence hash -> slot, for primaries only.
 pub(crate) struct HashIndex {
+    /// Folds a 128-bit key to the 64 bits a bucket's tag and home come from.
+    /// Seeded per index: the key is the output of xxh3, but a client can
+    /// grind prompts until their keys share a home (see [`crate::keyhash`]).
+    hasher: KeyHasher,
     buckets: Box<[AtomicU64]>,
     mask: usize,
     /// Odd while a batch of removals runs.
@@ -116,6 +102,7 @@ impl HashIndex {
     pub(crate) fn with_capacity(slots: usize) -> Result<(Self, IndexWriter), super::OutOfMemory> {
         let buckets = bucket_count(slots);
         let index = Self {
+            hasher: KeyHasher::random(),
             buckets: super::try_boxed(buckets, || AtomicU64::new(EMPTY))?,
             mask: buckets - 1,
             epoch: Padded(AtomicU64::new(0)),
@@ -140,6 +127,17 @@ impl HashIndex {
         self.buckets[bucket].store(value, Ordering::Release);
     }
 
+    /// `hash` folded to 64 bits: its tag (high half) and so its home.
+    #[inline(always)]
+    fn fold(&self, hash: SequenceHash) -> u64 {
+        self.hasher.hash_u128(hash.as_u128())
+    }
+
+    /// The home bucket of `hash` (for tests that need keys sharing a probe run).
+    pub(crate) fn home_bucket(&self, hash: SequenceHash) -> usize {
+        self.home(self.fold(hash))
+    }
+
     /// The home bucket of an entry or folded hash (from the tag bits).
     #[inline(always)]
     fn home(&self, value: u64) -> usize {
@@ -155,7 +153,7 @@ impl HashIndex {
         hash: SequenceHash,
         key_of: impl Fn(u32) -> SequenceHash,
     ) -> Result<u32, usize> {
-        let folded = fold(hash);
+        let folded = self.fold(hash);
         let mut bucket = self.home(folded);
         // At most a quarter of the buckets hold entries, so an empty one ends the
         // probe within one lap; the bound only guards against a torn view.
@@ -200,7 +198,7 @@ impl HashIndex {
     /// misses overlap instead of adding up under the lock.
     #[inline]
     pub(crate) fn warm(&self, hash: SequenceHash) {
-        std::hint::black_box(self.load(self.home(fold(hash))));
+        std::hint::black_box(self.load(self.home(self.fold(hash))));
     }
 
     /// The entry for `hash`, for the writer's lock holder: exact, no
@@ -228,7 +226,7 @@ impl HashIndex {
         match self.probe(hash, key_of) {
             Ok(existing) => Insert::Present(existing),
             Err(bucket) => {
-                self.store(bucket, entry(fold(hash), slot));
+                self.store(bucket, entry(self.fold(hash), slot));
                 writer.entries += 1;
                 Insert::Added
             }
@@ -244,7 +242,7 @@ impl HashIndex {
         old: u32,
         new: u32,
     ) -> bool {
-        let folded = fold(hash);
+        let folded = self.fold(hash);
         let Some(bucket) = self.bucket_of(entry(folded, old)) else {
             return false;
         };
@@ -270,7 +268,7 @@ impl HashIndex {
     /// removal epoch if none is open: call [`Self::settle`] after the batch.
     #[inline]
     pub(crate) fn remove(&self, writer: &mut IndexWriter, hash: SequenceHash, slot: u32) -> bool {
-        let Some(bucket) = self.bucket_of(entry(fold(hash), slot)) else {
+        let Some(bucket) = self.bucket_of(entry(self.fold(hash), slot)) else {
             return false;
         };
         if !writer.removing {
@@ -413,6 +411,39 @@ mod tests {
         assert_eq!(index.find(keys.key(0), |s| keys.key(s)), Probe::Unsure);
         index.settle(&mut writer);
         assert_eq!(index.find(keys.key(0), |s| keys.key(s)), Probe::Miss);
+    }
+
+    /// Keys a client ground so that an unseeded fold (the one this index
+    /// used before it was seeded) sends them all to one home bucket: with the
+    /// seeded fold they spread like random keys.
+    #[test]
+    fn keys_ground_against_an_unseeded_fold_spread_over_the_buckets() {
+        use crate::keyhash::adversarial::longest_probe;
+        let slots = 1024;
+        let (index, _writer) = HashIndex::with_capacity(slots).unwrap();
+        let buckets = index.buckets.len();
+        let unseeded_home = |raw: u128| {
+            let folded = (raw as u64) ^ ((raw >> 64) as u64).rotate_left(29);
+            (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & (buckets - 1)
+        };
+        let mut state = 0x5EED_u64;
+        let mut ground = Vec::new();
+        while ground.len() < slots {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let raw = u128::from(state.wrapping_mul(0xBF58_476D_1CE4_E5B9)) << 64
+                | u128::from(state ^ (state >> 31));
+            let hash = SequenceHash::from_valid_u128(raw);
+            if unseeded_home(hash.as_u128()) == 0 {
+                ground.push(hash);
+            }
+        }
+        let old = longest_probe(
+            ground.iter().map(|h| unseeded_home(h.as_u128()) as u64),
+            buckets,
+        );
+        assert_eq!(old, slots, "the ground keys all share one home unseeded");
+        let new = longest_probe(ground.iter().map(|h| index.home_bucket(*h) as u64), buckets);
+        assert!(new <= 48, "longest probe {new} with the seeded fold");
     }
 
     #[test]

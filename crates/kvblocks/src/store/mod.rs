@@ -101,8 +101,6 @@ use self::striped::MatchTally;
 use crate::policy::AnyPolicy;
 use crate::{BlockDuplicationPolicy, ManagerId, SequenceHash};
 
-pub(crate) use self::index::home_bucket;
-
 /// Stores alive in this process (for leak checks in tests; `SeqCst`, as
 /// tests compare it across threads and it is touched once per store).
 static LIVE_STORES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -1,6 +1,7 @@
-//! [`KeyHasher`]: how a policy hashes its keys for its own hash tables.
+//! [`KeyHasher`]: how the crate hashes keys for its own hash tables (the
+//! store's index, the policies' tables).
 //!
-//! The keys the policies index are cut from [`crate::SequenceHash`]es, and a
+//! The keys those tables index are cut from [`crate::SequenceHash`]es, and a
 //! table must not trust them to be evenly spread: the low bits of many keys
 //! can repeat (structured ids, or prompts a client ground until their block
 //! hashes share bits, which costs about `2^bits` tries per block), and a table
@@ -13,8 +14,9 @@
 //! and no one outside the process can tell which keys will collide. It costs
 //! one multiply, as the unseeded hash it replaced did.
 //!
-//! Which tables use it: those whose collisions cost time (the block tree's
-//! `(position, fragment) -> slot` table, S3-FIFO's ghost index). The prefix
+//! Which tables use it: those whose collisions cost time (the store's hash
+//! index, the block tree's `(position, fragment) -> slot` table, S3-FIFO's
+//! ghost index). The prefix
 //! policy's set-associative ghost and TinyLFU's sketch are not seeded: a
 //! collision there costs no probe (a set has four ways, a sketch row one
 //! counter), only what is remembered, and their placement decides hit rates,
@@ -40,7 +42,15 @@ impl KeyHasher {
     /// A hasher with a fresh random seed. The randomness is the standard
     /// library's (the keys of `RandomState`, drawn from the operating system
     /// once per thread), so this needs no dependency and no global state.
+    ///
+    /// Under a model checker (`--cfg shuttle` or `--cfg loom`) the seed is
+    /// fixed: a model must take the same steps in every run it replays.
     pub(crate) fn random() -> Self {
+        if cfg!(any(shuttle, loom)) {
+            return Self {
+                seed: [0x243F_6A88_85A3_08D3, 0x1319_8A2E_0370_7344],
+            };
+        }
         let state = RandomState::new();
         Self {
             seed: [state.hash_one(0u8), state.hash_one(1u8)],
