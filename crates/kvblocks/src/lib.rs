@@ -67,9 +67,11 @@
 
 pub mod blocks;
 pub mod hash;
+pub mod integrations;
 pub mod manager;
 pub mod metrics;
 pub mod policy;
+pub mod sequence;
 mod store;
 mod sync;
 pub mod tier;
@@ -81,9 +83,18 @@ pub use blocks::{
     RegisterError, WeakBlock,
 };
 pub use hash::{PositionalLineageHash, SequenceHash};
+pub use integrations::{
+    admit_all, can_admit_all, AdmitError, ApplyError, DecodeOutcome, NoopDelegate, RequestError,
+    RequestSequence, SchedulableSequence, SchedulableSequenceBuilder, ScheduleError,
+    SequenceBuildError, SequenceDelegate, SequenceEvent, SequenceState,
+};
 pub use manager::{BlockManager, BuildError, ResetError};
 pub use metrics::MetricsSnapshot;
 pub use policy::{EvictionPolicy, EvictionPolicyKind};
+pub use sequence::{
+    zip_assigned, zip_assigned_pending, BlockSequence, BlockSequenceError,
+    ExternalBlockAssignments, LogicalBlockAssignmentError, LogicalBlockAssignments,
+};
 pub use tier::LogicalLayoutHandle;
 
 /// Runs the crate README's example as a doc test.
