@@ -1,6 +1,7 @@
 //! [`SchedulableSequenceBuilder`]: named, checked construction of a
 //! [`SchedulableSequence`], salt and delegate included.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::{RequestSequence, SchedulableSequence, SequenceBuildError, SequenceDelegate};
@@ -14,7 +15,7 @@ use crate::BlockMetadata;
 /// use kvblocks::{hash::compute_salt_hash_from_bytes, SchedulableSequence};
 /// #[derive(Clone)] struct Gpu;
 /// let lora = compute_salt_hash_from_bytes(b"adapter-7");
-/// let seq: SchedulableSequence<Gpu> = SchedulableSequence::<Gpu>::builder()
+/// let seq = SchedulableSequence::<Gpu>::builder()
 ///     .tokens(vec![1, 2, 3, 4, 5])
 ///     .max_output_tokens(16)
 ///     .block_size(4)
@@ -23,16 +24,29 @@ use crate::BlockMetadata;
 /// assert_eq!(seq.inner().salt_hash(), lora);
 /// # Ok::<(), kvblocks::SequenceBuildError>(())
 /// ```
-#[derive(Default)]
-pub struct SchedulableSequenceBuilder {
+pub struct SchedulableSequenceBuilder<T> {
     tokens: Option<Vec<Token>>,
     max_output_tokens: Option<usize>,
     block_size: Option<u32>,
     salt_hash: Option<SaltHash>,
     delegate: Option<Arc<dyn SequenceDelegate>>,
+    _tier: PhantomData<fn() -> T>,
 }
 
-impl SchedulableSequenceBuilder {
+impl<T> Default for SchedulableSequenceBuilder<T> {
+    fn default() -> Self {
+        Self {
+            tokens: None,
+            max_output_tokens: None,
+            block_size: None,
+            salt_hash: None,
+            delegate: None,
+            _tier: PhantomData,
+        }
+    }
+}
+
+impl<T: BlockMetadata> SchedulableSequenceBuilder<T> {
     /// The prompt (at least one token).
     pub fn tokens(mut self, tokens: Vec<Token>) -> Self {
         self.tokens = Some(tokens);
@@ -71,7 +85,7 @@ impl SchedulableSequenceBuilder {
     ///
     /// [`SequenceBuildError::Missing`] for an unset required field;
     /// [`SequenceBuildError::Request`] for an empty prompt or a zero block size.
-    pub fn build<T: BlockMetadata>(self) -> Result<SchedulableSequence<T>, SequenceBuildError> {
+    pub fn build(self) -> Result<SchedulableSequence<T>, SequenceBuildError> {
         let tokens = self.tokens.ok_or(SequenceBuildError::Missing("tokens"))?;
         let max_output_tokens = self
             .max_output_tokens
@@ -85,7 +99,7 @@ impl SchedulableSequenceBuilder {
     }
 }
 
-impl std::fmt::Debug for SchedulableSequenceBuilder {
+impl<T> std::fmt::Debug for SchedulableSequenceBuilder<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SchedulableSequenceBuilder")
             .field("tokens", &self.tokens.as_ref().map(Vec::len))

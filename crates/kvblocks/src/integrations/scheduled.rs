@@ -70,7 +70,7 @@ pub struct SchedulableSequence<T> {
 
 impl<T: BlockMetadata> SchedulableSequence<T> {
     /// A builder (tokens, output budget and block size are required).
-    pub fn builder() -> super::SchedulableSequenceBuilder {
+    pub fn builder() -> super::SchedulableSequenceBuilder<T> {
         super::SchedulableSequenceBuilder::default()
     }
 
@@ -417,9 +417,10 @@ impl<T: BlockMetadata> SchedulableSequence<T> {
             });
         }
         self.check_apply(manager, accepted.len())?;
+        // The accepted tokens fill the token blocks being registered.
+        self.inner.append_tokens(accepted)?;
         self.kv_position += accepted.len();
         let registered = self.register_computed(manager);
-        self.inner.append_tokens(accepted)?;
         let keep = if self.inner.is_complete() {
             self.kv_position
         } else {
@@ -727,6 +728,8 @@ forward_to_request! {
     held_blocks -> usize;
     /// Blocks the last admission found cached.
     prefix_matched_blocks -> usize;
+    /// Tokens a prefill must compute: all but the cached prefix.
+    new_tokens_for_prefill -> usize;
     /// Tokens per block.
     block_size -> usize;
     /// Whether the output budget is used up.
