@@ -208,7 +208,10 @@ fn a_rollback_into_a_registered_block_recomputes_it_in_a_fresh_slot() {
     assert_eq!((s.total_tokens(), s.kv_position()), (3, 0));
     assert_eq!((s.assigned_blocks(), s.held_blocks()), (0, 0));
     let hashes = BlockSequence::new((0..4).collect(), 4, None);
-    assert!(m.contains(hashes.sequence_hashes()[0]), "still cached for others");
+    assert!(
+        m.contains(hashes.sequence_hashes()[0]),
+        "still cached for others"
+    );
     // Not decodable: the first output token must be produced again.
     s.schedule_prefill(3, &m).unwrap();
     s.apply_prefill(Some(3), &m).unwrap();

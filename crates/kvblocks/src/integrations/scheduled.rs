@@ -206,12 +206,13 @@ impl<T: BlockMetadata> SchedulableSequence<T> {
         tokens: usize,
         manager: &BlockManager<T>,
     ) -> Result<usize, ScheduleError> {
-        let needed = tokens.div_ceil(self.inner.block_size());
-        let held = self.inner.held_blocks();
-        if needed <= held {
+        let (held, bs) = (self.inner.held_blocks(), self.inner.block_size());
+        // Compared by a multiplication: no division on the decode path.
+        if tokens <= held * bs {
             self.inner.check_manager(manager)?;
             return Ok(0);
         }
+        let needed = tokens.div_ceil(bs);
         self.inner.try_allocate_blocks(needed - held, manager)?;
         Ok(needed - held)
     }
@@ -355,8 +356,10 @@ impl<T: BlockMetadata> SchedulableSequence<T> {
         };
         self.check_apply(manager, 1)?;
         self.kv_position += 1;
-        let completed =
-            self.kv_position % self.inner.block_size() == 0 && self.register_computed(manager) > 0;
+        // The step completed a block iff the computed tokens reach the end of
+        // the first unregistered one (registered = computed full blocks).
+        let boundary = (self.inner.assigned_blocks() + 1) * self.inner.block_size();
+        let completed = self.kv_position == boundary && self.register_computed(manager) > 0;
         self.inner.append_token(token)?;
         self.state = SequenceState::Idle;
         self.emit(|| SequenceEvent::DecodeApplied {

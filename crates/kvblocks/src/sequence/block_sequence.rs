@@ -160,10 +160,12 @@ impl BlockSequence {
 
     /// Whether `count` more tokens can be appended (no block would pass the
     /// last position a [`SequenceHash`] encodes).
+    #[inline]
     pub fn has_room_for(&self, count: usize) -> bool {
-        let blocks =
-            (self.total_tokens() as u64).saturating_add(count as u64) / self.block_size() as u64;
-        blocks <= crate::hash::MAX_POSITION
+        // (total + count) / block_size <= MAX_POSITION, without a division
+        // (this runs on every decoded token).
+        let limit = (crate::hash::MAX_POSITION + 1).saturating_mul(self.block_size() as u64);
+        (self.total_tokens() as u64).saturating_add(count as u64) < limit
     }
 
     /// Removes the last `count` tokens; full blocks before the cut keep their
