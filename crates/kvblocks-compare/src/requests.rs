@@ -140,10 +140,12 @@ pub struct DecodeBatch<R: Requests> {
 }
 
 impl<R: Requests> DecodeBatch<R> {
-    /// `batch` requests of `prompt_tokens` distinct tokens each, decoding up
-    /// to `max_output` tokens, on a pool that holds them all at full length.
+    /// `batch` requests of about `prompt_tokens` distinct tokens each,
+    /// decoding up to `max_output` tokens, on a pool that holds them all at
+    /// full length. Until [`warm_up`](Self::warm_up) the pool has never
+    /// evicted.
     pub fn new(batch: usize, prompt_tokens: usize, max_output: usize, block_size: u32) -> Self {
-        let per_request = (prompt_tokens + max_output).div_ceil(block_size as usize) + 2;
+        let per_request = (prompt_tokens + max_output).div_ceil(block_size as usize) + 3;
         let manager = R::manager(batch * per_request + 64, block_size as usize);
         let mut this = Self {
             running: Vec::with_capacity(batch),
@@ -161,16 +163,27 @@ impl<R: Requests> DecodeBatch<R> {
         this
     }
 
-    /// A new admitted, prefilled request with a prompt no other shares.
+    /// A new admitted, prefilled request with a prompt no other shares. Its
+    /// length varies by up to a block, so requests cross block boundaries
+    /// on different steps.
     fn fresh(&mut self) -> R::Seq {
         self.next_prompt += 1;
         let base = self.next_prompt.wrapping_mul(1_000_003);
-        let tokens = (0..self.prompt_tokens as u32)
-            .map(|i| base.wrapping_add(i))
-            .collect();
+        let len = self.prompt_tokens + self.next_prompt as usize % self.block_size as usize;
+        let tokens = (0..len as u32).map(|i| base.wrapping_add(i)).collect();
         let mut seq = R::request(tokens, self.max_output, self.block_size);
         R::admit_and_prefill(&mut seq, &self.manager, base);
         seq
+    }
+
+    /// Decodes until every request has finished and been replaced once, so
+    /// the pool is in steady state: full of cached blocks of finished
+    /// requests, every new block taken by eviction.
+    pub fn warm_up(&mut self) {
+        for _ in 0..self.max_output + 64 {
+            self.recycle();
+            self.step();
+        }
     }
 
     /// Replaces every finished request (not part of a timed step).

@@ -15,19 +15,17 @@ use kvblocks_compare::selected;
 
 const BLOCK_SIZE: u32 = 16;
 
-/// ns per token of lock-step decode steps of 256 requests: the median over
-/// `windows` windows of 16 steps (each window crosses one block boundary of
-/// every request). Recycling finished requests is not timed.
+/// ns per token of decode steps of 256 requests in steady state (see
+/// `DecodeBatch::warm_up`): the median over `windows` windows of 16 steps
+/// (each window crosses one block boundary of every request). Recycling
+/// finished requests is not timed.
 ///
 /// Medians of short windows rather than one long run: the machine is shared,
 /// and a window in which the process was descheduled is an outlier the median
 /// ignores.
 fn decode<R: Requests>(windows: usize) -> f64 {
     let mut batch = DecodeBatch::<R>::new(256, 512, 1024, BLOCK_SIZE);
-    for _ in 0..64 {
-        batch.recycle();
-        batch.step();
-    }
+    batch.warm_up();
     let mut samples = Vec::with_capacity(windows);
     for _ in 0..windows {
         let (mut ns, mut tokens) = (0u128, 0usize);
