@@ -26,6 +26,17 @@
 //! When the reset pool is empty, allocation evicts inactive blocks in the
 //! order of the manager's [`policy`] (LRU, leaf-first lineage LRU, ...).
 //!
+//! # Requests
+//!
+//! A scheduler drives one [`SchedulableSequence`] per request: admit it
+//! (cached prefix matched, slots for the rest taken, all or nothing; a batch
+//! with [`admit_all`]), then per step `schedule_*` (prefill chunk, decode,
+//! speculative decode) and `apply_*` with what the model produced. A block
+//! is registered, and shared with other requests, as soon as its KV is
+//! computed; [`SchedulableSequence::block_table`] is the kernel's block
+//! table. The layers below it are [`RequestSequence`], [`BlockSequence`] and
+//! the assignment tables of [`sequence`].
+//!
 //! # Thread safety
 //!
 //! A manager and all its guards share one store. Matching a prefix whose

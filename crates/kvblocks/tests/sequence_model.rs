@@ -179,11 +179,12 @@ fn check_request(r: &Request, manager: &BlockManager<Tier>) -> Result<(), TestCa
     prop_assert_eq!(seq.staged_blocks(), 0);
     let expected = BlockSequence::new(m.tokens.clone(), BS as u32, Some(m.salt));
     let assignments = seq.inner().assignments();
-    for i in 0..m.kv / BS {
+    let registered = table.iter().zip(expected.sequence_hashes()).enumerate();
+    for (i, (&entry, &hash)) in registered.take(m.kv / BS) {
         let (&id, block) = assignments.get_assigned(i).expect("assigned");
-        prop_assert_eq!(block.sequence_hash(), expected.sequence_hashes()[i]);
+        prop_assert_eq!(block.sequence_hash(), hash);
         prop_assert_eq!(id, block.block_id());
-        prop_assert_eq!(table[i] as usize, id);
+        prop_assert_eq!(entry as usize, id);
         prop_assert!(
             manager.contains(block.sequence_hash()),
             "registered block matchable"

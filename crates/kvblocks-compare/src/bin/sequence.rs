@@ -121,8 +121,8 @@ fn main() {
     );
     for (label, prompt, count) in [
         ("2k", 2048, 400),
-        ("32k", 32_768, 40),
-        ("128k", 131_072, 10),
+        ("32k", 32_768, 80),
+        ("128k", 131_072, 24),
     ] {
         row(
             &format!("admit + prefill, {label}-token prompt"),

@@ -8,7 +8,7 @@ use super::SequenceState;
 use crate::sequence::BlockSequenceError;
 use crate::ManagerId;
 
-/// A failed [`RequestSequence`] call; the request and the pool are unchanged.
+/// A failed [`RequestSequence`](super::RequestSequence) call; the request and the pool are unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     /// A request needs at least one prompt token.
