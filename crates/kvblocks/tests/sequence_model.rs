@@ -78,6 +78,8 @@ enum Op {
     },
     Finish {
         slot: usize,
+        /// Drop it with a step scheduled (not applied) if one can be.
+        scheduled: bool,
     },
     Misuse {
         slot: usize,
@@ -100,7 +102,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (slot.clone(), 0..6usize).prop_map(|(slot, count)| Op::Rollback { slot, count }),
         1 => (slot.clone(), any::<bool>()).prop_map(|(slot, batched)| Op::Preempt { slot, batched }),
         1 => slot.clone().prop_map(|slot| Op::Resume { slot }),
-        1 => slot.clone().prop_map(|slot| Op::Finish { slot }),
+        1 => (slot.clone(), any::<bool>()).prop_map(|(slot, scheduled)| Op::Finish { slot, scheduled }),
         1 => (slot, 0..6u8).prop_map(|(slot, kind)| Op::Misuse { slot, kind }),
     ]
 }
@@ -491,7 +493,14 @@ fn step(
                 Ok(false) | Err(_) => prop_assert_eq!(snapshot(r, manager), before),
             }
         }
-        Op::Finish { slot } => requests[slot] = None,
+        Op::Finish { slot, scheduled } => {
+            if let (true, Some(r)) = (scheduled, requests[slot].as_mut()) {
+                let _ = r.seq.schedule_decode(manager).is_ok()
+                    || r.seq.schedule_speculative(2, manager).is_ok()
+                    || r.seq.schedule_prefill(1, manager).is_ok();
+            }
+            requests[slot] = None;
+        }
         Op::Misuse { slot, kind } => {
             let Some(r) = requests[slot].as_mut() else {
                 return Ok(());

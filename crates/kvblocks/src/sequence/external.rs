@@ -317,11 +317,9 @@ pub fn zip_assigned(
     a: &ExternalBlockAssignments,
     b: &ExternalBlockAssignments,
 ) -> Vec<(usize, BlockId, BlockId)> {
-    let (ra, rb) = (a.assigned_positions(), b.assigned_positions());
-    let positions = ra.start.max(rb.start)..ra.end.min(rb.end);
-    positions
-        .filter_map(|p| Some((p, a.get_at_position(p)?.0, b.get_at_position(p)?.0)))
-        .collect()
+    zip_positions(a.assigned_positions(), b.assigned_positions(), |p| {
+        Some((a.get_at_position(p)?.0, b.get_at_position(p)?.0))
+    })
 }
 
 /// `(position, src id, dst id)` for every position `src` has assigned and
@@ -331,15 +329,18 @@ pub fn zip_assigned_pending(
     src: &ExternalBlockAssignments,
     dst: &ExternalBlockAssignments,
 ) -> Vec<(usize, BlockId, BlockId)> {
-    let (rs, rd) = (src.assigned_positions(), dst.pending_positions());
-    let positions = rs.start.max(rd.start)..rs.end.min(rd.end);
-    positions
-        .filter_map(|p| {
-            Some((
-                p,
-                src.get_at_position(p)?.0,
-                dst.get_pending_at_position(p)?,
-            ))
-        })
+    zip_positions(src.assigned_positions(), dst.pending_positions(), |p| {
+        Some((src.get_at_position(p)?.0, dst.get_pending_at_position(p)?))
+    })
+}
+
+/// `(position, ids)` for every position in both ranges, ascending.
+fn zip_positions(
+    a: Range<usize>,
+    b: Range<usize>,
+    ids: impl Fn(usize) -> Option<(BlockId, BlockId)>,
+) -> Vec<(usize, BlockId, BlockId)> {
+    (a.start.max(b.start)..a.end.min(b.end))
+        .filter_map(|p| ids(p).map(|(x, y)| (p, x, y)))
         .collect()
 }
