@@ -13,6 +13,7 @@ mod admission;
 mod builder;
 mod errors;
 mod events;
+mod lifecycle;
 pub(crate) mod request;
 mod scheduled;
 
