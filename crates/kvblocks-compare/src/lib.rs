@@ -15,6 +15,8 @@
 //! # What lives where
 //!
 //! - [`subject`]: the trait and its two implementations.
+//! - [`requests`]: the request layers (`SchedulableSequence`) of both
+//!   libraries behind one trait, and the lock-step decode batch.
 //! - [`workload`]: seeded chain generation, the shared-prefix serving loop and
 //!   the "full cache" fixture used by the micro-benchmarks.
 //!
@@ -23,6 +25,7 @@
 //! and the memory census (`src/bin/memory.rs`) are thin drivers over these
 //! two modules.
 
+pub mod requests;
 pub mod subject;
 pub mod workload;
 

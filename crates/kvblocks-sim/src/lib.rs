@@ -35,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batching;
 pub mod belady;
 pub mod chain;
 pub mod prepare;

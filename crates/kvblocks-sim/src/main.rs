@@ -6,6 +6,8 @@
 //!              [--mode window|time] [--window 16] [--decode-tps 30]
 //!              [--json] [--plot-dir target/kvsim] [--no-plot] [--seed 1] [--requests 4000]
 //! kvsim generate [--seed 1] [--requests 4000] [-o FILE]
+//! kvsim schedule [TRACE] [--capacity 32768] [--block-size 16] [--token-budget 8192]
+//!                [--max-running 256] [--trace-block-tokens 512] [--step-ms 25] [--json]
 //! ```
 //!
 //! With no trace, `replay` uses the built-in generated workload (see
@@ -26,7 +28,7 @@ use kvblocks_sim::report::{self, Report, RunReport, TraceReport, BELADY};
 use kvblocks_sim::schedule::HoldMode;
 use kvblocks_sim::trace::{self, Trace};
 use kvblocks_sim::workload::{self, WorkloadConfig};
-use kvblocks_sim::{belady, replay};
+use kvblocks_sim::{batching, belady, replay};
 
 /// Replay KV-cache block traces through kvblocks and compare eviction policies.
 #[derive(Debug, Parser)]
@@ -42,6 +44,9 @@ enum Command {
     Replay(ReplayArgs),
     /// Write the built-in workload as Mooncake JSONL.
     Generate(GenerateArgs),
+    /// Continuous batching of a trace (or the built-in workload) through the
+    /// request layer: token budget per step, preemption when the pool is full.
+    Schedule(ScheduleArgs),
 }
 
 /// How long a request pins its blocks.
@@ -109,6 +114,39 @@ struct GenerateArgs {
     output: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+struct ScheduleArgs {
+    /// A Mooncake JSONL trace. None: the built-in workload.
+    trace: Option<PathBuf>,
+    /// Slots in the pool.
+    #[arg(long, default_value_t = 32_768)]
+    capacity: usize,
+    /// Tokens per block of the pool.
+    #[arg(long, default_value_t = 16)]
+    block_size: usize,
+    /// Tokens a step may compute (prefill chunks plus decode tokens).
+    #[arg(long, default_value_t = 8192)]
+    token_budget: usize,
+    /// Requests running at once, at most.
+    #[arg(long, default_value_t = 256)]
+    max_running: usize,
+    /// Tokens per `hash_ids` block of the trace (512 for Mooncake traces).
+    #[arg(long, default_value_t = 512)]
+    trace_block_tokens: usize,
+    /// Simulated duration of one step, milliseconds (drives arrivals).
+    #[arg(long, default_value_t = 25.0)]
+    step_ms: f64,
+    /// Built-in workload: seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Built-in workload: number of requests.
+    #[arg(long, default_value_t = 4000)]
+    requests: usize,
+    /// Print JSON on stdout instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
@@ -118,6 +156,7 @@ fn main() -> ExitCode {
             run_replay(args, &given.unwrap_or_default())
         }
         Command::Generate(args) => run_generate(args),
+        Command::Schedule(args) => run_schedule(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -386,4 +425,109 @@ fn run_generate(args: GenerateArgs) -> Result<(), String> {
         None => trace::write_jsonl(&requests, io::BufWriter::new(io::stdout().lock()))
             .map_err(|err| format!("writing to stdout: {err}")),
     }
+}
+
+fn run_schedule(args: ScheduleArgs) -> Result<(), String> {
+    let positive = |name: &str, value: usize| {
+        if value == 0 {
+            Err(format!("--{name}: must be at least 1"))
+        } else {
+            Ok(())
+        }
+    };
+    positive("capacity", args.capacity)?;
+    positive("block-size", args.block_size)?;
+    positive("token-budget", args.token_budget)?;
+    positive("max-running", args.max_running)?;
+    positive("trace-block-tokens", args.trace_block_tokens)?;
+    if !(args.step_ms.is_finite() && args.step_ms > 0.0) {
+        return Err(format!(
+            "--step-ms: {} is not a positive duration",
+            args.step_ms
+        ));
+    }
+    let trace = match &args.trace {
+        Some(path) => trace::load(path).map_err(|err| err.to_string())?,
+        None => {
+            if args.requests == 0 {
+                return Err("--requests: the built-in workload needs at least 1 request".into());
+            }
+            let config = WorkloadConfig::new(args.seed, args.requests);
+            Trace {
+                name: config.label(),
+                requests: workload::generate(&config),
+            }
+        }
+    };
+    let config = batching::BatchingConfig {
+        capacity: args.capacity,
+        block_size: args.block_size,
+        token_budget: args.token_budget,
+        max_running: args.max_running,
+        trace_block_tokens: args.trace_block_tokens,
+        step_ms: args.step_ms,
+    };
+    let mut progress = Progress::new(trace.requests.len() as u64, true);
+    progress.set_message(format!("schedule {}", trace.name));
+    let stats = batching::run(&trace.requests, &config, |n| progress.inc(n))?;
+    progress.finish();
+    let text = if args.json {
+        let value = serde_json::json!({
+            "trace": trace.name,
+            "requests": trace.requests.len(),
+            "capacity": config.capacity,
+            "block_size": config.block_size,
+            "token_budget": config.token_budget,
+            "max_running": config.max_running,
+            "finished": stats.finished,
+            "rejected": stats.rejected,
+            "steps": stats.steps,
+            "mean_batch": stats.mean_batch(),
+            "preemptions": stats.preemptions,
+            "prefix_hit_rate": stats.prefix_hit_rate(),
+            "prompt_tokens": stats.prompt_tokens,
+            "cached_prompt_tokens": stats.cached_prompt_tokens,
+            "recomputed_tokens": stats.recomputed_tokens,
+            "prefill_tokens": stats.prefill_tokens,
+            "decode_tokens": stats.decode_tokens,
+            "bookkeeping_seconds": stats.elapsed.as_secs_f64(),
+            "requests_per_second": stats.requests_per_s(),
+        });
+        format!("{value:#}\n")
+    } else {
+        format!(
+            "trace {}: {} requests, pool {} x {} tokens, budget {} tokens/step, at most {} running\n\
+             finished            {}\n\
+             rejected (too long) {}\n\
+             steps               {} (mean batch {:.1})\n\
+             preemptions         {}\n\
+             prefix hit rate     {:.1}% of {} prompt tokens\n\
+             recomputed tokens   {}\n\
+             prefill / decode    {} / {} tokens\n\
+             bookkeeping         {:.3} s: {:.0} requests/s, {:.0} ns per token\n",
+            trace.name,
+            trace.requests.len(),
+            config.capacity,
+            config.block_size,
+            config.token_budget,
+            config.max_running,
+            stats.finished,
+            stats.rejected,
+            stats.steps,
+            stats.mean_batch(),
+            stats.preemptions,
+            stats.prefix_hit_rate() * 100.0,
+            stats.prompt_tokens,
+            stats.recomputed_tokens,
+            stats.prefill_tokens,
+            stats.decode_tokens,
+            stats.elapsed.as_secs_f64(),
+            stats.requests_per_s(),
+            stats.elapsed.as_nanos() as f64 / (stats.prefill_tokens + stats.decode_tokens).max(1) as f64,
+        )
+    };
+    io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(|err| format!("writing the report: {err}"))
 }

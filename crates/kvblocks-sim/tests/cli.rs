@@ -189,3 +189,35 @@ fn pool_shards_replay_and_bad_counts_are_refused() {
     ]);
     assert_one_error_line(&output, "pool_shards 65 exceeds the maximum of 64");
 }
+
+#[test]
+fn schedules_the_builtin_workload_with_preemptions_and_returns_every_block() {
+    // 3,000 slots are too few for the requests in flight: decode steps run
+    // out of blocks and preempt. `schedule` fails if a block is still held
+    // at the end, so success means nothing leaked.
+    let output = kvsim(&[
+        "schedule",
+        "--requests",
+        "250",
+        "--capacity",
+        "3000",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("valid JSON");
+    assert_eq!(
+        json["finished"].as_u64().unwrap() + json["rejected"].as_u64().unwrap(),
+        250
+    );
+    assert!(json["preemptions"].as_u64().unwrap() > 0, "{json}");
+    assert!(json["recomputed_tokens"].as_u64().unwrap() > 0, "{json}");
+    let hit = json["prefix_hit_rate"].as_f64().unwrap();
+    assert!(hit > 0.0 && hit < 1.0, "{json}");
+    assert!(json["requests_per_second"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn schedule_rejects_a_zero_token_budget() {
+    let output = kvsim(&["schedule", "--token-budget", "0"]);
+    assert_one_error_line(&output, "--token-budget");
+}

@@ -26,6 +26,17 @@
 //! When the reset pool is empty, allocation evicts inactive blocks in the
 //! order of the manager's [`policy`] (LRU, leaf-first lineage LRU, ...).
 //!
+//! # Requests
+//!
+//! A scheduler drives one [`SchedulableSequence`] per request: admit it
+//! (cached prefix matched, slots for the rest taken, all or nothing; a batch
+//! with [`admit_all`]), then per step `schedule_*` (prefill chunk, decode,
+//! speculative decode) and `apply_*` with what the model produced. A block
+//! is registered, and shared with other requests, as soon as its KV is
+//! computed; [`SchedulableSequence::block_table`] is the kernel's block
+//! table. The layers below it are [`RequestSequence`], [`BlockSequence`] and
+//! the assignment tables of [`sequence`].
+//!
 //! # Thread safety
 //!
 //! A manager and all its guards share one store. Matching a prefix whose
@@ -67,10 +78,12 @@
 
 pub mod blocks;
 pub mod hash;
+pub mod integrations;
 mod keyhash;
 pub mod manager;
 pub mod metrics;
 pub mod policy;
+pub mod sequence;
 mod store;
 mod sync;
 pub mod tier;
@@ -101,9 +114,18 @@ pub use blocks::{
     RegisterError, WeakBlock,
 };
 pub use hash::{PositionalLineageHash, SequenceHash};
+pub use integrations::{
+    admit_all, can_admit_all, AdmitError, ApplyError, DecodeOutcome, NoopDelegate, RequestError,
+    RequestSequence, SchedulableSequence, SchedulableSequenceBuilder, ScheduleError,
+    SequenceBuildError, SequenceDelegate, SequenceEvent, SequenceState,
+};
 pub use manager::{BlockManager, BuildError, ResetError};
 pub use metrics::MetricsSnapshot;
 pub use policy::{EvictionPolicy, EvictionPolicyKind};
+pub use sequence::{
+    zip_assigned, zip_assigned_pending, BlockSequence, BlockSequenceError,
+    ExternalBlockAssignments, LogicalBlockAssignmentError, LogicalBlockAssignments,
+};
 pub use tier::LogicalLayoutHandle;
 
 /// Runs the crate README's example as a doc test.
