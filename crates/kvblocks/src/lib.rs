@@ -83,6 +83,7 @@ mod keyhash;
 pub mod manager;
 pub mod metrics;
 pub mod policy;
+pub mod registry;
 pub mod sequence;
 mod store;
 mod sync;
@@ -110,8 +111,8 @@ pub mod testing {
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use blocks::{
-    BlockDuplicationPolicy, BlockError, BlockMetadata, CompleteBlock, ImmutableBlock, MutableBlock,
-    RegisterError, WeakBlock,
+    BlockDuplicationPolicy, BlockError, BlockMetadata, CompleteBlock, ImmutableBlock, LifecyclePin,
+    LifecyclePinRef, MutableBlock, RegisterError, WeakBlock,
 };
 pub use hash::{PositionalLineageHash, SequenceHash};
 pub use integrations::{
@@ -122,6 +123,7 @@ pub use integrations::{
 pub use manager::{BlockManager, BuildError, ResetError};
 pub use metrics::MetricsSnapshot;
 pub use policy::{EvictionPolicy, EvictionPolicyKind};
+pub use registry::{AttachmentError, BlockRegistrationHandle, BlockRegistry, BlockRegistryBuilder};
 pub use sequence::{
     zip_assigned, zip_assigned_pending, BlockSequence, BlockSequenceError,
     ExternalBlockAssignments, LogicalBlockAssignmentError, LogicalBlockAssignments,

@@ -13,13 +13,15 @@
 //!   on the smallest races.
 
 #[cfg(not(any(shuttle, loom)))]
-pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 #[cfg(shuttle)]
-pub(crate) use shuttle::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
+pub(crate) use shuttle::sync::atomic::{
+    fence, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// Per-thread state (the model checker's own under one, so a failing
 /// schedule replays exactly).

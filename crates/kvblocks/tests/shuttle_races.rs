@@ -741,3 +741,87 @@ fn lock_free_match_racing_a_removal_that_shifts_its_entry() {
         ITERATIONS,
     );
 }
+
+#[derive(Clone)]
+struct Host;
+
+/// The value attached to a registration handle in the tier races.
+#[derive(Debug, PartialEq, Eq)]
+struct Marker;
+
+/// A registration of `h` in the host tier races the eviction of `h` from the
+/// GPU tier, while a third thread watches the host tier's presence. `h` has
+/// a registration handle with an attachment. Presence in the host tier moves
+/// from false to true once and never back; and if the host registration
+/// finished before the eviction began (so some tier held `h` throughout),
+/// the handle and its attachment survive the eviction.
+fn registration_racing_eviction_in_another_tier() {
+    let h = SequenceHash::root(30);
+    let registry = kvblocks::BlockRegistry::new();
+    let gpu = Arc::new(
+        BlockManager::<Tier>::builder()
+            .block_count(1)
+            .block_size(4)
+            .registry(registry.clone())
+            .build()
+            .unwrap(),
+    );
+    let host = Arc::new(
+        BlockManager::<Host>::builder()
+            .block_count(1)
+            .block_size(4)
+            .registry(registry.clone())
+            .build()
+            .unwrap(),
+    );
+    let on_gpu = register(&gpu, &[h]).pop().unwrap();
+    on_gpu.registration_handle().attach_unique(Marker).unwrap();
+    drop(on_gpu); // inactive on the GPU; the registry keeps the handle
+
+    let host_done = Arc::new(AtomicBool::new(false));
+    let (m, done) = (Arc::clone(&host), Arc::clone(&host_done));
+    let offload = thread::spawn(move || {
+        let block = m.allocate_blocks(1).unwrap().pop().unwrap();
+        let held = m.register_block(block.stage(h, 4).unwrap());
+        done.store(true, Ordering::SeqCst);
+        held
+    });
+    let (m, done) = (Arc::clone(&gpu), Arc::clone(&host_done));
+    let evict = thread::spawn(move || {
+        let host_first = done.load(Ordering::SeqCst);
+        m.reset_inactive_pool().unwrap();
+        host_first
+    });
+    let r = registry.clone();
+    let watch = thread::spawn(move || {
+        let mut seen = false;
+        for _ in 0..3 {
+            let now = r.check_presence::<Host>(&[h])[0].1;
+            assert!(now || !seen, "host presence went back to false");
+            seen |= now;
+        }
+    });
+    let on_host = offload.join().unwrap();
+    let host_first = evict.join().unwrap();
+    watch.join().unwrap();
+
+    assert_eq!(registry.check_presence::<Host>(&[h]), vec![(h, true)]);
+    assert_eq!(registry.check_presence::<Tier>(&[h]), vec![(h, false)]);
+    let kept = registry
+        .match_sequence_hash(h, false)
+        .and_then(|handle| handle.get::<Marker>().with_unique(|_| ()));
+    if host_first {
+        assert!(
+            kept.is_some(),
+            "a tier held the block throughout, yet its handle was dropped"
+        );
+    }
+    drop(on_host);
+    gpu.check_invariants().unwrap();
+    host.check_invariants().unwrap();
+}
+
+#[test]
+fn registration_racing_eviction_in_another_tier_keeps_presence_and_handles_right() {
+    explore(registration_racing_eviction_in_another_tier, ITERATIONS);
+}

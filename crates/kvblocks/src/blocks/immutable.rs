@@ -10,7 +10,11 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use super::LifecyclePinRef;
+use crate::registry::BlockRegistrationHandle;
+use crate::store::slot::flag::{EVICT_ON_RELEASE, NOTED};
 use crate::store::{Registered, Store, StoreRef};
+use crate::BlockMetadata;
 use crate::{BlockId, SequenceHash};
 
 /// A registered block. Cheap to clone; while any clone lives, the slot is
@@ -95,11 +99,18 @@ impl<T> ImmutableBlock<T> {
 
     /// A handle that does not pin the block.
     pub fn downgrade(&self) -> WeakBlock<T> {
+        let store = self.store.get();
+        // A registration handle that exists lives as long as this weak
+        // handle names the block (see `BlockRegistrationHandle`).
+        let handle = (store.records.flags(self.slot) & NOTED != 0)
+            .then(|| store.registry.existing_handle(self.hash))
+            .flatten();
         WeakBlock {
             store: self.store.to_arc(),
             slot: self.slot,
             generation: self.generation,
             hash: self.hash,
+            _handle: handle,
             _tier: PhantomData,
         }
     }
@@ -107,6 +118,34 @@ impl<T> ImmutableBlock<T> {
     /// The manager this handle belongs to.
     pub fn manager_id(&self) -> crate::ManagerId {
         self.store.get().id
+    }
+
+    /// The registry's handle for this block's hash, shared with every tier
+    /// that holds the block (made on first use; see [`BlockRegistrationHandle`]).
+    pub fn registration_handle(&self) -> BlockRegistrationHandle {
+        self.store.get().registry.handle(self.hash)
+    }
+
+    /// Whether this block's last release evicts it instead of caching it in
+    /// the inactive pool (for any holder; the manager's default is
+    /// [`with_default_reset_on_release`](crate::manager::BlockManagerBuilder::with_default_reset_on_release)).
+    /// A duplicate copy always goes back to the reset pool.
+    pub fn set_evict_on_reset(&self, value: bool) {
+        let records = &self.store.get().records;
+        if value {
+            records.set_flags(self.slot, EVICT_ON_RELEASE);
+        } else {
+            records.clear_flags(self.slot, EVICT_ON_RELEASE);
+        }
+    }
+
+    /// A type-erased handle that keeps this block alive (for queues that
+    /// hold blocks of several tiers).
+    pub fn pin(&self) -> LifecyclePinRef
+    where
+        T: BlockMetadata,
+    {
+        LifecyclePinRef::new(Arc::new(self.clone()))
     }
 }
 
@@ -127,9 +166,9 @@ impl<T> Clone for ImmutableBlock<T> {
 impl<T> Drop for ImmutableBlock<T> {
     #[inline]
     fn drop(&mut self) {
-        let keepalive = self.store.get().release_handles([self.slot]);
+        let released = self.store.get().release_handles([self.slot]);
         // Last, once the store is no longer borrowed: it may free the store.
-        drop(keepalive);
+        released.finish();
     }
 }
 
@@ -166,6 +205,9 @@ pub struct WeakBlock<T> {
     slot: u32,
     generation: u32,
     hash: SequenceHash,
+    /// The block's registration handle, if it had one when this weak handle
+    /// was made: kept alive while the weak handle names the block.
+    _handle: Option<BlockRegistrationHandle>,
     _tier: PhantomData<fn() -> T>,
 }
 
@@ -201,6 +243,7 @@ impl<T> Clone for WeakBlock<T> {
             slot: self.slot,
             generation: self.generation,
             hash: self.hash,
+            _handle: self._handle.clone(),
             _tier: PhantomData,
         }
     }

@@ -17,10 +17,12 @@
 mod complete;
 mod immutable;
 mod mutable;
+mod pin;
 
 pub use complete::CompleteBlock;
 pub use immutable::{ImmutableBlock, WeakBlock};
 pub use mutable::MutableBlock;
+pub use pin::{LifecyclePin, LifecyclePinRef};
 
 /// A tier marker (or any per-manager metadata type).
 ///

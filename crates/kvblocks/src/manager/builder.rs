@@ -6,6 +6,9 @@ use std::marker::PhantomData;
 
 use super::BlockManager;
 use crate::policy::{AnyPolicy, EvictionPolicy, EvictionPolicyKind};
+use std::sync::Arc;
+
+use crate::registry::BlockRegistry;
 use crate::store::{Store, StoreConfig};
 use crate::{BlockDuplicationPolicy, BlockMetadata};
 
@@ -101,8 +104,13 @@ pub struct BlockManagerBuilder<T> {
     /// `None`: chosen at build time ([`BlockManagerBuilder::pool_shards`]).
     pool_shards: Option<usize>,
     generation_bits: u32,
+    registry: Option<BlockRegistry>,
+    evict_on_release: bool,
     _tier: PhantomData<fn() -> T>,
 }
+
+/// kvbm-logical's name for [`BuildError`].
+pub type BlockManagerBuilderError = BuildError;
 
 /// kvbm-logical's name for the builder.
 pub type BlockManagerConfigBuilder<T> = BlockManagerBuilder<T>;
@@ -121,6 +129,8 @@ impl<T: BlockMetadata> Default for BlockManagerBuilder<T> {
             policy: PolicyChoice::Kind(EvictionPolicyKind::Lru),
             pool_shards: None,
             generation_bits: 32,
+            registry: None,
+            evict_on_release: false,
             _tier: PhantomData,
         }
     }
@@ -212,6 +222,22 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
         self
     }
 
+    /// Shares `registry` with the managers of other tiers (see
+    /// [`BlockRegistry`]). Without it the manager gets a registry of its own.
+    pub fn registry(mut self, registry: BlockRegistry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Whether every registered block starts with evict-on-release set: its
+    /// last release then evicts it instead of caching it in the inactive
+    /// pool (default `false`; per block, see
+    /// [`ImmutableBlock::set_evict_on_reset`](crate::ImmutableBlock::set_evict_on_reset)).
+    pub fn with_default_reset_on_release(mut self, value: bool) -> Self {
+        self.evict_on_release = value;
+        self
+    }
+
     /// Least recently used eviction (the default).
     pub fn with_lru_backend(self) -> Self {
         self.eviction_policy(EvictionPolicyKind::Lru)
@@ -262,19 +288,24 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
             PolicyChoice::Kind(kind) => kind.build(slots),
             PolicyChoice::Custom(make) => AnyPolicy::Custom(make(slots)),
         };
+        let registry = self.registry.unwrap_or_default();
         let config = StoreConfig {
             block_count,
             block_size,
             shards,
             duplication: self.duplication,
             generation_bits: self.generation_bits,
+            registry: Arc::clone(&registry.shared),
+            evict_on_release: self.evict_on_release,
         };
         let store = Store::new(config, make_policy).map_err(|oom| BuildError::OutOfMemory {
             block_count,
             bytes: oom.bytes,
         })?;
+        registry.add_member::<T>(&store);
         Ok(BlockManager {
             store,
+            registry,
             _tier: PhantomData,
         })
     }

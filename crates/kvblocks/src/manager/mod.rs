@@ -13,12 +13,13 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 pub use builder::{
-    BlockManagerBuilder, BlockManagerConfigBuilder, BuildError, DEFAULT_MAX_POOL_SHARDS,
-    MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MAX_POOL_SHARDS,
+    BlockManagerBuilder, BlockManagerBuilderError, BlockManagerConfigBuilder, BuildError,
+    DEFAULT_MAX_POOL_SHARDS, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MAX_POOL_SHARDS,
 };
 
 use crate::blocks::{CompleteBlock, ImmutableBlock, MutableBlock, RegisterError};
 use crate::metrics::MetricsSnapshot;
+use crate::registry::BlockRegistry;
 use crate::store::{Store, StoreRef};
 use crate::sync::Ordering;
 use crate::{BlockDuplicationPolicy, BlockMetadata, ManagerId, SequenceHash};
@@ -66,6 +67,7 @@ pub type BlockManagerResetError = ResetError;
 /// ```
 pub struct BlockManager<T> {
     store: Arc<Store>,
+    registry: BlockRegistry,
     _tier: PhantomData<fn() -> T>,
 }
 
@@ -78,6 +80,12 @@ impl<T: BlockMetadata> BlockManager<T> {
     /// The store (for the crate's test hooks).
     pub(crate) fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The registry this manager shares with other tiers (its own if it was
+    /// built without one).
+    pub fn block_registry(&self) -> &BlockRegistry {
+        &self.registry
     }
 
     /// This manager's process-unique id.
@@ -321,7 +329,7 @@ impl<T: BlockMetadata> BlockManager<T> {
                 }
             });
         // This manager's `Arc` keeps the store alive past this drop.
-        drop(store.release_handles(slots));
+        store.release_handles(slots).finish();
         drop(foreign);
     }
 

@@ -117,6 +117,19 @@ pub trait EvictionPolicy: Send + 'static {
         let _ = (slot, hash);
     }
 
+    /// A pinned slot leaves its registration without ever becoming evictable
+    /// again: its last holder dropped it with evict-on-release set
+    /// ([`ImmutableBlock::set_evict_on_reset`](crate::ImmutableBlock::set_evict_on_reset)).
+    ///
+    /// The caller guarantees the slot is registered with this policy and not
+    /// evictable. The policy MUST stop tracking it, as after `evict` and
+    /// `on_forget`. The default calls [`on_forget`](Self::on_forget), which
+    /// is right for a policy that tracks nothing about pinned slots beyond
+    /// what `on_forget` clears.
+    fn on_discard(&mut self, slot: u32, hash: SequenceHash) {
+        self.on_forget(slot, hash);
+    }
+
     /// The slot [`evict`](Self::evict) would return next, without changing
     /// anything; `None` if none is evictable or the policy cannot tell
     /// cheaply (the default).
@@ -307,6 +320,9 @@ impl EvictionPolicy for AnyPolicy {
     #[inline]
     fn on_forget(&mut self, slot: u32, hash: SequenceHash) {
         dispatch!(self, p => p.on_forget(slot, hash))
+    }
+    fn on_discard(&mut self, slot: u32, hash: SequenceHash) {
+        dispatch!(self, p => p.on_discard(slot, hash))
     }
     #[inline]
     fn peek_victim(&self) -> Option<u32> {

@@ -361,6 +361,18 @@ impl EvictionPolicy for S3Fifo {
         meta.place = Place::Absent;
     }
 
+    fn on_discard(&mut self, slot: u32, _hash: SequenceHash) {
+        // Pinned: still queued (not yet scanned) or parked. Not an eviction,
+        // so the ghost does not remember it.
+        let meta = &mut self.meta[slot as usize];
+        match meta.place {
+            Place::Small => self.small.remove(&mut self.links, slot),
+            Place::Main => self.main.remove(&mut self.links, slot),
+            _ => {}
+        }
+        meta.place = Place::Absent;
+    }
+
     fn len(&self) -> usize {
         self.evictable
     }

@@ -195,6 +195,14 @@ impl EvictionPolicy for Sieve {
         debug_assert_eq!(self.meta[slot as usize].place, Place::Absent);
     }
 
+    fn on_discard(&mut self, slot: u32, _hash: SequenceHash) {
+        // Pinned: queued (not yet reached by the hand) or parked.
+        if self.meta[slot as usize].place == Place::Queued {
+            self.unlink(slot);
+        }
+        self.meta[slot as usize].place = Place::Absent;
+    }
+
     fn len(&self) -> usize {
         self.evictable
     }

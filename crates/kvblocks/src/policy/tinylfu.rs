@@ -382,6 +382,16 @@ impl EvictionPolicy for TinyLfu {
         Some(slot)
     }
 
+    fn on_discard(&mut self, slot: u32, _hash: SequenceHash) {
+        // Pinned, so in no list: only its segment's count goes.
+        let segment = self.meta[slot as usize].segment;
+        self.counts[segment as usize] -= 1;
+        self.meta[slot as usize] = Meta {
+            segment: Segment::None,
+            evictable: false,
+        };
+    }
+
     fn len(&self) -> usize {
         self.evictable
     }

@@ -263,9 +263,10 @@ impl Store {
 
     /// Second half of an allocation: removes the index entries of the
     /// slots it evicted (reporting their hashes to `evicted`), before the
-    /// slots are handed out. Takes the index writer's lock, no shard lock.
+    /// slots are handed out, then tells the registry of the hashes it must
+    /// hear of. Takes the index writer's lock, no shard lock.
     pub(crate) fn forget_evicted(
-        &self,
+        self: &Arc<Self>,
         slots: impl Iterator<Item = u32> + Clone,
         mut evicted: impl FnMut(SequenceHash),
     ) {
@@ -275,12 +276,23 @@ impl Store {
         for slot in slots.clone() {
             self.index.warm(self.records.hash(slot));
         }
+        let mut noted = false;
         let mut writer = self.writer.lock();
-        for slot in slots {
+        for slot in slots.clone() {
             let hash = self.records.hash(slot);
             self.index.remove(&mut writer, hash, slot);
+            // The slot is this allocation's now: nobody else reads its flags.
+            noted |= self.records.flags(slot) & super::slot::flag::NOTED != 0;
             evicted(hash);
         }
         self.index.settle(&mut writer);
+        drop(writer);
+        if noted {
+            for slot in slots {
+                if self.records.take_flags(slot) & super::slot::flag::NOTED != 0 {
+                    self.registry.presence_lost(self.records.hash(slot));
+                }
+            }
+        }
     }
 }

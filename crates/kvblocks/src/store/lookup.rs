@@ -136,7 +136,7 @@ impl Store {
                     LockFreePin::Declined => break,
                     LockFreePin::Stray => {
                         // The caller's `Arc` outlives this drop (see `shard`).
-                        drop(self.release_handles([slot]));
+                        self.release_handles([slot]).finish();
                         break;
                     }
                 }
@@ -200,7 +200,7 @@ impl Store {
             if self.records.hash(slot) == hash {
                 return Some(Registered { slot, generation });
             }
-            drop(self.release_handles([slot]));
+            self.release_handles([slot]).finish();
         }
         let mut cursor = ShardCursor::new(self);
         let registered = match cursor

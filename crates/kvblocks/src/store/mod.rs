@@ -86,13 +86,14 @@ mod striped;
 
 use std::sync::{Arc, Weak};
 
-use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, Padded};
+use crate::registry::RegistryShared;
+use crate::sync::{fence, AtomicU32, AtomicU64, Mutex, Ordering, Padded};
 
 pub(crate) use self::handle::StoreRef;
 pub(crate) use self::shard::Keepalive;
 pub(crate) use self::state::Registered;
 
-use self::index::{HashIndex, IndexWriter};
+use self::index::{HashIndex, IndexWriter, Probe};
 use self::refcount::RefCounts;
 use self::shard::{Shard, ShardGuard};
 use self::slot::Records;
@@ -170,6 +171,10 @@ pub(crate) struct Store {
     pub(crate) writer: Padded<Mutex<IndexWriter>>,
     /// Whether the policy wants every hit (then every match takes a lock).
     policy_observes_hits: bool,
+    /// The registry this store's manager was built with.
+    pub(crate) registry: Arc<RegistryShared>,
+    /// The flags every new primary starts with (evict-on-release by default).
+    pub(crate) initial_flags: u8,
     /// Counts of matches and scans (taken partly without any lock).
     matches: MatchTally,
     pub(crate) block_size: usize,
@@ -191,6 +196,10 @@ pub(crate) struct StoreConfig {
     /// Generations wrap after `2^generation_bits` (32; tests use fewer to
     /// reach a wrap quickly).
     pub(crate) generation_bits: u32,
+    /// The registry the manager is built with.
+    pub(crate) registry: Arc<RegistryShared>,
+    /// Whether blocks evict on their last release by default.
+    pub(crate) evict_on_release: bool,
 }
 
 impl Store {
@@ -210,6 +219,8 @@ impl Store {
             shards,
             duplication,
             generation_bits,
+            registry,
+            evict_on_release,
         } = config;
         let shard_len = block_count
             .div_ceil(shards.clamp(1, block_count))
@@ -248,6 +259,12 @@ impl Store {
             index,
             writer: Padded(Mutex::new(writer)),
             policy_observes_hits,
+            registry,
+            initial_flags: if evict_on_release {
+                slot::flag::EVICT_ON_RELEASE
+            } else {
+                0
+            },
             matches: MatchTally::new(),
             block_size,
             block_count,
@@ -370,17 +387,85 @@ impl Store {
     }
 
     /// Evicts every inactive block to the reset pools; returns how many
-    /// slots the reset pools then hold.
-    pub(crate) fn drain_inactive(&self) -> usize {
-        let mut cores = self.lock_all();
-        let mut writer = self.writer.lock();
-        cores
-            .iter_mut()
-            .map(|core| {
-                core.drain_inactive(self, &mut writer);
-                core.free_len()
-            })
-            .sum()
+    /// slots the reset pools then hold. Tells the registry of the hashes it
+    /// must hear of, after unlocking.
+    pub(crate) fn drain_inactive(self: &Arc<Self>) -> usize {
+        let mut noted = Vec::new();
+        let free = {
+            let mut cores = self.lock_all();
+            let mut writer = self.writer.lock();
+            cores
+                .iter_mut()
+                .map(|core| {
+                    core.drain_inactive(self, &mut writer, |hash| noted.push(hash));
+                    core.free_len()
+                })
+                .sum()
+        };
+        for hash in noted {
+            self.registry.presence_lost(hash);
+        }
+        free
+    }
+
+    /// Whether this store holds `hash` as a registered primary now, without
+    /// any lock: exact at some instant during the call (the record is read
+    /// between two reads of the slot's generation, which every exit from a
+    /// registration bumps).
+    pub(crate) fn holds(&self, hash: SequenceHash) -> bool {
+        let records = &self.records;
+        let slot = match self.index.find(hash, |s| records.hash(s)) {
+            Probe::Candidate(slot) => slot,
+            Probe::Miss => return false,
+            Probe::Unsure => {
+                let writer = self.writer.lock();
+                match self.index.get(&writer, hash, |s| records.hash(s)) {
+                    Some(slot) => slot,
+                    None => return false,
+                }
+            }
+        };
+        loop {
+            let before = self.refs.generation(slot);
+            let held = state::is_registered_primary(slot, hash, self);
+            // ORDERING: the record reads above happen before the second
+            // generation read (a seqlock's read side).
+            fence(Ordering::Acquire);
+            if self.refs.generation(slot) == before {
+                return held;
+            }
+        }
+    }
+
+    /// Whether this store holds `hash` as a registered primary, decided
+    /// under its index writer lock and then the slot's shard lock (the
+    /// registry's protocol, see `crate::registry`); a slot that does is
+    /// marked noted.
+    pub(crate) fn note_if_holds(self: &Arc<Self>, hash: SequenceHash) -> bool {
+        let records = &self.records;
+        let candidate = {
+            let writer = self.writer.lock();
+            self.index.get(&writer, hash, |s| records.hash(s))
+        };
+        let Some(slot) = candidate else {
+            return false;
+        };
+        let shard = self.lock_shard(self.shard_of(slot));
+        let held = state::is_registered_primary(slot, hash, self);
+        if held {
+            records.set_flags(slot, slot::flag::NOTED);
+        }
+        // The caller's `Arc` outlives this drop (see `shard`).
+        drop(shard.unlock());
+        held
+    }
+
+    /// Hands every registered primary's hash to `f`, one shard at a time.
+    pub(crate) fn for_each_primary(&self, mut f: impl FnMut(SequenceHash)) {
+        for shard in 0..self.shards.len() {
+            let core = self.lock_shard(shard);
+            core.for_each_primary(self, &mut f);
+        }
     }
 
     /// Checks that records, index, pools and counts agree (O(slots)).

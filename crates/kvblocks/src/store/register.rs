@@ -83,7 +83,7 @@ impl Store {
                 held.unlock();
                 let strays = chunk.iter_mut().filter_map(|p| p.stray.take());
                 // The caller's `Arc` outlives this drop (see `shard`).
-                drop(self.release_handles(strays));
+                self.release_handles(strays).finish();
                 for pending in chunk.iter_mut().filter(|p| p.outcome.is_none()) {
                     pending.outcome = Some(self.register_exclusive(pending.slot, pending.hash));
                 }

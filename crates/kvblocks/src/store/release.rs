@@ -10,10 +10,41 @@
 //!
 //! Both return the [`Keepalive`] of any shard they left without live slots:
 //! they borrow the store, so they must not drop what may be its last `Arc`
-//! (see [`super::shard`]). Nothing here allocates.
+//! (see [`super::shard`]). Releasing handles also returns what the registry
+//! must hear of ([`Released`]). Nothing here allocates, except on the rare
+//! evict-on-release of a block whose hash has a registration handle.
+
+use std::sync::Arc;
 
 use super::shard::{Keepalive, ShardCursor};
+use super::state::LastRelease;
 use super::Store;
+use crate::registry::RegistryShared;
+use crate::SequenceHash;
+
+/// What a release hands back to the guard that made it: the store's `Arc`
+/// if a shard went idle, and the hashes the registry must hear of (a primary
+/// with a registration handle left its registration on evict-on-release).
+#[must_use = "call `finish` after the last use of the store"]
+pub(crate) struct Released {
+    keepalive: Keepalive,
+    /// The registry (taken while the store was surely alive) and the hashes.
+    lost: Option<(Arc<RegistryShared>, Vec<SequenceHash>)>,
+}
+
+impl Released {
+    /// Tells the registry, then drops the keepalive (which may free the
+    /// store). Call once nothing borrows the store.
+    #[inline]
+    pub(crate) fn finish(self) {
+        if let Some((registry, hashes)) = self.lost {
+            for hash in hashes {
+                registry.presence_lost(hash);
+            }
+        }
+        drop(self.keepalive);
+    }
+}
 
 impl Store {
     /// A mutable or staged guard was dropped: its slot goes back to reset.
@@ -28,25 +59,39 @@ impl Store {
     /// lock once per run of slots in it (and not at all for handles that are
     /// not the last).
     #[inline]
-    pub(crate) fn release_handles(&self, slots: impl IntoIterator<Item = u32>) -> Keepalive {
+    pub(crate) fn release_handles(&self, slots: impl IntoIterator<Item = u32>) -> Released {
         let mut cursor = ShardCursor::new(self);
+        let mut lost: Option<(Arc<RegistryShared>, Vec<SequenceHash>)> = None;
         for slot in slots {
-            if let Some(primary) = self.release_one(slot, &mut cursor) {
+            let mut last = self.release_one(slot, &mut cursor);
+            if let LastRelease::Duplicate { primary } = last {
                 // A duplicate copy's pin on its primary; a primary holds no
                 // pin itself, so this ends here.
-                let none = self.release_one(primary, &mut cursor);
-                debug_assert!(none.is_none(), "a primary pinned another slot");
+                last = self.release_one(primary, &mut cursor);
+                debug_assert!(
+                    !matches!(last, LastRelease::Duplicate { .. }),
+                    "a primary pinned another slot"
+                );
+            }
+            if let LastRelease::Discarded { noted: Some(hash) } = last {
+                // Taken while the shard lock keeps the store alive.
+                let (_, hashes) =
+                    lost.get_or_insert_with(|| (Arc::clone(&self.registry), Vec::new()));
+                hashes.push(hash);
             }
         }
-        cursor.finish()
+        Released {
+            keepalive: cursor.finish(),
+            lost,
+        }
     }
 
-    /// Releases one handle on `slot`; returns the primary whose pin the
-    /// slot held, if the slot was a duplicate copy that is now free.
+    /// Releases one handle on `slot`; what its last release did, if it was
+    /// the last.
     #[inline(always)]
-    fn release_one(&self, slot: u32, cursor: &mut ShardCursor<'_>) -> Option<u32> {
+    fn release_one(&self, slot: u32, cursor: &mut ShardCursor<'_>) -> LastRelease {
         if self.refs.decrement_if_shared(slot) {
-            return None;
+            return LastRelease::Kept;
         }
         // Possibly the last handle: decide under the slot's shard lock, where
         // a resurrecting match would have to add its handle too.
@@ -54,7 +99,7 @@ impl Store {
         if self.refs.decrement(slot) {
             shard.release_if_unused(slot, self)
         } else {
-            None
+            LastRelease::Kept
         }
     }
 }

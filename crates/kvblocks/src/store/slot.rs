@@ -48,6 +48,16 @@ impl SlotState {
     }
 }
 
+/// Per-slot flags ([`Records::flags`]).
+pub(crate) mod flag {
+    /// The registry has a registration handle for this primary's hash: tell
+    /// it when the slot stops holding the hash (see `crate::registry`).
+    pub(crate) const NOTED: u8 = 1;
+    /// The last release of this primary evicts it instead of caching it
+    /// (`ImmutableBlock::set_evict_on_reset`).
+    pub(crate) const EVICT_ON_RELEASE: u8 = 2;
+}
+
 /// The per-slot record: 24 bytes.
 struct SlotRecord {
     /// The registered hash, low and high words.
@@ -55,6 +65,8 @@ struct SlotRecord {
     /// For a duplicate copy: the primary slot it pins. [`NO_SLOT`] otherwise.
     duplicate_of: AtomicU32,
     state: AtomicU8,
+    /// [`flag`] bits, meaningful while the slot is registered.
+    flags: AtomicU8,
 }
 
 impl SlotRecord {
@@ -63,6 +75,7 @@ impl SlotRecord {
             hash: [AtomicU64::new(0), AtomicU64::new(0)],
             duplicate_of: AtomicU32::new(NO_SLOT),
             state: AtomicU8::new(SlotState::Reset as u8),
+            flags: AtomicU8::new(0),
         }
     }
 }
@@ -138,6 +151,50 @@ impl Records {
         self.records[slot as usize]
             .duplicate_of
             .store(primary, Ordering::Release);
+    }
+
+    /// The slot's [`flag`] bits.
+    #[inline(always)]
+    pub(crate) fn flags(&self, slot: u32) -> u8 {
+        // ORDERING: Acquire, paired with `set_flags`' Release: a holder that
+        // set a flag before releasing its handle is seen by the last release.
+        self.records[slot as usize].flags.load(Ordering::Acquire)
+    }
+
+    /// Sets `bits` (any thread that holds the slot, or the shard lock).
+    #[inline(always)]
+    pub(crate) fn set_flags(&self, slot: u32, bits: u8) {
+        // ORDERING: Release, paired with `flags`' Acquire.
+        self.records[slot as usize]
+            .flags
+            .fetch_or(bits, Ordering::Release);
+    }
+
+    /// Clears `bits` (any thread that holds the slot).
+    #[inline(always)]
+    pub(crate) fn clear_flags(&self, slot: u32, bits: u8) {
+        // ORDERING: Release, as `set_flags`.
+        self.records[slot as usize]
+            .flags
+            .fetch_and(!bits, Ordering::Release);
+    }
+
+    /// Sets the flags to exactly `bits` (a registration, under the shard
+    /// lock, before the slot gets a handle).
+    #[inline(always)]
+    pub(crate) fn reset_flags(&self, slot: u32, bits: u8) {
+        // ORDERING: Release, as `set_flags`.
+        self.records[slot as usize]
+            .flags
+            .store(bits, Ordering::Release);
+    }
+
+    /// Clears every flag and returns what they were (when the slot stops
+    /// holding its hash, under its shard lock or owned by one thread).
+    #[inline(always)]
+    pub(crate) fn take_flags(&self, slot: u32) -> u8 {
+        // ORDERING: AcqRel; the flag bits pair as above.
+        self.records[slot as usize].flags.swap(0, Ordering::AcqRel)
     }
 
     /// Whether this registered slot is the primary copy of its hash.

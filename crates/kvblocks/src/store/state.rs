@@ -30,7 +30,7 @@
 use std::sync::Arc;
 
 use super::index::IndexWriter;
-use super::slot::{SlotState, NO_SLOT};
+use super::slot::{flag, SlotState, NO_SLOT};
 use super::Store;
 use crate::policy::{AnyPolicy, EvictionPolicy};
 use crate::{BlockDuplicationPolicy, SequenceHash};
@@ -86,6 +86,20 @@ pub(crate) struct Registered {
     pub(crate) slot: u32,
     /// That slot's generation.
     pub(crate) generation: u32,
+}
+
+/// What the last release of a slot did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LastRelease {
+    /// Nothing: the slot was pinned again meanwhile, or a primary was cached
+    /// (now inactive) as usual.
+    Kept,
+    /// A duplicate copy went back to reset; the caller releases the pin it
+    /// held on this primary (which may live in another shard).
+    Duplicate { primary: u32 },
+    /// A primary with evict-on-release set left its registration. If its
+    /// hash had a registration handle, the registry must hear of it.
+    Discarded { noted: Option<SequenceHash> },
 }
 
 /// One shard: reset pool, policy and tallies for slots `base..base + len`.
@@ -400,6 +414,13 @@ impl ShardState {
     ) -> Registered {
         self.policy.on_register(self.local(slot), hash);
         self.register_common(slot, NO_SLOT, store);
+        // Under this lock, after the index entry went in: see
+        // `crate::registry` for why this look at the filter is enough.
+        let mut flags = store.initial_flags;
+        if store.registry.filter.may_hold(hash) {
+            flags |= flag::NOTED;
+        }
+        store.records.reset_flags(slot, flags);
         Registered {
             slot,
             generation: store.refs.increment(slot),
@@ -459,41 +480,81 @@ impl ShardState {
     }
 
     /// The last handle on `slot` was released: if nothing pinned it again
-    /// since, a primary becomes inactive and a duplicate returns to reset.
-    /// Returns the primary whose pin such a duplicate held: the caller
-    /// releases that pin (the primary may live in another shard).
+    /// since, a primary becomes inactive (or, with evict-on-release set,
+    /// leaves its registration) and a duplicate returns to reset.
     #[must_use]
-    pub(crate) fn release_if_unused(&mut self, slot: u32, store: &Store) -> Option<u32> {
+    pub(crate) fn release_if_unused(&mut self, slot: u32, store: &Store) -> LastRelease {
         let records = &store.records;
         if records.state(slot) != SlotState::Active || store.refs.count(slot) != 0 {
-            return None;
+            return LastRelease::Kept;
         }
         let primary = records.duplicate_of(slot);
-        if primary == NO_SLOT {
-            let local = self.local(slot);
-            self.policy.on_release(local);
-            if self.dated() {
-                self.released[local as usize] = store.clock();
-            }
-            records.set_state(slot, SlotState::Inactive);
+        if primary != NO_SLOT {
+            records.set_state(slot, SlotState::Reset);
+            records.set_duplicate_of(slot, NO_SLOT);
+            store.refs.next_generation(slot);
             self.active -= 1;
-            self.inactive += 1;
-            return None;
+            self.free.push(slot);
+            return LastRelease::Duplicate { primary };
         }
-        records.set_state(slot, SlotState::Reset);
-        records.set_duplicate_of(slot, NO_SLOT);
-        store.refs.next_generation(slot);
+        let local = self.local(slot);
+        if records.flags(slot) & flag::EVICT_ON_RELEASE != 0 {
+            let hash = records.hash(slot);
+            self.policy.on_discard(local, hash);
+            // The entry goes before the slot is free again: a later owner
+            // registering the same hash in this slot must not lose its entry
+            // to a late removal.
+            let mut writer = store.writer.lock();
+            store.index.remove(&mut writer, hash, slot);
+            store.index.settle(&mut writer);
+            drop(writer);
+            store.refs.next_generation(slot);
+            let noted = records.take_flags(slot) & flag::NOTED != 0;
+            records.set_state(slot, SlotState::Reset);
+            self.active -= 1;
+            self.free.push(slot);
+            self.counters.evictions += 1;
+            return LastRelease::Discarded {
+                noted: noted.then_some(hash),
+            };
+        }
+        self.policy.on_release(local);
+        if self.dated() {
+            self.released[local as usize] = store.clock();
+        }
+        records.set_state(slot, SlotState::Inactive);
         self.active -= 1;
-        self.free.push(slot);
-        Some(primary)
+        self.inactive += 1;
+        LastRelease::Kept
     }
 
-    /// Evicts every inactive slot to the reset pool, index entries included.
-    pub(crate) fn drain_inactive(&mut self, store: &Store, writer: &mut IndexWriter) {
+    /// Registered primaries of this shard, by hash (for a registry count).
+    pub(crate) fn for_each_primary(&self, store: &Store, mut f: impl FnMut(SequenceHash)) {
+        let records = &store.records;
+        for slot in self.base..self.base + self.len {
+            if matches!(records.state(slot), SlotState::Active | SlotState::Inactive)
+                && records.is_primary(slot)
+            {
+                f(records.hash(slot));
+            }
+        }
+    }
+
+    /// Evicts every inactive slot to the reset pool, index entries included;
+    /// hands the hashes the registry must hear of to `noted`.
+    pub(crate) fn drain_inactive(
+        &mut self,
+        store: &Store,
+        writer: &mut IndexWriter,
+        mut noted: impl FnMut(SequenceHash),
+    ) {
         while self.inactive > 0 {
             let slot = self.next_victim(store);
             let hash = store.records.hash(slot);
             self.unregister(slot, store);
+            if store.records.take_flags(slot) & flag::NOTED != 0 {
+                noted(hash);
+            }
             store.index.remove(writer, hash, slot);
             store.records.set_state(slot, SlotState::Reset);
             self.free.push(slot);
