@@ -156,7 +156,9 @@ impl EventBatcher {
                 });
                 return;
             }
-            KvCacheEvent::Create { block, .. } => self.open_for(kind, tier, now).creates.push(block),
+            KvCacheEvent::Create { block, .. } => {
+                self.open_for(kind, tier, now).creates.push(block)
+            }
             KvCacheEvent::Remove { hash, .. } => self.open_for(kind, tier, now).removes.push(hash),
         }
         if self.pending() >= self.config.max_batch_size.get() {
@@ -252,7 +254,9 @@ mod tests {
         let mut batcher = EventBatcher::new(config);
         let mut out = Vec::new();
         for (event, ms) in events {
-            batcher.push(*event, t0 + Duration::from_millis(*ms), &mut |b| out.push(b));
+            batcher.push(*event, t0 + Duration::from_millis(*ms), &mut |b| {
+                out.push(b)
+            });
         }
         batcher.flush(&mut |b| out.push(b));
         out

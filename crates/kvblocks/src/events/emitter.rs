@@ -187,9 +187,11 @@ impl EventEmitter {
         let mut pending = shared.pending.lock();
         let before = pending.events.len();
         if shared.filter.keeps_all() {
-            pending
-                .events
-                .extend(hashes.iter().map(|&hash| KvCacheEvent::Remove { hash, tier }));
+            pending.events.extend(
+                hashes
+                    .iter()
+                    .map(|&hash| KvCacheEvent::Remove { hash, tier }),
+            );
         } else {
             pending.events.extend(
                 hashes

@@ -41,7 +41,7 @@ pub struct EventsStats {
     pub events_filtered: u64,
     /// Batches published (each got a stream position).
     pub batches_published: u64,
-    /// Block events in those batches.
+    /// Events in those batches (a clear counts as one).
     pub events_published: u64,
     /// Batches a sink refused (each is a gap for that sink's consumers).
     pub sink_errors: u64,
@@ -186,7 +186,10 @@ struct Outbox {
 
 impl Outbox {
     fn publish(&mut self, batch: Batch) {
-        let events = batch.events.len() as u64;
+        let events = match batch.events {
+            KvCacheEvents::Clear => 1,
+            ref other => other.len() as u64,
+        };
         if self.shut_down {
             self.stats.dropped_after_shutdown += events.max(1);
             return;

@@ -87,9 +87,7 @@ impl Default for PowerOfTwoPolicy {
 impl EventEmissionPolicy for PowerOfTwoPolicy {
     fn should_emit(&self, hash: SequenceHash) -> bool {
         let position = hash.position();
-        position >= self.min_position
-            && position <= self.max_position
-            && position.is_power_of_two()
+        position >= self.min_position && position <= self.max_position && position.is_power_of_two()
     }
 }
 

@@ -203,6 +203,12 @@ mod tests {
     fn positions_order_by_epoch_then_sequence() {
         let p = StreamPosition { epoch: 3, seq: 9 };
         assert_eq!(p.next(), StreamPosition { epoch: 3, seq: 10 });
-        assert!(StreamPosition { epoch: 4, seq: 0 } > StreamPosition { epoch: 3, seq: u64::MAX });
+        assert!(
+            StreamPosition { epoch: 4, seq: 0 }
+                > StreamPosition {
+                    epoch: 3,
+                    seq: u64::MAX
+                }
+        );
     }
 }
