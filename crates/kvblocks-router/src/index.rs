@@ -18,6 +18,9 @@ use crate::ingest::{BlockKey, IndexEvent, WorkerId};
 use crate::metrics::{Counters, RouterMetrics};
 use crate::table::BlockTable;
 
+/// How many blocks ahead a batch or a query prefetches table entries.
+pub(crate) const PREFETCH_AHEAD: usize = 8;
+
 /// A batch the index refused; the index is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
@@ -279,7 +282,10 @@ impl ClusterIndex {
 
     fn store(&mut self, slot: u32, blocks: &[BlockKey]) {
         let mut fresh = 0;
-        for &key in blocks {
+        for (i, &key) in blocks.iter().enumerate() {
+            if let Some(&ahead) = blocks.get(i + PREFETCH_AHEAD) {
+                self.table.prefetch(ahead);
+            }
             if self.table.insert(key, slot) {
                 fresh += 1;
             }
@@ -291,7 +297,10 @@ impl ClusterIndex {
 
     fn remove(&mut self, slot: u32, blocks: &[BlockKey]) {
         let mut gone = 0;
-        for &key in blocks {
+        for (i, &key) in blocks.iter().enumerate() {
+            if let Some(&ahead) = blocks.get(i + PREFETCH_AHEAD) {
+                self.table.prefetch(ahead);
+            }
             if self.table.remove(key, slot) {
                 gone += 1;
             }

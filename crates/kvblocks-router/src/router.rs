@@ -11,7 +11,7 @@ use kvblocks::events::WorkerSnapshot;
 use kvblocks::{LogicalLayoutHandle, SequenceHash};
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 
-use crate::index::{ApplyError, ApplyOutcome, ClusterIndex, WorkerStatus};
+use crate::index::{ApplyError, ApplyOutcome, ClusterIndex, WorkerStatus, PREFETCH_AHEAD};
 use crate::ingest::{BlockKey, IndexBatch, IndexEvent, WorkerId};
 use crate::metrics::RouterMetrics;
 
@@ -32,6 +32,8 @@ pub struct WorkerOverlap {
 pub struct OverlapScores {
     /// The non-zero overlaps.
     pub scores: Vec<WorkerOverlap>,
+    /// The request's keys (kept to reuse the allocation).
+    keys: Vec<BlockKey>,
 }
 
 impl OverlapScores {
@@ -219,8 +221,10 @@ impl Router {
         out: &mut OverlapScores,
     ) {
         out.scores.clear();
+        out.keys.clear();
+        out.keys.extend(keys);
         let index = self.index.read();
-        score_slots(&index, keys, |slot, blocks| {
+        score_slots(&index, &out.keys, |slot, blocks| {
             if let Some((worker, tier)) = index.owner(slot) {
                 out.scores.push(WorkerOverlap {
                     worker,
@@ -242,15 +246,12 @@ impl Router {
     /// ties go to the least loaded, then to the smallest id. `None` if no
     /// worker is known.
     pub fn best_worker(&self, hashes: &[SequenceHash]) -> Option<BestWorker> {
+        let keys: Vec<BlockKey> = hashes.iter().map(|h| h.current_sequence_hash()).collect();
         let index = self.index.read();
         let mut by_slot = vec![0u32; index.slot_count()];
-        score_slots(
-            &index,
-            hashes.iter().map(|h| h.current_sequence_hash()),
-            |slot, blocks| {
-                by_slot[slot as usize] = blocks;
-            },
-        );
+        score_slots(&index, &keys, |slot, blocks| {
+            by_slot[slot as usize] = blocks;
+        });
         let mut best: Option<BestWorker> = None;
         index.for_each_worker(|worker, slots, load| {
             let overlap_blocks = slots
@@ -314,11 +315,7 @@ impl Router {
 /// Walks the request's keys and calls `emit(slot, blocks)` for every slot
 /// holding at least its first block, with the number of leading blocks it
 /// holds. Stops as soon as no slot holds the current block.
-fn score_slots(
-    index: &ClusterIndex,
-    keys: impl ExactSizeIterator<Item = BlockKey>,
-    mut emit: impl FnMut(u32, u32),
-) {
+fn score_slots(index: &ClusterIndex, keys: &[BlockKey], mut emit: impl FnMut(u32, u32)) {
     let table = index.table();
     let live = index.live();
     let mut emit_bits = |word: usize, mut bits: u64, depth: u32| {
@@ -334,9 +331,12 @@ fn score_slots(
         // Up to 64 slots: one mask lookup per block.
         let mut active = live.first().copied().unwrap_or(0);
         let mut depth = 0u32;
-        for key in keys {
+        for (i, &key) in keys.iter().enumerate() {
             if active == 0 {
                 return;
+            }
+            if let Some(&ahead) = keys.get(i + PREFETCH_AHEAD) {
+                table.prefetch(ahead);
             }
             let held = table.word(key, 0);
             emit_bits(0, active & !held, depth);
@@ -348,7 +348,7 @@ fn score_slots(
     }
     let mut active = live.to_vec();
     let mut depth = 0u32;
-    for key in keys {
+    for &key in keys {
         let mut any = false;
         for (word, bits) in active.iter_mut().enumerate() {
             if *bits == 0 {
