@@ -157,9 +157,11 @@ impl EventBatcher {
                 return;
             }
             KvCacheEvent::Create { block, .. } => {
-                self.open_for(kind, tier, now).creates.push(block)
+                self.open_for(kind, tier, now, 1).creates.push(block)
             }
-            KvCacheEvent::Remove { hash, .. } => self.open_for(kind, tier, now).removes.push(hash),
+            KvCacheEvent::Remove { hash, .. } => {
+                self.open_for(kind, tier, now, 1).removes.push(hash)
+            }
         }
         if self.pending() >= self.config.max_batch_size.get() {
             self.stats.by_size += 1;
@@ -183,15 +185,75 @@ impl EventBatcher {
         }
     }
 
-    fn open_for(&mut self, kind: EventKind, tier: LogicalLayoutHandle, now: Instant) -> &mut Open {
+    /// The open batch for `kind` and `tier` (opened at `now` if none is),
+    /// with room reserved for `expected` more events.
+    fn open_for(
+        &mut self,
+        kind: EventKind,
+        tier: LogicalLayoutHandle,
+        now: Instant,
+        expected: usize,
+    ) -> &mut Open {
         let window = self.config.window;
-        self.open.get_or_insert_with(|| Open {
+        let open = self.open.get_or_insert_with(|| Open {
             kind,
             tier,
             deadline: now + window,
             creates: Vec::new(),
             removes: Vec::new(),
-        })
+        });
+        match kind {
+            EventKind::Create => open.creates.reserve(expected),
+            EventKind::Remove => open.removes.reserve(expected),
+            EventKind::Clear => {}
+        }
+        open
+    }
+
+    /// Adds `events` in order at time `now`, like [`push`](Self::push) for
+    /// each, but a run of one kind and tier at a time.
+    pub fn push_all(&mut self, events: &[KvCacheEvent], now: Instant, out: &mut impl FnMut(Batch)) {
+        self.poll(now, out);
+        let max = self.config.max_batch_size.get();
+        let mut rest = events;
+        while let Some(first) = rest.first() {
+            let (kind, tier) = (first.kind(), first.tier());
+            let run = rest
+                .iter()
+                .take_while(|e| e.kind() == kind && e.tier() == tier)
+                .count();
+            let (mut run, tail) = rest.split_at(run);
+            rest = tail;
+            if kind == EventKind::Clear {
+                for &event in run {
+                    self.push(event, now, out);
+                }
+                continue;
+            }
+            if let Some(open) = &self.open {
+                if open.kind != kind || open.tier != tier {
+                    self.stats.by_switch += 1;
+                    self.close(out);
+                }
+            }
+            while !run.is_empty() {
+                let room = max - self.pending();
+                let (taken, left) = run.split_at(room.min(run.len()));
+                run = left;
+                let open = self.open_for(kind, tier, now, taken.len());
+                for event in taken {
+                    match *event {
+                        KvCacheEvent::Create { block, .. } => open.creates.push(block),
+                        KvCacheEvent::Remove { hash, .. } => open.removes.push(hash),
+                        KvCacheEvent::Clear { .. } => {}
+                    }
+                }
+                if self.pending() >= max {
+                    self.stats.by_size += 1;
+                    self.close(out);
+                }
+            }
+        }
     }
 
     fn close(&mut self, out: &mut impl FnMut(Batch)) {
@@ -199,18 +261,8 @@ impl EventBatcher {
             return;
         };
         let events = match open.kind {
-            EventKind::Create => {
-                let mut blocks = open.creates;
-                // Parents before children (a stable sort keeps chains in order).
-                blocks.sort_by_key(|block| block.hash.position());
-                KvCacheEvents::Create(blocks)
-            }
-            EventKind::Remove => {
-                let mut hashes = open.removes;
-                // Children before parents.
-                hashes.sort_by_key(|hash| std::cmp::Reverse(hash.position()));
-                KvCacheEvents::Remove(hashes)
-            }
+            EventKind::Create => KvCacheEvents::Create(open.creates),
+            EventKind::Remove => KvCacheEvents::Remove(open.removes),
             EventKind::Clear => KvCacheEvents::Clear,
         };
         out(Batch {
@@ -263,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn creates_come_out_sorted_by_position_ascending() {
+    fn events_keep_the_order_they_were_pushed_in() {
         let out = run(
             BatchingConfig::default(),
             &[(create(10), 0), (create(5), 0), (create(15), 0)],
@@ -272,20 +324,36 @@ mod tests {
             panic!("expected creates, got {out:?}");
         };
         let positions: Vec<_> = blocks.iter().map(|b| b.hash.position()).collect();
-        assert_eq!(positions, [5, 10, 15]);
+        assert_eq!(positions, [10, 5, 15]);
     }
 
-    #[test]
-    fn removes_come_out_sorted_by_position_descending() {
-        let out = run(
-            BatchingConfig::default(),
-            &[(remove(10, G1), 0), (remove(5, G1), 0), (remove(15, G1), 0)],
-        );
-        let KvCacheEvents::Remove(hashes) = &out[0].events else {
-            panic!("expected removes, got {out:?}");
-        };
-        let positions: Vec<_> = hashes.iter().map(|h| h.position()).collect();
-        assert_eq!(positions, [15, 10, 5]);
+    proptest::proptest! {
+        /// `push_all` closes exactly the batches `push` one by one would.
+        #[test]
+        fn pushing_a_slice_batches_like_pushing_one_by_one(
+            kinds in proptest::collection::vec(0..5u8, 0..60),
+            max in 1..7usize,
+        ) {
+            let events: Vec<_> = kinds.iter().enumerate().map(|(i, k)| match k {
+                0 | 1 => create(i as u64),
+                2 => remove(i as u64, G1),
+                3 => remove(i as u64, G2),
+                _ => KvCacheEvent::Clear { tier: G2 },
+            }).collect();
+            let config = BatchingConfig::default().with_max_size(NonZeroUsize::new(max).unwrap());
+            let now = Instant::now();
+            let (mut one, mut all) = (Vec::new(), Vec::new());
+            let mut a = EventBatcher::new(config);
+            for &event in &events {
+                a.push(event, now, &mut |b| one.push(b));
+            }
+            a.flush(&mut |b| one.push(b));
+            let mut b = EventBatcher::new(config);
+            b.push_all(&events, now, &mut |batch| all.push(batch));
+            b.flush(&mut |batch| all.push(batch));
+            proptest::prop_assert_eq!(one, all);
+            proptest::prop_assert_eq!(a.stats(), b.stats());
+        }
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl Default for EventsManagerBuilder {
             epoch: None,
             filter: Filter::All,
             batching: BatchingConfig::default(),
-            broadcast_capacity: 1024,
+            broadcast_capacity: 64,
             track_registered: false,
             sinks: Vec::new(),
         }
@@ -118,7 +118,9 @@ impl EventsManagerBuilder {
         self
     }
 
-    /// Batches the built-in broadcast keeps for slow receivers (default 1024).
+    /// Batches the built-in broadcast keeps for slow receivers (default 64:
+    /// up to 64 full batches of memory stay alive after every receiver has
+    /// read them, so a large ring costs cache, not just memory).
     pub fn broadcast_capacity(mut self, capacity: usize) -> Self {
         self.broadcast_capacity = capacity;
         self
@@ -384,18 +386,16 @@ impl EventsManager {
             events,
             barriers,
         } = state;
-        let mut barriers = barriers.drain(..).peekable();
-        for (i, &event) in events.iter().enumerate() {
-            while let Some(barrier) = barriers.next_if(|b| b.at == i) {
-                batcher.flush(&mut |batch| outbox.publish(batch));
-                outbox.complete(barrier);
-            }
-            batcher.push(event, now, &mut |batch| outbox.publish(batch));
-        }
-        for barrier in barriers {
+        let mut done = 0;
+        for barrier in barriers.drain(..) {
+            batcher.push_all(&events[done..barrier.at], now, &mut |batch| {
+                outbox.publish(batch)
+            });
+            done = barrier.at;
             batcher.flush(&mut |batch| outbox.publish(batch));
             outbox.complete(barrier);
         }
+        batcher.push_all(&events[done..], now, &mut |batch| outbox.publish(batch));
         events.clear();
         if all {
             batcher.flush(&mut |batch| outbox.publish(batch));
