@@ -79,7 +79,7 @@ impl KvbmFrame {
     }
 }
 
-fn write_u128(out: &mut Vec<u8>, value: u128) {
+pub(crate) fn write_u128(out: &mut Vec<u8>, value: u128) {
     msgpack::write_bin(out, &value.to_be_bytes());
 }
 
@@ -174,7 +174,7 @@ pub fn encode(batch: &KvbmCacheEvents, mode: KvbmEncoding) -> Result<Vec<u8>, En
     Ok(out)
 }
 
-fn read_u128(reader: &mut Reader<'_>) -> Result<u128, DecodeError> {
+pub(crate) fn read_u128(reader: &mut Reader<'_>) -> Result<u128, DecodeError> {
     match reader.peek_kind()? {
         Kind::Bin => {
             let start = reader.offset();
@@ -217,7 +217,7 @@ fn read_hash(reader: &mut Reader<'_>) -> Result<SequenceHash, DecodeError> {
     })
 }
 
-fn read_hashes(reader: &mut Reader<'_>) -> Result<Vec<SequenceHash>, DecodeError> {
+pub(crate) fn read_hashes(reader: &mut Reader<'_>) -> Result<Vec<SequenceHash>, DecodeError> {
     let len = reader.read_array_len()?;
     let mut hashes = Vec::with_capacity(len);
     for _ in 0..len {

@@ -23,6 +23,8 @@
 //! - [`vllm`]: map-encoded (current vLLM) and array-like (older vLLM,
 //!   SGLang) batches.
 //! - [`dynamo`]: `RouterEvent` JSON.
+//! - [`snapshot`]: a worker's registered set with its stream position, for a
+//!   consumer that resynchronises by asking the worker.
 
 #![warn(missing_docs)]
 
@@ -30,6 +32,7 @@ pub mod dynamo;
 mod error;
 pub mod kvbm;
 pub mod msgpack;
+pub mod snapshot;
 pub mod vllm;
 
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};

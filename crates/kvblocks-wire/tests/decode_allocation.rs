@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kvblocks_wire::{dynamo, kvbm, vllm};
+use kvblocks_wire::{dynamo, kvbm, snapshot, vllm};
 
 struct Counting;
 
@@ -77,6 +77,7 @@ fn decoders_allocate_in_proportion_to_their_input() {
             let _ = kvbm::decode(input);
             let _ = vllm::decode(input);
             let _ = dynamo::decode(input);
+            let _ = snapshot::decode(input);
         });
         // The largest element type decoded (a vLLM event) is under 256 bytes.
         let bound = 256 * input.len() + 64 * 1024;

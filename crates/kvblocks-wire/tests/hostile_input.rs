@@ -7,16 +7,17 @@
 use kvblocks::events::{KvCacheEvents, KvbmCacheEvents, StoredBlock, StreamPosition};
 use kvblocks::{LogicalLayoutHandle, SequenceHash};
 use kvblocks_wire::kvbm::{self, KvbmEncoding};
-use kvblocks_wire::{dynamo, vllm};
+use kvblocks_wire::{dynamo, snapshot, vllm};
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
 /// Runs every decoder on `bytes`; returns which ones accepted it.
-fn decode_all(bytes: &[u8]) -> [bool; 3] {
+fn decode_all(bytes: &[u8]) -> [bool; 4] {
     [
         kvbm::decode(bytes).is_ok(),
         vllm::decode(bytes).is_ok(),
         dynamo::decode(bytes).is_ok(),
+        snapshot::decode(bytes).is_ok(),
     ]
 }
 
@@ -89,6 +90,17 @@ fn seeds() -> &'static [(&'static str, Vec<u8>)] {
                 seeds.push(("decode_dynamo", dynamo::encode(&event)));
             }
         }
+        let root = SequenceHash::root(8);
+        let worker_snapshot = kvblocks::events::WorkerSnapshot {
+            instance_id: 42,
+            block_size: 16,
+            position: StreamPosition { epoch: 3, seq: 17 },
+            tiers: vec![kvblocks::events::TierSnapshot {
+                tier: LogicalLayoutHandle::G2,
+                hashes: vec![root, root.extend(9)],
+            }],
+        };
+        seeds.push(("decode_snapshot", snapshot::encode(&worker_snapshot)));
         let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
         let mut paths: Vec<_> = std::fs::read_dir(fixtures)
             .expect("fixtures directory")
@@ -137,7 +149,7 @@ fn every_prefix_of_a_valid_frame_is_an_error() {
         for cut in 0..frame.len() {
             assert_eq!(
                 decode_all(&frame[..cut]),
-                [false; 3],
+                [false; 4],
                 "prefix {cut} of {frame:02x?}"
             );
         }
@@ -157,7 +169,7 @@ fn lengths_that_claim_more_than_the_input_are_refused() {
         ][..],
         &[0xdb, 0xff, 0xff, 0xff, 0xff, b'x'][..],
     ] {
-        assert_eq!(decode_all(bytes), [false; 3]);
+        assert_eq!(decode_all(bytes), [false; 4]);
     }
 }
 
