@@ -19,7 +19,7 @@ use crate::metrics::{Counters, RouterMetrics};
 use crate::table::BlockTable;
 
 /// How many blocks ahead a batch or a query prefetches table entries.
-pub(crate) const PREFETCH_AHEAD: usize = 8;
+pub(crate) const PREFETCH_AHEAD: usize = 16;
 
 /// A batch the index refused; the index is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
