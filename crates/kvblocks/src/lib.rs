@@ -49,6 +49,15 @@
 //! [`pool_shards`](manager::BlockManagerBuilder::pool_shards), which gives each
 //! part of the pool its own lock.
 //!
+//! # Events
+//!
+//! A worker tells a cluster router what it caches through [`events`]: the
+//! store reports registrations, removals and resets to an
+//! [`EventEmitter`](events::EventEmitter); an
+//! [`EventsManager`](events::EventsManager) batches them, numbers every batch
+//! (epoch and sequence, so a consumer sees gaps and restarts) and publishes
+//! them to sinks, outside the store's locks.
+//!
 //! # Example
 //!
 //! ```
@@ -77,6 +86,7 @@
 #![warn(missing_docs)]
 
 pub mod blocks;
+pub mod events;
 pub mod hash;
 pub mod integrations;
 mod keyhash;

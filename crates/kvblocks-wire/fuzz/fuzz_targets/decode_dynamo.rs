@@ -1,0 +1,8 @@
+//! Any bytes through the dynamo decoder: a frame or a typed error, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = kvblocks_wire::dynamo::decode(data);
+});

@@ -1,0 +1,156 @@
+//! What emitting events costs the serving loop, before the store emits by
+//! itself: the LRU serving loop of `benches/core.rs` (32-block requests, 16
+//! of one of 64 shared prompts, held for 8 requests), run without events and
+//! with the events it would emit derived from its own registrations and
+//! evictions (`allocate_blocks_with_evictions`), pushed through a real
+//! `EventEmitter`, flushed through the batcher to the built-in broadcast
+//! every 64 requests (as a 1 ms tick would at ~60k requests/s) and drained
+//! by a receiver.
+//!
+//! Under load the two criterion runs see different machines, so after them
+//! the bench alternates the two variants in rounds of 2048 requests and
+//! prints the median ns per block of each and their ratio: the figure
+//! BENCHMARKS.md records ("Event emission").
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{Criterion, Throughput};
+use kvblocks::events::{BroadcastReceiver, EventEmitter, EventsManager};
+use kvblocks::{
+    BlockManager, EvictionPolicyKind, ImmutableBlock, LogicalLayoutHandle, SequenceHash,
+};
+
+#[derive(Clone)]
+struct Gpu;
+
+fn requests() -> Vec<Vec<SequenceHash>> {
+    (0..4096u64)
+        .map(|r| {
+            let mut keys = vec![SequenceHash::root(r.wrapping_mul(2654435761) % 64 + 1)];
+            for i in 1..32u64 {
+                let salt = if i < 16 { 0xabc ^ i } else { (r << 20) | i };
+                let next = keys[keys.len() - 1].extend(salt);
+                keys.push(next);
+            }
+            keys
+        })
+        .collect()
+}
+
+/// One serving loop, with or without events.
+struct Loop {
+    manager: BlockManager<Gpu>,
+    events: EventsManager,
+    emitter: EventEmitter,
+    rx: BroadcastReceiver,
+    window: VecDeque<Vec<ImmutableBlock<Gpu>>>,
+    next: usize,
+    emit: bool,
+}
+
+impl Loop {
+    fn new(emit: bool) -> Self {
+        let manager = BlockManager::<Gpu>::builder()
+            .block_count(65_536)
+            .block_size(16)
+            .eviction_policy(EvictionPolicyKind::Lru)
+            .build()
+            .expect("valid configuration");
+        let events = EventsManager::builder()
+            .instance_id(1)
+            .block_size(16)
+            .build();
+        let rx = events.subscribe();
+        let emitter = events.emitter();
+        Self {
+            manager,
+            events,
+            emitter,
+            rx,
+            window: VecDeque::new(),
+            next: 0,
+            emit,
+        }
+    }
+
+    fn serve(&mut self, requests: &[Vec<SequenceHash>]) {
+        let hashes = &requests[self.next % requests.len()];
+        self.next += 1;
+        let m = &self.manager;
+        let mut held = m.match_blocks(hashes);
+        let hits = held.len();
+        let misses = &hashes[hits..];
+        let (fresh, evicted) = m
+            .allocate_blocks_with_evictions(misses.len())
+            .expect("room");
+        let staged = fresh
+            .into_iter()
+            .zip(misses)
+            .map(|(b, h)| b.stage(*h, 16).expect("size"))
+            .collect();
+        held.extend(m.register_blocks(staged));
+        if self.emit {
+            self.emitter.removed(LogicalLayoutHandle::G1, &evicted);
+            let parent = hits.checked_sub(1).map(|p| hashes[p]);
+            self.emitter.stored(LogicalLayoutHandle::G1, parent, misses);
+            if self.next % 64 == 0 {
+                self.events.flush(Instant::now());
+                while let Ok(batch) = self.rx.try_recv() {
+                    black_box(batch);
+                }
+            }
+        }
+        self.window.push_back(held);
+        if self.window.len() > 8 {
+            self.window.pop_front();
+        }
+    }
+}
+
+fn main() {
+    let requests = requests();
+    // `KVBLOCKS_ALTERNATING_ONLY=1` skips criterion (for profiling).
+    if std::env::var_os("KVBLOCKS_ALTERNATING_ONLY").is_none() {
+        let mut c = Criterion::default().configure_from_args();
+        let mut group = c.benchmark_group("serving_loop_lru");
+        group.throughput(Throughput::Elements(32));
+        for emit in [false, true] {
+            let mut serving = Loop::new(emit);
+            group.bench_function(
+                if emit {
+                    "with_events"
+                } else {
+                    "without_events"
+                },
+                |b| b.iter(|| serving.serve(&requests)),
+            );
+        }
+        group.finish();
+        c.final_summary();
+    }
+
+    let mut loops = [Loop::new(false), Loop::new(true)];
+    let mut samples = [Vec::new(), Vec::new()];
+    for round in 0..31 {
+        for (variant, serving) in loops.iter_mut().enumerate() {
+            let start = Instant::now();
+            for _ in 0..2048 {
+                serving.serve(&requests);
+            }
+            if round > 0 {
+                samples[variant].push(start.elapsed().as_nanos() as f64 / (2048.0 * 32.0));
+            }
+        }
+    }
+    let median = |s: &mut Vec<f64>| {
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    let (without, with) = (median(&mut samples[0]), median(&mut samples[1]));
+    println!(
+        "alternating rounds, median ns per block: without events {without:.1}, with events {with:.1} ({:+.1}%)",
+        100.0 * (with / without - 1.0)
+    );
+}

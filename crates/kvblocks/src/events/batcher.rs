@@ -1,0 +1,419 @@
+//! The batcher: turns a stream of single events into batches of one kind and
+//! one tier.
+//!
+//! A batch is closed when it reaches the size limit, when an event of another
+//! kind or tier arrives, or when its window has passed. The core crate has no
+//! runtime and no timer, so time is whatever `Instant` the caller passes in:
+//! the deadline is checked when an event is pushed and when the caller polls.
+//! This module never sends anything; closed batches go to the caller's
+//! closure, which assigns stream positions.
+
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use super::protocol::{EventKind, KvCacheEvent, KvCacheEvents, StoredBlock};
+use crate::{LogicalLayoutHandle, SequenceHash};
+
+/// When a batch is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchingConfig {
+    /// Longest time a batch stays open after its first event (default 10 ms).
+    pub window: Duration,
+    /// Most events in a batch (default 1024).
+    pub max_batch_size: NonZeroUsize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_millis(10),
+            max_batch_size: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+}
+
+impl BatchingConfig {
+    /// This configuration with another window.
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// This configuration with another size limit.
+    pub fn with_max_size(mut self, size: NonZeroUsize) -> Self {
+        self.max_batch_size = size;
+        self
+    }
+}
+
+/// A closed batch, before it gets its stream position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The tier of every event in it.
+    pub tier: LogicalLayoutHandle,
+    /// The events.
+    pub events: KvCacheEvents,
+}
+
+/// Why batches were closed, counted since the batcher was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatcherStats {
+    /// Closed because they reached the size limit.
+    pub by_size: u64,
+    /// Closed because their window passed.
+    pub by_deadline: u64,
+    /// Closed because an event of another kind or tier arrived.
+    pub by_switch: u64,
+    /// Closed by an explicit flush.
+    pub by_flush: u64,
+    /// Clear batches (always closed at once).
+    pub clears: u64,
+}
+
+struct Open {
+    kind: EventKind,
+    tier: LogicalLayoutHandle,
+    deadline: Instant,
+    creates: Vec<StoredBlock>,
+    removes: Vec<SequenceHash>,
+}
+
+impl Open {
+    fn len(&self) -> usize {
+        self.creates.len() + self.removes.len()
+    }
+}
+
+/// Groups events into [`Batch`]es (kvbm-logical's `EventBatcher`, without the
+/// async stream: the caller drives it).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use kvblocks::events::{BatchingConfig, EventBatcher, KvCacheEvent, KvCacheEvents, StoredBlock};
+/// use kvblocks::{LogicalLayoutHandle::G1, SequenceHash};
+///
+/// let mut batcher = EventBatcher::new(BatchingConfig::default().with_window(Duration::from_millis(5)));
+/// let t0 = Instant::now();
+/// let mut out = Vec::new();
+/// let block = StoredBlock::orphan(SequenceHash::root(1));
+/// batcher.push(KvCacheEvent::Create { block, tier: G1 }, t0, &mut |b| out.push(b));
+/// assert!(out.is_empty(), "still inside its window");
+/// batcher.poll(t0 + Duration::from_millis(5), &mut |b| out.push(b));
+/// assert_eq!(out[0].events, KvCacheEvents::Create(vec![block]));
+/// ```
+pub struct EventBatcher {
+    config: BatchingConfig,
+    open: Option<Open>,
+    stats: BatcherStats,
+}
+
+impl EventBatcher {
+    /// An empty batcher.
+    pub fn new(config: BatchingConfig) -> Self {
+        Self {
+            config,
+            open: None,
+            stats: BatcherStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> BatchingConfig {
+        self.config
+    }
+
+    /// Events waiting in the open batch.
+    pub fn pending(&self) -> usize {
+        self.open.as_ref().map_or(0, Open::len)
+    }
+
+    /// When the open batch must be closed, if one is open.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.open.as_ref().map(|open| open.deadline)
+    }
+
+    /// Counters of why batches were closed.
+    pub fn stats(&self) -> BatcherStats {
+        self.stats
+    }
+
+    /// Adds one event at time `now`, handing every batch this closes to `out`.
+    pub fn push(&mut self, event: KvCacheEvent, now: Instant, out: &mut impl FnMut(Batch)) {
+        self.poll(now, out);
+        let (kind, tier) = (event.kind(), event.tier());
+        if let Some(open) = &self.open {
+            if open.kind != kind || open.tier != tier {
+                self.stats.by_switch += 1;
+                self.close(out);
+            }
+        }
+        match event {
+            KvCacheEvent::Clear { tier } => {
+                self.stats.clears += 1;
+                out(Batch {
+                    tier,
+                    events: KvCacheEvents::Clear,
+                });
+                return;
+            }
+            KvCacheEvent::Create { block, .. } => {
+                self.open_for(kind, tier, now, 1).creates.push(block)
+            }
+            KvCacheEvent::Remove { hash, .. } => {
+                self.open_for(kind, tier, now, 1).removes.push(hash)
+            }
+        }
+        if self.pending() >= self.config.max_batch_size.get() {
+            self.stats.by_size += 1;
+            self.close(out);
+        }
+    }
+
+    /// Closes the open batch if its window has passed at `now`.
+    pub fn poll(&mut self, now: Instant, out: &mut impl FnMut(Batch)) {
+        if self.open.as_ref().is_some_and(|open| now >= open.deadline) {
+            self.stats.by_deadline += 1;
+            self.close(out);
+        }
+    }
+
+    /// Closes the open batch now, whatever its age.
+    pub fn flush(&mut self, out: &mut impl FnMut(Batch)) {
+        if self.open.is_some() {
+            self.stats.by_flush += 1;
+            self.close(out);
+        }
+    }
+
+    /// The open batch for `kind` and `tier` (opened at `now` if none is),
+    /// with room reserved for `expected` more events.
+    fn open_for(
+        &mut self,
+        kind: EventKind,
+        tier: LogicalLayoutHandle,
+        now: Instant,
+        expected: usize,
+    ) -> &mut Open {
+        let window = self.config.window;
+        let open = self.open.get_or_insert_with(|| Open {
+            kind,
+            tier,
+            deadline: now + window,
+            creates: Vec::new(),
+            removes: Vec::new(),
+        });
+        match kind {
+            EventKind::Create => open.creates.reserve(expected),
+            EventKind::Remove => open.removes.reserve(expected),
+            EventKind::Clear => {}
+        }
+        open
+    }
+
+    /// Adds `events` in order at time `now`, like [`push`](Self::push) for
+    /// each, but a run of one kind and tier at a time.
+    pub fn push_all(&mut self, events: &[KvCacheEvent], now: Instant, out: &mut impl FnMut(Batch)) {
+        self.poll(now, out);
+        let max = self.config.max_batch_size.get();
+        let mut rest = events;
+        while let Some(first) = rest.first() {
+            let (kind, tier) = (first.kind(), first.tier());
+            let run = rest
+                .iter()
+                .take_while(|e| e.kind() == kind && e.tier() == tier)
+                .count();
+            let (mut run, tail) = rest.split_at(run);
+            rest = tail;
+            if kind == EventKind::Clear {
+                for &event in run {
+                    self.push(event, now, out);
+                }
+                continue;
+            }
+            if let Some(open) = &self.open {
+                if open.kind != kind || open.tier != tier {
+                    self.stats.by_switch += 1;
+                    self.close(out);
+                }
+            }
+            while !run.is_empty() {
+                let room = max - self.pending();
+                let (taken, left) = run.split_at(room.min(run.len()));
+                run = left;
+                let open = self.open_for(kind, tier, now, taken.len());
+                for event in taken {
+                    match *event {
+                        KvCacheEvent::Create { block, .. } => open.creates.push(block),
+                        KvCacheEvent::Remove { hash, .. } => open.removes.push(hash),
+                        KvCacheEvent::Clear { .. } => {}
+                    }
+                }
+                if self.pending() >= max {
+                    self.stats.by_size += 1;
+                    self.close(out);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, out: &mut impl FnMut(Batch)) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let events = match open.kind {
+            EventKind::Create => KvCacheEvents::Create(open.creates),
+            EventKind::Remove => KvCacheEvents::Remove(open.removes),
+            EventKind::Clear => KvCacheEvents::Clear,
+        };
+        out(Batch {
+            tier: open.tier,
+            events,
+        });
+    }
+}
+
+impl std::fmt::Debug for EventBatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBatcher")
+            .field("config", &self.config)
+            .field("pending", &self.pending())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LogicalLayoutHandle::{G1, G2};
+
+    fn create(position: u64) -> KvCacheEvent {
+        KvCacheEvent::Create {
+            block: StoredBlock::orphan(SequenceHash::new(position * 31 + 7, Some(3), position)),
+            tier: G1,
+        }
+    }
+
+    fn remove(position: u64, tier: LogicalLayoutHandle) -> KvCacheEvent {
+        KvCacheEvent::Remove {
+            hash: SequenceHash::new(position * 31 + 7, Some(3), position),
+            tier,
+        }
+    }
+
+    fn run(config: BatchingConfig, events: &[(KvCacheEvent, u64)]) -> Vec<Batch> {
+        let t0 = Instant::now();
+        let mut batcher = EventBatcher::new(config);
+        let mut out = Vec::new();
+        for (event, ms) in events {
+            batcher.push(*event, t0 + Duration::from_millis(*ms), &mut |b| {
+                out.push(b)
+            });
+        }
+        batcher.flush(&mut |b| out.push(b));
+        out
+    }
+
+    #[test]
+    fn events_keep_the_order_they_were_pushed_in() {
+        let out = run(
+            BatchingConfig::default(),
+            &[(create(10), 0), (create(5), 0), (create(15), 0)],
+        );
+        let KvCacheEvents::Create(blocks) = &out[0].events else {
+            panic!("expected creates, got {out:?}");
+        };
+        let positions: Vec<_> = blocks.iter().map(|b| b.hash.position()).collect();
+        assert_eq!(positions, [10, 5, 15]);
+    }
+
+    proptest::proptest! {
+        /// `push_all` closes exactly the batches `push` one by one would.
+        #[test]
+        fn pushing_a_slice_batches_like_pushing_one_by_one(
+            kinds in proptest::collection::vec(0..5u8, 0..60),
+            max in 1..7usize,
+        ) {
+            let events: Vec<_> = kinds.iter().enumerate().map(|(i, k)| match k {
+                0 | 1 => create(i as u64),
+                2 => remove(i as u64, G1),
+                3 => remove(i as u64, G2),
+                _ => KvCacheEvent::Clear { tier: G2 },
+            }).collect();
+            let config = BatchingConfig::default().with_max_size(NonZeroUsize::new(max).unwrap());
+            let now = Instant::now();
+            let (mut one, mut all) = (Vec::new(), Vec::new());
+            let mut a = EventBatcher::new(config);
+            for &event in &events {
+                a.push(event, now, &mut |b| one.push(b));
+            }
+            a.flush(&mut |b| one.push(b));
+            let mut b = EventBatcher::new(config);
+            b.push_all(&events, now, &mut |batch| all.push(batch));
+            b.flush(&mut |batch| all.push(batch));
+            proptest::prop_assert_eq!(one, all);
+            proptest::prop_assert_eq!(a.stats(), b.stats());
+        }
+    }
+
+    #[test]
+    fn a_kind_or_tier_switch_closes_the_batch() {
+        let out = run(
+            BatchingConfig::default(),
+            &[
+                (create(1), 0),
+                (create(2), 0),
+                (remove(5, G1), 0),
+                (remove(6, G2), 0),
+                (create(3), 0),
+            ],
+        );
+        let lens: Vec<_> = out.iter().map(|b| (b.tier, b.events.len())).collect();
+        assert_eq!(lens, [(G1, 2), (G1, 1), (G2, 1), (G1, 1)]);
+    }
+
+    #[test]
+    fn the_size_limit_closes_the_batch() {
+        let config = BatchingConfig::default().with_max_size(NonZeroUsize::new(3).unwrap());
+        let events: Vec<_> = (1..=5).map(|p| (create(p), 0)).collect();
+        let out = run(config, &events);
+        let lens: Vec<_> = out.iter().map(|b| b.events.len()).collect();
+        assert_eq!(lens, [3, 2]);
+    }
+
+    #[test]
+    fn the_window_closes_the_batch_on_push_and_on_poll() {
+        let config = BatchingConfig::default().with_window(Duration::from_millis(10));
+        let out = run(config, &[(create(1), 0), (create(2), 9), (create(3), 10)]);
+        let lens: Vec<_> = out.iter().map(|b| b.events.len()).collect();
+        assert_eq!(lens, [2, 1], "the third event arrives after the window");
+
+        let t0 = Instant::now();
+        let mut batcher = EventBatcher::new(config);
+        let mut out = Vec::new();
+        batcher.push(create(1), t0, &mut |b| out.push(b));
+        batcher.poll(t0 + Duration::from_millis(9), &mut |b| out.push(b));
+        assert!(out.is_empty());
+        assert_eq!(batcher.deadline(), Some(t0 + Duration::from_millis(10)));
+        batcher.poll(t0 + Duration::from_millis(10), &mut |b| out.push(b));
+        assert_eq!(out.len(), 1);
+        assert_eq!(batcher.stats().by_deadline, 1);
+        assert_eq!(batcher.pending(), 0);
+    }
+
+    #[test]
+    fn a_clear_closes_the_open_batch_and_stands_alone() {
+        let out = run(
+            BatchingConfig::default(),
+            &[
+                (create(1), 0),
+                (KvCacheEvent::Clear { tier: G1 }, 0),
+                (create(2), 0),
+            ],
+        );
+        let kinds: Vec<_> = out.iter().map(|b| b.events.clone()).collect();
+        assert!(matches!(kinds[0], KvCacheEvents::Create(ref v) if v.len() == 1));
+        assert_eq!(kinds[1], KvCacheEvents::Clear);
+        assert!(matches!(kinds[2], KvCacheEvents::Create(ref v) if v.len() == 1));
+    }
+}

@@ -1,0 +1,257 @@
+//! The push side: [`EventEmitter`], the handle a block manager's store calls
+//! when its registered set changes.
+//!
+//! An emitter only appends to a per-manager buffer, under one short leaf lock
+//! that never calls out: no batching, no sink, no allocation beyond the
+//! buffer's amortised growth. Everything else happens later, when the owner of
+//! the [`EventsManager`](super::EventsManager) flushes, outside every lock of
+//! the store. The buffer is shared by all threads, so the order of pushes is
+//! the order of the stream.
+//!
+//! # How the store calls it
+//!
+//! Call each method **while holding the lock that orders the change it
+//! reports** (the lock under which the slot's state changes), so that the
+//! buffer's order is the order in which the changes happened: a removal and a
+//! later re-registration of the same hash by another thread must reach the
+//! buffer in that order. The emitter's own lock is a leaf: take it after any
+//! store lock, never the other way round.
+//!
+//! - [`stored`](EventEmitter::stored): once per registration of a *primary*
+//!   (never for a duplicate copy, never for a registration folded into an
+//!   existing block). A batch call passes all its new primaries in one slice.
+//! - [`removed`](EventEmitter::removed): once per block that leaves the tier's
+//!   registered set: eviction by an allocation, evict-on-release,
+//!   `reset_inactive_pool`, or a block discarded without being cached.
+//! - [`cleared`](EventEmitter::cleared): when the whole tier's pool is reset at
+//!   once and every block left (instead of one `removed` per block).
+//!
+//! After releasing its locks, the store may call
+//! [`EventsManager::try_flush`](super::EventsManager::try_flush) when a
+//! method returned `true` (the buffer holds a full batch); otherwise the
+//! application's periodic [`EventsManager::flush`](super::EventsManager::flush)
+//! publishes.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::policy::Filter;
+use super::protocol::{is_parent_of, KvCacheEvent, StoredBlock};
+use super::replay::TierSnapshot;
+use crate::{LogicalLayoutHandle, SequenceHash};
+
+/// A snapshot the store asked for, to be completed by the next flush.
+pub(crate) struct Barrier {
+    /// Events pushed before the barrier.
+    pub(crate) at: usize,
+    pub(crate) ticket: SnapshotTicket,
+    pub(crate) tiers: Vec<TierSnapshot>,
+}
+
+/// The buffer emitters push to.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub(crate) events: Vec<KvCacheEvent>,
+    pub(crate) barriers: Vec<Barrier>,
+    pub(crate) emitted: u64,
+    pub(crate) filtered: u64,
+    next_ticket: u64,
+}
+
+/// State shared by the emitters and the events manager.
+pub(crate) struct Shared {
+    pub(crate) filter: Filter,
+    pub(crate) pending: Mutex<Pending>,
+    /// A full batch's worth of buffered events.
+    pub(crate) flush_hint: usize,
+}
+
+/// Names a snapshot requested with [`EventEmitter::snapshot_barrier`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SnapshotTicket(pub(crate) u64);
+
+/// The handle a store calls to report changes to its registered set.
+///
+/// Cloning is cheap (one `Arc`). Every method costs one uncontended lock and
+/// a copy of the events into a buffer; none of them runs a sink. A
+/// [`disabled`](Self::disabled) emitter does nothing at all. See the module
+/// docs for when the store must call what.
+///
+/// ```
+/// use std::time::Instant;
+/// use kvblocks::events::{EventsManager, KvCacheEvents};
+/// use kvblocks::{LogicalLayoutHandle::G1, SequenceHash};
+///
+/// let events = EventsManager::builder().instance_id(7).block_size(16).build();
+/// let mut rx = events.subscribe();
+/// let emitter = events.emitter();
+///
+/// let root = SequenceHash::root(1);
+/// let chain = [root, root.extend(2)];
+/// emitter.stored(G1, None, &chain);   // under the store's lock
+/// events.flush_all();                 // later, outside every lock
+///
+/// let batch = rx.try_recv()?;
+/// let KvCacheEvents::Create(blocks) = &batch.events else { unreachable!() };
+/// assert_eq!(blocks[1].parent, Some(root.current_sequence_hash()), "parents are inferred along a chain");
+/// assert_eq!((batch.instance_id, batch.position.seq), (7, 0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct EventEmitter {
+    shared: Option<Arc<Shared>>,
+}
+
+impl EventEmitter {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared: Some(shared),
+        }
+    }
+
+    /// An emitter that drops everything (for a manager without events).
+    pub const fn disabled() -> Self {
+        Self { shared: None }
+    }
+
+    /// Whether this emitter reports to an events manager.
+    pub fn is_enabled(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Reports that `hashes` were registered as primaries in `tier`.
+    ///
+    /// Parents are filled in along the slice: `hashes[i]`'s parent is
+    /// `hashes[i - 1]` when the keys say so (next position, matching parent
+    /// fragment), and `hashes[0]`'s is `parent_of_first` when given and it
+    /// matches; any other block gets no parent (`None`). Returns `true` when
+    /// the buffer holds a full batch and a flush is worthwhile.
+    pub fn stored(
+        &self,
+        tier: LogicalLayoutHandle,
+        parent_of_first: Option<SequenceHash>,
+        hashes: &[SequenceHash],
+    ) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let mut pending = shared.pending.lock();
+        pending.events.reserve(hashes.len());
+        let mut previous = parent_of_first;
+        let mut kept = 0u64;
+        for &hash in hashes {
+            let parent = previous
+                .filter(|&p| is_parent_of(p, hash))
+                .map(|p| p.current_sequence_hash());
+            previous = Some(hash);
+            if shared.filter.keeps(hash) {
+                kept += 1;
+                pending.events.push(KvCacheEvent::Create {
+                    block: StoredBlock { hash, parent },
+                    tier,
+                });
+            }
+        }
+        pending.emitted += kept;
+        pending.filtered += hashes.len() as u64 - kept;
+        pending.events.len() >= shared.flush_hint
+    }
+
+    /// Reports registrations whose parents the caller already knows.
+    /// Returns `true` when a flush is worthwhile.
+    pub fn stored_blocks(&self, tier: LogicalLayoutHandle, blocks: &[StoredBlock]) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let mut pending = shared.pending.lock();
+        let before = pending.events.len();
+        pending.events.extend(
+            blocks
+                .iter()
+                .filter(|block| shared.filter.keeps(block.hash))
+                .map(|&block| KvCacheEvent::Create { block, tier }),
+        );
+        let kept = (pending.events.len() - before) as u64;
+        pending.emitted += kept;
+        pending.filtered += blocks.len() as u64 - kept;
+        pending.events.len() >= shared.flush_hint
+    }
+
+    /// Reports that `hashes` left `tier`'s registered set.
+    /// Returns `true` when a flush is worthwhile.
+    pub fn removed(&self, tier: LogicalLayoutHandle, hashes: &[SequenceHash]) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let mut pending = shared.pending.lock();
+        let before = pending.events.len();
+        if shared.filter.keeps_all() {
+            pending.events.extend(
+                hashes
+                    .iter()
+                    .map(|&hash| KvCacheEvent::Remove { hash, tier }),
+            );
+        } else {
+            pending.events.extend(
+                hashes
+                    .iter()
+                    .filter(|&&hash| shared.filter.keeps(hash))
+                    .map(|&hash| KvCacheEvent::Remove { hash, tier }),
+            );
+        }
+        let kept = (pending.events.len() - before) as u64;
+        pending.emitted += kept;
+        pending.filtered += hashes.len() as u64 - kept;
+        pending.events.len() >= shared.flush_hint
+    }
+
+    /// Reports that every block of `tier` left at once.
+    /// Returns `true` when a flush is worthwhile.
+    pub fn cleared(&self, tier: LogicalLayoutHandle) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let mut pending = shared.pending.lock();
+        pending.events.push(KvCacheEvent::Clear { tier });
+        pending.emitted += 1;
+        true
+    }
+
+    /// Marks the point in the stream where the store's registered set was
+    /// `tiers` and returns a ticket for the snapshot.
+    ///
+    /// Call it while holding every lock that orders registrations and
+    /// removals (so no change is half-reported), with `tiers` read under
+    /// those locks; then, outside the locks, pass the ticket to
+    /// [`EventsManager::take_snapshot`](super::EventsManager::take_snapshot),
+    /// which flushes and returns the snapshot with the stream position it is
+    /// valid at. Blocks the emission policy would not announce are left out.
+    /// Returns `None` on a disabled emitter.
+    pub fn snapshot_barrier(&self, mut tiers: Vec<TierSnapshot>) -> Option<SnapshotTicket> {
+        let shared = self.shared.as_ref()?;
+        if !shared.filter.keeps_all() {
+            for tier in &mut tiers {
+                tier.hashes.retain(|&hash| shared.filter.keeps(hash));
+            }
+        }
+        let mut pending = shared.pending.lock();
+        let ticket = SnapshotTicket(pending.next_ticket);
+        pending.next_ticket += 1;
+        let at = pending.events.len();
+        pending.barriers.push(Barrier { at, ticket, tiers });
+        Some(ticket)
+    }
+}
+
+impl std::fmt::Debug for EventEmitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.shared {
+            Some(shared) => f
+                .debug_struct("EventEmitter")
+                .field("policy", &shared.filter)
+                .finish(),
+            None => f.write_str("EventEmitter(disabled)"),
+        }
+    }
+}
