@@ -1,11 +1,10 @@
-//! What emitting events costs the serving loop, before the store emits by
-//! itself: the LRU serving loop of `benches/core.rs` (32-block requests, 16
-//! of one of 64 shared prompts, held for 8 requests), run without events and
-//! with the events it would emit derived from its own registrations and
-//! evictions (`allocate_blocks_with_evictions`), pushed through a real
-//! `EventEmitter`, flushed through the batcher to the built-in broadcast
-//! every 64 requests (as a 1 ms tick would at ~60k requests/s) and drained
-//! by a receiver.
+//! What emitting events costs the serving loop: the LRU serving loop of
+//! `benches/core.rs` (32-block requests, 16 of one of 64 shared prompts,
+//! held for 8 requests), run by a manager without events and by one built
+//! with an events manager (the store reports every store and removal under
+//! its locks), flushed through the batcher to the built-in broadcast every
+//! 64 requests (as a 1 ms tick would at ~60k requests/s) and drained by a
+//! receiver.
 //!
 //! Under load the two criterion runs see different machines, so after them
 //! the bench alternates the two variants in rounds of 2048 requests and
@@ -17,10 +16,10 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput};
-use kvblocks::events::{BroadcastReceiver, EventEmitter, EventsManager};
-use kvblocks::{
-    BlockManager, EvictionPolicyKind, ImmutableBlock, LogicalLayoutHandle, SequenceHash,
-};
+use std::sync::Arc;
+
+use kvblocks::events::{BroadcastReceiver, EventsManager};
+use kvblocks::{BlockManager, EvictionPolicyKind, ImmutableBlock, SequenceHash};
 
 #[derive(Clone)]
 struct Gpu;
@@ -42,8 +41,7 @@ fn requests() -> Vec<Vec<SequenceHash>> {
 /// One serving loop, with or without events.
 struct Loop {
     manager: BlockManager<Gpu>,
-    events: EventsManager,
-    emitter: EventEmitter,
+    events: Arc<EventsManager>,
     rx: BroadcastReceiver,
     window: VecDeque<Vec<ImmutableBlock<Gpu>>>,
     next: usize,
@@ -52,22 +50,27 @@ struct Loop {
 
 impl Loop {
     fn new(emit: bool) -> Self {
-        let manager = BlockManager::<Gpu>::builder()
+        let events = Arc::new(
+            EventsManager::builder()
+                .instance_id(1)
+                .block_size(16)
+                .build(),
+        );
+        let rx = events.subscribe();
+        let builder = BlockManager::<Gpu>::builder()
             .block_count(65_536)
             .block_size(16)
-            .eviction_policy(EvictionPolicyKind::Lru)
-            .build()
-            .expect("valid configuration");
-        let events = EventsManager::builder()
-            .instance_id(1)
-            .block_size(16)
-            .build();
-        let rx = events.subscribe();
-        let emitter = events.emitter();
+            .pool_shards(1)
+            .eviction_policy(EvictionPolicyKind::Lru);
+        let builder = if emit {
+            builder.event_manager(Arc::clone(&events))
+        } else {
+            builder
+        };
+        let manager = builder.build().expect("valid configuration");
         Self {
             manager,
             events,
-            emitter,
             rx,
             window: VecDeque::new(),
             next: 0,
@@ -80,28 +83,21 @@ impl Loop {
         self.next += 1;
         let m = &self.manager;
         let mut held = m.match_blocks(hashes);
-        let hits = held.len();
-        let misses = &hashes[hits..];
-        let (fresh, evicted) = m
-            .allocate_blocks_with_evictions(misses.len())
-            .expect("room");
+        let misses = &hashes[held.len()..];
+        let fresh = m.allocate_blocks(misses.len()).expect("room");
         let staged = fresh
             .into_iter()
             .zip(misses)
             .map(|(b, h)| b.stage(*h, 16).expect("size"))
             .collect();
         held.extend(m.register_blocks(staged));
-        if self.emit {
-            self.emitter.removed(LogicalLayoutHandle::G1, &evicted);
-            let parent = hits.checked_sub(1).map(|p| hashes[p]);
-            self.emitter.stored(LogicalLayoutHandle::G1, parent, misses);
-            if self.next % 64 == 0 {
-                self.events.flush(Instant::now());
-                while let Ok(batch) = self.rx.try_recv() {
-                    black_box(batch);
-                }
+        if self.emit && self.next % 64 == 0 {
+            self.events.flush(Instant::now());
+            while let Ok(batch) = self.rx.try_recv() {
+                black_box(batch);
             }
         }
+
         self.window.push_back(held);
         if self.window.len() > 8 {
             self.window.pop_front();

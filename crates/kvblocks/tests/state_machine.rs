@@ -9,16 +9,22 @@
 //! no pinned slot handed out; everything back once every guard is dropped;
 //! typed errors with the guard handed back for bad input.
 //!
+//! The manager reports its changes to an events manager, and after every
+//! step the replayed stream must equal the registered set (invariant 5).
+//!
 //! The configuration is random too: block count and pool shard count (so
 //! shards of unequal sizes, e.g. 5 blocks in shards of 4 and 1, are covered).
 //! With one thread, allocation still takes every shard's reset pool before it
 //! evicts anything, so the model needs no notion of shards.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use kvblocks::events::{BroadcastReceiver, EventsManager, RegisteredSet};
 use kvblocks::{
     BlockDuplicationPolicy, BlockManager, CompleteBlock, EvictionPolicyKind, ImmutableBlock,
-    MutableBlock, SequenceHash, WeakBlock,
+    LogicalLayoutHandle, MutableBlock, SequenceHash, WeakBlock,
 };
 use proptest::prelude::*;
 
@@ -113,10 +119,47 @@ enum State {
     },
 }
 
+/// The manager's event stream, replayed (invariant 5: it reproduces the
+/// registered set after every step).
+struct Replay {
+    events: Arc<EventsManager>,
+    receiver: BroadcastReceiver,
+    set: RegisteredSet,
+}
+
+impl Replay {
+    fn new() -> Self {
+        let events = Arc::new(
+            EventsManager::builder()
+                .instance_id(1)
+                .block_size(BLOCK_SIZE as u32)
+                .epoch(1)
+                .broadcast_capacity(1 << 16)
+                .build(),
+        );
+        let receiver = events.subscribe();
+        Self {
+            events,
+            receiver,
+            set: RegisteredSet::new(),
+        }
+    }
+
+    /// Everything published so far, applied in order.
+    fn catch_up(&mut self) -> Vec<SequenceHash> {
+        self.events.flush_all();
+        while let Ok(batch) = self.receiver.try_recv() {
+            self.set.apply(&batch).expect("an unbroken stream");
+        }
+        self.set.sorted(LogicalLayoutHandle::G1)
+    }
+}
+
 /// The model plus the real guards the test holds.
 struct Harness {
     blocks: usize,
     manager: BlockManager<Tier>,
+    replay: RefCell<Replay>,
     other: BlockManager<Tier>,
     duplication: BlockDuplicationPolicy,
     states: Vec<State>,
@@ -139,24 +182,30 @@ impl Harness {
         blocks: usize,
         shards: usize,
     ) -> Self {
-        let build = || {
-            BlockManager::<Tier>::builder()
+        let replay = Replay::new();
+        let build = |events: Option<Arc<EventsManager>>| {
+            let builder = BlockManager::<Tier>::builder()
                 .block_count(blocks)
                 .block_size(BLOCK_SIZE)
                 .duplication_policy(duplication)
                 .eviction_policy(kind)
-                .pool_shards(shards)
-                .build()
-                .unwrap()
+                .pool_shards(shards);
+            match events {
+                Some(events) => builder.event_manager(events),
+                None => builder,
+            }
+            .build()
+            .unwrap()
         };
-        let manager = build();
+        let manager = build(Some(Arc::clone(&replay.events)));
         // Shards hold a power of two of slots each, the last one the rest.
         let shard_len = blocks.div_ceil(shards.min(blocks)).next_power_of_two();
         assert_eq!(manager.pool_shards(), blocks.div_ceil(shard_len));
         Self {
             blocks,
             manager,
-            other: build(),
+            replay: RefCell::new(replay),
+            other: build(None),
             duplication,
             states: vec![State::Reset; blocks],
             epochs: vec![0; blocks],
@@ -502,6 +551,14 @@ impl Harness {
         assert_eq!(
             self.manager.available_blocks() as u64,
             m.reset_pool_size + m.inactive_pool_size
+        );
+        // Invariant 5: the event stream replays to the registered set.
+        let mut registered: Vec<SequenceHash> = self.resident.keys().copied().collect();
+        registered.sort_unstable();
+        assert_eq!(
+            self.replay.borrow_mut().catch_up(),
+            registered,
+            "replayed events"
         );
         for (hash, &slot) in &self.resident {
             assert!(self.manager.contains(*hash));

@@ -10,14 +10,19 @@
 //! `check_presence_any`, `is_registered` and `registered_count`), every
 //! manager's own invariants hold, and a registration handle, if the test
 //! attached a value to one, keeps that value exactly while some tier holds the
-//! hash or the test keeps a clone of the handle.
+//! hash or the test keeps a clone of the handle. The tiers report to one
+//! events manager (the registry's), and replaying its stream gives exactly
+//! each tier's registered set after every step (invariant 5).
 
 use std::any::TypeId;
 use std::collections::HashSet;
+use std::sync::Arc;
+
+use kvblocks::events::{BroadcastReceiver, EventsManager, RegisteredSet};
 
 use kvblocks::{
     BlockDuplicationPolicy, BlockManager, BlockMetadata, BlockRegistrationHandle, BlockRegistry,
-    ImmutableBlock, SequenceHash,
+    ImmutableBlock, LogicalLayoutHandle, SequenceHash,
 };
 use proptest::prelude::*;
 
@@ -113,6 +118,10 @@ struct Marker(usize);
 
 struct Harness {
     registry: BlockRegistry,
+    /// The registry's event stream, replayed after every step.
+    events: Arc<EventsManager>,
+    receiver: BroadcastReceiver,
+    replayed: RegisteredSet,
     g1: BlockManager<G1>,
     g2: BlockManager<G2>,
     g3: BlockManager<G3>,
@@ -128,10 +137,12 @@ struct Harness {
 
 fn manager<T: BlockMetadata>(
     registry: &BlockRegistry,
+    layout: LogicalLayoutHandle,
     blocks: usize,
     shards: usize,
 ) -> BlockManager<T> {
     BlockManager::<T>::builder()
+        .logical_layout(layout)
         .block_count(blocks)
         .block_size(4)
         .pool_shards(shards)
@@ -154,15 +165,29 @@ fn register_in<T: BlockMetadata>(
 
 impl Harness {
     fn new(shards: usize) -> Self {
-        let registry = BlockRegistry::new();
+        let events = Arc::new(
+            EventsManager::builder()
+                .instance_id(3)
+                .block_size(4)
+                .epoch(1)
+                .broadcast_capacity(1 << 16)
+                .build(),
+        );
+        let receiver = events.subscribe();
+        let registry = BlockRegistry::builder()
+            .event_manager(Arc::clone(&events))
+            .build();
         let hashes = (0..HASHES as u64)
             .map(|i| SequenceHash::root(50 + i))
             .collect();
         Self {
-            g1: manager(&registry, 3, shards),
-            g2: manager(&registry, 3, shards),
-            g3: manager(&registry, 4, shards),
+            g1: manager(&registry, LogicalLayoutHandle::G1, 3, shards),
+            g2: manager(&registry, LogicalLayoutHandle::G2, 3, shards),
+            g3: manager(&registry, LogicalLayoutHandle::G3, 4, shards),
             registry,
+            events,
+            receiver,
+            replayed: RegisteredSet::new(),
             hashes,
             held: Vec::new(),
             handles: Vec::new(),
@@ -351,6 +376,26 @@ impl Harness {
             );
         }
         assert_eq!(self.registry.registered_count(), distinct);
+        // Invariant 5: the events of all three tiers replay to the model.
+        self.events.flush_all();
+        while let Ok(batch) = self.receiver.try_recv() {
+            self.replayed.apply(&batch).expect("an unbroken stream");
+        }
+        let layouts = [
+            LogicalLayoutHandle::G1,
+            LogicalLayoutHandle::G2,
+            LogicalLayoutHandle::G3,
+        ];
+        for (t, layout) in layouts.into_iter().enumerate() {
+            let mut model: Vec<SequenceHash> =
+                self.present[t].iter().map(|&h| self.hashes[h]).collect();
+            model.sort_unstable();
+            assert_eq!(
+                self.replayed.sorted(layout),
+                model,
+                "replayed events of tier {t}"
+            );
+        }
         self.g1.check_invariants().unwrap();
         self.g2.check_invariants().unwrap();
         self.g3.check_invariants().unwrap();

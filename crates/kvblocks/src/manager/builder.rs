@@ -8,8 +8,10 @@ use super::BlockManager;
 use crate::policy::{AnyPolicy, EvictionPolicy, EvictionPolicyKind};
 use std::sync::Arc;
 
+use crate::events::EventsManager;
 use crate::registry::BlockRegistry;
 use crate::store::{Store, StoreConfig};
+use crate::LogicalLayoutHandle;
 use crate::{BlockDuplicationPolicy, BlockMetadata};
 
 /// The largest block size accepted, in tokens (far above any real engine's).
@@ -106,6 +108,8 @@ pub struct BlockManagerBuilder<T> {
     generation_bits: u32,
     registry: Option<BlockRegistry>,
     evict_on_release: bool,
+    events: Option<Arc<EventsManager>>,
+    layout: LogicalLayoutHandle,
     _tier: PhantomData<fn() -> T>,
 }
 
@@ -131,6 +135,8 @@ impl<T: BlockMetadata> Default for BlockManagerBuilder<T> {
             generation_bits: 32,
             registry: None,
             evict_on_release: false,
+            events: None,
+            layout: LogicalLayoutHandle::G1,
             _tier: PhantomData,
         }
     }
@@ -229,6 +235,23 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
         self
     }
 
+    /// Reports this manager's changes to `events` (stored, removed,
+    /// cleared; see [`crate::events`]). Without it, the registry's events
+    /// manager if it has one
+    /// ([`BlockRegistryBuilder::event_manager`](crate::BlockRegistryBuilder::event_manager)),
+    /// else none.
+    pub fn event_manager(mut self, events: Arc<EventsManager>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// The tier this manager's events name (default
+    /// [`LogicalLayoutHandle::G1`]).
+    pub fn logical_layout(mut self, layout: LogicalLayoutHandle) -> Self {
+        self.layout = layout;
+        self
+    }
+
     /// Whether every registered block starts with evict-on-release set: its
     /// last release then evicts it instead of caching it in the inactive
     /// pool (default `false`; per block, see
@@ -297,6 +320,8 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
             generation_bits: self.generation_bits,
             registry: Arc::clone(&registry.shared),
             evict_on_release: self.evict_on_release,
+            events: self.events.or_else(|| registry.shared.events.clone()),
+            tier: self.layout,
         };
         let store = Store::new(config, make_policy).map_err(|oom| BuildError::OutOfMemory {
             block_count,

@@ -82,6 +82,20 @@ impl<T: BlockMetadata> BlockManager<T> {
         &self.store
     }
 
+    /// Marks the point in this manager's event stream where its registered
+    /// set is what it is now, for a consumer that resyncs from a snapshot:
+    /// pass the ticket to
+    /// [`EventsManager::take_snapshot`](crate::events::EventsManager::take_snapshot)
+    /// (outside any manager call). `None` if the manager reports no events.
+    pub fn snapshot_barrier(&self) -> Option<crate::events::SnapshotTicket> {
+        self.store.snapshot_barrier()
+    }
+
+    /// The tier this manager's events name.
+    pub fn logical_layout(&self) -> crate::LogicalLayoutHandle {
+        self.store.events.tier()
+    }
+
     /// The registry this manager shares with other tiers (its own if it was
     /// built without one).
     pub fn block_registry(&self) -> &BlockRegistry {
@@ -137,6 +151,7 @@ impl<T: BlockMetadata> BlockManager<T> {
             Some(evicted) => store.forget_evicted(victims, |h| evicted.push(h)),
             None => store.forget_evicted(victims, |_| {}),
         }
+        store.events.flush_if_wanted();
         Some(blocks)
     }
 
@@ -196,6 +211,7 @@ impl<T: BlockMetadata> BlockManager<T> {
         store.prepare_registration(slot, hash);
         let mut registered = None;
         store.register_slots([(slot, hash)], |r, _| registered = Some(r));
+        store.events.flush_if_wanted();
         match registered {
             Some(registered) => Ok(ImmutableBlock::from_registered(handle, registered, hash)),
             None => unreachable!("register_slots reports every slot it is given"),
@@ -230,6 +246,7 @@ impl<T: BlockMetadata> BlockManager<T> {
         store.register_slots(staged, |outcome, hash| {
             registered.push(ImmutableBlock::from_registered(handle, outcome, hash));
         });
+        store.events.flush_if_wanted();
         Ok(registered)
     }
 
@@ -342,6 +359,7 @@ impl<T: BlockMetadata> BlockManager<T> {
     pub fn reset_inactive_pool(&self) -> Result<(), ResetError> {
         let store = &self.store;
         let reset = store.drain_inactive();
+        store.events.flush_if_wanted();
         if reset == store.block_count {
             Ok(())
         } else {

@@ -48,6 +48,7 @@ pub use handle::BlockRegistrationHandle;
 
 use self::filter::NotedFilter;
 use self::table::HandleTable;
+use crate::events::EventsManager;
 use crate::store::Store;
 use crate::sync::Mutex;
 use crate::{BlockMetadata, SequenceHash};
@@ -80,6 +81,9 @@ pub(crate) struct RegistryShared {
     tiers: Mutex<Vec<TypeId>>,
     table: HandleTable,
     pub(crate) filter: NotedFilter,
+    /// Where the managers built with this registry report their changes
+    /// (unless a manager names its own).
+    pub(crate) events: Option<Arc<EventsManager>>,
 }
 
 impl RegistryShared {
@@ -131,13 +135,21 @@ impl RegistryShared {
 /// Builds a [`BlockRegistry`].
 #[derive(Default)]
 pub struct BlockRegistryBuilder {
-    _private: (),
+    events: Option<Arc<EventsManager>>,
 }
 
 impl BlockRegistryBuilder {
     /// A builder with the defaults.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Every manager built with this registry reports its changes to
+    /// `events`, naming its tier (unless the manager's builder names its
+    /// own events manager).
+    pub fn event_manager(mut self, events: Arc<EventsManager>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// The registry.
@@ -148,6 +160,7 @@ impl BlockRegistryBuilder {
                 tiers: Mutex::new(Vec::new()),
                 table: HandleTable::new(),
                 filter: NotedFilter::new(),
+                events: self.events,
             }),
         }
     }

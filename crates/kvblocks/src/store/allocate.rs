@@ -37,6 +37,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::events::Removals;
 use super::shard::ShardGuard;
 use super::Store;
 use crate::SequenceHash;
@@ -113,7 +114,12 @@ impl Store {
                 return None;
             }
             let from_reset = core.take_free(count, self, &mut take);
-            core.evict(count - from_reset, self, &mut take);
+            let mut removals = Removals::new(self);
+            core.evict(count - from_reset, self, |slot| {
+                removals.add_slot(slot);
+                take(slot);
+            });
+            removals.push_all();
             return Some(from_reset);
         }
         // The clock that dates releases (see `evict_oldest_first`).
@@ -226,6 +232,7 @@ impl Store {
         } else {
             None
         };
+        let mut removals = Removals::new(self);
         let mut evicted = 0;
         while evicted < count {
             let oldest = (0..held.len())
@@ -254,11 +261,16 @@ impl Store {
                 return;
             };
             if let Some(core) = held[i].as_mut() {
-                core.evict(1, self, &mut take);
+                core.evict(1, self, |slot| {
+                    removals.add_slot(slot);
+                    take(slot);
+                });
             }
             ages[i] = age(&held[i]);
             evicted += 1;
         }
+        // Before any of the shards is unlocked.
+        removals.push_all();
     }
 
     /// Second half of an allocation: removes the index entries of the

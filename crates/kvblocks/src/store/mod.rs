@@ -73,6 +73,7 @@
 //! under one is visible to its next holder.
 
 mod allocate;
+pub(crate) mod events;
 mod handle;
 mod index;
 mod lookup;
@@ -93,6 +94,7 @@ pub(crate) use self::handle::StoreRef;
 pub(crate) use self::shard::Keepalive;
 pub(crate) use self::state::Registered;
 
+use self::events::StoreEvents;
 use self::index::{HashIndex, IndexWriter, Probe};
 use self::refcount::RefCounts;
 use self::shard::{Shard, ShardGuard};
@@ -173,6 +175,8 @@ pub(crate) struct Store {
     policy_observes_hits: bool,
     /// The registry this store's manager was built with.
     pub(crate) registry: Arc<RegistryShared>,
+    /// Where changes to the registered set are reported (see [`events`]).
+    pub(crate) events: StoreEvents,
     /// The flags every new primary starts with (evict-on-release by default).
     pub(crate) initial_flags: u8,
     /// Counts of matches and scans (taken partly without any lock).
@@ -200,6 +204,9 @@ pub(crate) struct StoreConfig {
     pub(crate) registry: Arc<RegistryShared>,
     /// Whether blocks evict on their last release by default.
     pub(crate) evict_on_release: bool,
+    /// Where events go, and the tier they name.
+    pub(crate) events: Option<Arc<crate::events::EventsManager>>,
+    pub(crate) tier: crate::LogicalLayoutHandle,
 }
 
 impl Store {
@@ -221,6 +228,8 @@ impl Store {
             generation_bits,
             registry,
             evict_on_release,
+            events,
+            tier,
         } = config;
         let shard_len = block_count
             .div_ceil(shards.clamp(1, block_count))
@@ -260,6 +269,7 @@ impl Store {
             writer: Padded(Mutex::new(writer)),
             policy_observes_hits,
             registry,
+            events: StoreEvents::new(events, tier),
             initial_flags: if evict_on_release {
                 slot::flag::EVICT_ON_RELEASE
             } else {
@@ -391,16 +401,31 @@ impl Store {
     /// must hear of, after unlocking.
     pub(crate) fn drain_inactive(self: &Arc<Self>) -> usize {
         let mut noted = Vec::new();
+        let mut removed = Vec::new();
         let free = {
             let mut cores = self.lock_all();
             let mut writer = self.writer.lock();
-            cores
+            let free = cores
                 .iter_mut()
                 .map(|core| {
-                    core.drain_inactive(self, &mut writer, |hash| noted.push(hash));
+                    core.drain_inactive(self, &mut writer, |hash, was_noted| {
+                        if was_noted {
+                            noted.push(hash);
+                        }
+                        removed.push(hash);
+                    });
                     core.free_len()
                 })
-                .sum()
+                .sum();
+            // Still under every lock, so the report is in order.
+            if !removed.is_empty() {
+                if cores.iter().all(|core| !core.has_registered()) {
+                    self.events.cleared();
+                } else {
+                    self.events.removed(&removed);
+                }
+            }
+            free
         };
         for hash in noted {
             self.registry.presence_lost(hash);
@@ -458,6 +483,24 @@ impl Store {
         // The caller's `Arc` outlives this drop (see `shard`).
         drop(shard.unlock());
         held
+    }
+
+    /// Marks the point in the event stream where this store's registered set
+    /// is what it is now (every shard locked while it is read and marked).
+    pub(crate) fn snapshot_barrier(&self) -> Option<crate::events::SnapshotTicket> {
+        if !self.events.enabled() {
+            return None;
+        }
+        let cores = self.lock_all();
+        let mut hashes = Vec::new();
+        for core in &cores {
+            core.for_each_primary(self, |hash| hashes.push(hash));
+        }
+        let tier = crate::events::TierSnapshot {
+            tier: self.events.tier(),
+            hashes,
+        };
+        self.events.emitter().snapshot_barrier(vec![tier])
     }
 
     /// Hands every registered primary's hash to `f`, one shard at a time.

@@ -120,6 +120,16 @@ impl Store {
                 Insert::Present(existing) => self.settle_duplicate(core, pending, existing),
             };
         }
+        // The chunk's new primaries, reported under the shard lock.
+        if self.events.enabled() {
+            let mut stored = [SequenceHash::from_valid_u128(0); CHUNK];
+            let mut len = 0;
+            for pending in chunk.iter().filter(|p| p.insert == Insert::Added) {
+                stored[len] = pending.hash;
+                len += 1;
+            }
+            self.events.stored(&stored[..len]);
+        }
     }
 
     /// Settles a slot of the locked shard `core` whose hash has the entry
@@ -161,7 +171,11 @@ impl Store {
             .index
             .insert_if_absent(&mut writer, hash, slot, |s| records.hash(s))
         {
-            Insert::Added => cores[home].finish_primary(slot, hash, self),
+            Insert::Added => {
+                let registered = cores[home].finish_primary(slot, hash, self);
+                self.events.stored(&[hash]);
+                registered
+            }
             Insert::Present(existing) if is_registered_primary(existing, hash, self) => {
                 let generation = cores[self.shard_of(existing)].pin_primary(existing, true, self);
                 cores[home].finish_duplicate(slot, existing, generation, self.duplication, self)
@@ -170,7 +184,9 @@ impl Store {
                 // An evicted slot whose allocator has not removed its
                 // entry yet: this registration takes the entry over.
                 self.index.replace(&mut writer, hash, stale, slot);
-                cores[home].finish_primary(slot, hash, self)
+                let registered = cores[home].finish_primary(slot, hash, self);
+                self.events.stored(&[hash]);
+                registered
             }
         };
         drop(writer);

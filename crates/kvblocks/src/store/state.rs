@@ -170,6 +170,11 @@ impl ShardState {
         self.inactive > 0
     }
 
+    /// Whether any slot is registered (active or inactive).
+    pub(crate) fn has_registered(&self) -> bool {
+        self.active + self.inactive > 0
+    }
+
     /// The release date of the slot this shard would evict next (by the
     /// policy's [`peek_victim`](EvictionPolicy::peek_victim), else the last
     /// victim's date); `None` if slots are not dated.
@@ -514,6 +519,7 @@ impl ShardState {
             self.active -= 1;
             self.free.push(slot);
             self.counters.evictions += 1;
+            store.events.removed(&[hash]);
             return LastRelease::Discarded {
                 noted: noted.then_some(hash),
             };
@@ -541,20 +547,18 @@ impl ShardState {
     }
 
     /// Evicts every inactive slot to the reset pool, index entries included;
-    /// hands the hashes the registry must hear of to `noted`.
+    /// hands each hash to `gone`, with whether the registry must hear of it.
     pub(crate) fn drain_inactive(
         &mut self,
         store: &Store,
         writer: &mut IndexWriter,
-        mut noted: impl FnMut(SequenceHash),
+        mut gone: impl FnMut(SequenceHash, bool),
     ) {
         while self.inactive > 0 {
             let slot = self.next_victim(store);
             let hash = store.records.hash(slot);
             self.unregister(slot, store);
-            if store.records.take_flags(slot) & flag::NOTED != 0 {
-                noted(hash);
-            }
+            gone(hash, store.records.take_flags(slot) & flag::NOTED != 0);
             store.index.remove(writer, hash, slot);
             store.records.set_state(slot, SlotState::Reset);
             self.free.push(slot);
