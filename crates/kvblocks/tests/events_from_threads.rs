@@ -99,7 +99,9 @@ fn replaying_events_from_many_threads_gives_the_registered_set() {
             events.flush_all();
             let mut replayed = RegisteredSet::new();
             while let Ok(batch) = receiver.try_recv() {
-                replayed.apply(&batch).expect("an unbroken, ordered stream");
+                if let Err(error) = replayed.apply(&batch) {
+                    panic!("{shards} shards, evict on release {evict_on_release}: {error:?}");
+                }
             }
             for hash in universe {
                 assert_eq!(

@@ -10,7 +10,9 @@
 //!   also when it takes over a stale entry); never a duplicate copy, never a
 //!   registration folded into an existing block;
 //! - removed: a primary leaves (eviction by an allocation, evict-on-release,
-//!   `reset_inactive_pool`);
+//!   `reset_inactive_pool`); reported before its index entry can be taken by
+//!   another registrar (an eviction's entry goes after the shard unlocks;
+//!   evict-on-release reports while it holds the index writer's lock);
 //! - cleared: `reset_inactive_pool` left no block registered at all (one
 //!   event instead of one per block).
 //!

@@ -508,10 +508,14 @@ impl ShardState {
             self.policy.on_discard(local, hash);
             // The entry goes before the slot is free again: a later owner
             // registering the same hash in this slot must not lose its entry
-            // to a late removal.
+            // to a late removal. The removal is reported before the writer's
+            // lock is released: a registrar in another shard can file the
+            // hash as soon as it gets that lock, and its store must follow
+            // this removal in the stream.
             let mut writer = store.writer.lock();
             store.index.remove(&mut writer, hash, slot);
             store.index.settle(&mut writer);
+            store.events.removed(&[hash]);
             drop(writer);
             store.refs.next_generation(slot);
             let noted = records.take_flags(slot) & flag::NOTED != 0;
@@ -519,7 +523,6 @@ impl ShardState {
             self.active -= 1;
             self.free.push(slot);
             self.counters.evictions += 1;
-            store.events.removed(&[hash]);
             return LastRelease::Discarded {
                 noted: noted.then_some(hash),
             };
