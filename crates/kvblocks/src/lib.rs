@@ -44,10 +44,22 @@
 //! readable without one, and a handle is added by one compare-exchange that
 //! checks the slot's generation); everything else takes short locks, each at
 //! most once per batch call. Cloning or dropping an [`ImmutableBlock`] that is
-//! not the last handle touches only a per-slot atomic. A manager that several
-//! threads call at once should be built with
-//! [`pool_shards`](manager::BlockManagerBuilder::pool_shards), which gives each
-//! part of the pool its own lock.
+//! not the last handle touches only a per-slot atomic. The pool is split into
+//! shards, each with its own lock, so threads sharing a manager through an
+//! `Arc` rarely wait for each other: by default an LRU manager gets one shard
+//! per 1,024 slots (up to 16), and evicts from the shard whose next victim is
+//! oldest, so the shards keep about one LRU order over the whole pool
+//! (`BENCHMARKS.md`: within 0.3 points of hit rate of a single pool). Other
+//! policies keep per-block state that one shard cannot see across the others,
+//! so they default to one shard;
+//! [`pool_shards`](manager::BlockManagerBuilder::pool_shards) overrides either.
+//!
+//! Locks are taken in one order (registry attachments, registry table
+//! stripe, index writer, pool shards in index order). User code runs under a
+//! lock in two places only: an eviction policy's hooks (under its shard's
+//! lock) and attachment readers and mutators (under the handle's attachment
+//! lock; calling back into the same handle's attachments panics instead of
+//! deadlocking). Event sinks never run under a store lock.
 //!
 //! # Events
 //!

@@ -386,3 +386,57 @@ fn every_policy_kind_builds_and_serves() {
         assert_eq!(m.available_blocks(), 3);
     }
 }
+
+/// The manager's check composes with the policy's own: a custom policy's
+/// broken invariant fails `check_invariants`, naming what broke.
+#[test]
+fn check_invariants_reports_what_the_policy_check_finds() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static BROKEN: AtomicBool = AtomicBool::new(false);
+
+    struct Checked(kvblocks::policy::Lru);
+    impl kvblocks::EvictionPolicy for Checked {
+        fn name(&self) -> &'static str {
+            "checked"
+        }
+        fn on_release(&mut self, slot: u32) {
+            self.0.on_release(slot);
+        }
+        fn on_reacquire(&mut self, slot: u32) {
+            self.0.on_reacquire(slot);
+        }
+        fn evict(&mut self) -> Option<u32> {
+            self.0.evict()
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn check(&self) -> Result<(), String> {
+            if BROKEN.load(Ordering::Relaxed) {
+                return Err("planted breakage".into());
+            }
+            self.0.check()
+        }
+    }
+
+    #[derive(Clone)]
+    struct Checking;
+    let manager = BlockManager::<Checking>::builder()
+        .block_count(8)
+        .block_size(4)
+        .custom_eviction_policy(|slots| Checked(kvblocks::policy::Lru::new(slots)))
+        .build()
+        .unwrap();
+    let staged = manager
+        .allocate_blocks(2)
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| b.stage(SequenceHash::root(i as u64), 4).unwrap())
+        .collect();
+    drop(manager.register_blocks(staged));
+    assert_eq!(manager.check_invariants(), Ok(()));
+    BROKEN.store(true, Ordering::Relaxed);
+    let error = manager.check_invariants().unwrap_err();
+    assert!(error.contains("planted breakage"), "{error}");
+}

@@ -154,6 +154,33 @@ impl EvictionPolicy for Lineage {
     fn len(&self) -> usize {
         self.leaves.len() + self.inner.len()
     }
+
+    fn check(&self) -> Result<(), String> {
+        for (list, place, name) in [
+            (&self.leaves, Place::Leaf, "lineage leaves"),
+            (&self.inner, Place::Inner, "lineage inner list"),
+        ] {
+            list.check(&self.links, name, |slot| {
+                if self.places[slot as usize] != place {
+                    return Err(format!("{name}: slot {slot} is not placed there"));
+                }
+                if (self.tree.children(slot) == 0) != (place == Place::Leaf) {
+                    return Err(format!(
+                        "{name}: slot {slot} has the wrong number of children"
+                    ));
+                }
+                Ok(())
+            })?;
+        }
+        let listed = self.places.iter().filter(|p| **p != Place::Pinned).count();
+        if listed != self.len() {
+            return Err(format!(
+                "lineage: {listed} slots placed evictable, {} listed",
+                self.len()
+            ));
+        }
+        self.tree.check()
+    }
 }
 
 #[cfg(test)]
@@ -187,6 +214,7 @@ mod tests {
             order.push(slot);
         }
         assert_eq!(order, vec![2, 1, 0]);
+        assert_eq!(policy.check(), Ok(()));
     }
 
     #[test]

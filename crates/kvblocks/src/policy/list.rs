@@ -38,6 +38,14 @@ impl Links {
     pub(crate) fn next(&self, slot: u32) -> u32 {
         self.links[slot as usize].next
     }
+
+    /// Whether `slot` has no neighbour (true of an unlinked slot, and of
+    /// the one entry of a one-entry list).
+    #[inline]
+    fn is_bare(&self, slot: u32) -> bool {
+        let link = self.links[slot as usize];
+        link.prev == NIL && link.next == NIL
+    }
 }
 
 /// One list head: front is the oldest entry, back the newest.
@@ -73,6 +81,10 @@ impl List {
     /// Appends `slot` as the newest entry. The caller guarantees `slot` is in no list.
     #[inline]
     pub(crate) fn push_back(&mut self, links: &mut Links, slot: u32) {
+        debug_assert!(
+            links.is_bare(slot) && self.head != slot,
+            "list: slot {slot} pushed while linked"
+        );
         links.links[slot as usize] = Link {
             prev: self.tail,
             next: NIL,
@@ -89,6 +101,10 @@ impl List {
     /// Prepends `slot` as the oldest entry. The caller guarantees `slot` is in no list.
     #[inline]
     pub(crate) fn push_front(&mut self, links: &mut Links, slot: u32) {
+        debug_assert!(
+            links.is_bare(slot) && self.head != slot,
+            "list: slot {slot} pushed while linked"
+        );
         links.links[slot as usize] = Link {
             prev: NIL,
             next: self.head,
@@ -106,6 +122,11 @@ impl List {
     #[inline]
     pub(crate) fn remove(&mut self, links: &mut Links, slot: u32) {
         let Link { prev, next } = links.links[slot as usize];
+        debug_assert!(
+            (prev != NIL || self.head == slot) && (next != NIL || self.tail == slot),
+            "list: slot {slot} removed from a list that does not hold it"
+        );
+        debug_assert!(self.len > 0, "list: removal from an empty list");
         if prev == NIL {
             self.head = next;
         } else {
@@ -143,6 +164,53 @@ impl List {
         }
     }
 
+    /// Walks the list front to back, checking every link against its
+    /// neighbours and the count against the walk, and hands each entry to
+    /// `visit` (which may report a broken invariant of its own). O(len), for
+    /// a policy's [`check`](super::EvictionPolicy::check).
+    pub(crate) fn check(
+        &self,
+        links: &Links,
+        name: &str,
+        mut visit: impl FnMut(u32) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut slot = self.head;
+        let mut prev = NIL;
+        let mut walked = 0usize;
+        while slot != NIL {
+            if slot as usize >= links.links.len() {
+                return Err(format!("{name}: slot {slot} out of range"));
+            }
+            if walked >= links.links.len() {
+                return Err(format!("{name}: a cycle (longer than every slot)"));
+            }
+            let link = links.links[slot as usize];
+            if link.prev != prev {
+                return Err(format!(
+                    "{name}: slot {slot} links back to {} instead of {prev}",
+                    link.prev
+                ));
+            }
+            visit(slot)?;
+            walked += 1;
+            prev = slot;
+            slot = link.next;
+        }
+        if self.tail != prev {
+            return Err(format!(
+                "{name}: tail {} but the walk ends at {prev}",
+                self.tail
+            ));
+        }
+        if walked != self.len {
+            return Err(format!(
+                "{name}: holds {walked} entries, counts {}",
+                self.len
+            ));
+        }
+        Ok(())
+    }
+
     /// Walks the list front to back (tests and validation only).
     #[cfg(test)]
     pub(crate) fn to_vec(&self, links: &Links) -> Vec<u32> {
@@ -177,5 +245,29 @@ mod tests {
         assert_eq!(a.pop_front(&mut links), Some(3));
         assert_eq!(a.pop_front(&mut links), None);
         assert_eq!((a.len(), b.len()), (0, 2));
+        assert_eq!(b.check(&links, "b", |_| Ok(())), Ok(()));
+    }
+
+    #[test]
+    fn check_reports_a_count_that_disagrees_with_the_walk() {
+        let mut links = Links::new(4);
+        let mut list = List::new();
+        list.push_back(&mut links, 1);
+        list.push_back(&mut links, 2);
+        assert_eq!(list.check(&links, "l", |_| Ok(())), Ok(()));
+        list.len = 3;
+        assert!(list
+            .check(&links, "l", |_| Ok(()))
+            .unwrap_err()
+            .contains("counts 3"));
+        list.len = 2;
+        let visit = |slot| {
+            if slot == 2 {
+                Err("two".to_string())
+            } else {
+                Ok(())
+            }
+        };
+        assert_eq!(list.check(&links, "l", visit), Err("two".to_string()));
     }
 }

@@ -51,6 +51,10 @@ impl EvictionPolicy for Lru {
     fn len(&self) -> usize {
         self.queue.len()
     }
+
+    fn check(&self) -> Result<(), String> {
+        self.queue.check(&self.links, "lru queue", |_| Ok(()))
+    }
 }
 
 #[cfg(test)]
@@ -66,6 +70,7 @@ mod tests {
         lru.on_reacquire(0);
         lru.on_release(0);
         assert_eq!(lru.len(), 4);
+        assert_eq!(lru.check(), Ok(()));
         let order: Vec<u32> = std::iter::from_fn(|| lru.evict()).collect();
         assert_eq!(order, vec![2, 3, 1, 0]);
     }

@@ -335,8 +335,7 @@ fn released(order: u64) -> u64 {
 
 impl PrefixAware {
     /// Walks every structure and checks they agree (O(slots)).
-    #[cfg(test)]
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    fn check_structures(&self) -> Result<(), String> {
         let mut listed = 0;
         for (class, heap) in self.leaves.iter().enumerate() {
             for (index, &slot) in heap.slots().iter().enumerate() {
@@ -359,33 +358,26 @@ impl PrefixAware {
             }
             listed += heap.len();
         }
-        let mut slot = self.inner.front();
-        while slot != NIL {
+        self.inner.check(&self.links, "prefix inner list", |slot| {
             let node = &self.nodes[slot as usize];
             if node.place != Place::Inner || self.tree.children(slot) == 0 {
                 return Err(format!("slot {slot} in the inner list: {node:?}"));
             }
-            listed += 1;
-            slot = self.links.next(slot);
-        }
+            Ok(())
+        })?;
+        listed += self.inner.len();
         if listed != self.len {
             return Err(format!("{listed} evictable slots listed, len {}", self.len));
         }
-        let mut children = vec![0u32; self.nodes.len()];
-        for slot in 0..self.nodes.len() as u32 {
-            if let Some(parent) = self.tree.parent(slot) {
-                children[parent as usize] += 1;
-            }
+        let placed = self
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.place, Place::Leaf | Place::Inner))
+            .count();
+        if placed != self.len {
+            return Err(format!("{placed} slots placed evictable, len {}", self.len));
         }
-        for (slot, &count) in children.iter().enumerate() {
-            let counted = self.tree.children(slot as u32);
-            if counted != count {
-                return Err(format!(
-                    "slot {slot} counts {counted} children, has {count}"
-                ));
-            }
-        }
-        Ok(())
+        self.tree.check()
     }
 }
 
@@ -483,5 +475,9 @@ impl EvictionPolicy for PrefixAware {
 
     fn len(&self) -> usize {
         self.len
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.check_structures()
     }
 }

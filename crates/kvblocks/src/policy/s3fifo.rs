@@ -95,6 +95,33 @@ struct Ghost {
 }
 
 impl Ghost {
+    /// Checks the table against the ring (O(entries)).
+    fn check(&self) -> Result<(), String> {
+        if self.len() > self.filled || self.filled > self.ring.len() {
+            return Err(format!(
+                "s3fifo ghost: {} keys, {} positions filled of {}",
+                self.len(),
+                self.filled,
+                self.ring.len()
+            ));
+        }
+        for &position in self.table.iter() {
+            if position as usize >= self.filled {
+                return Err(format!("s3fifo ghost: position {position} not filled"));
+            }
+            let key = self.ring[position as usize];
+            let found = self.table.find(self.hasher.hash_u128(key), |&p| {
+                self.ring[p as usize] == key
+            });
+            if found != Some(&position) {
+                return Err(format!(
+                    "s3fifo ghost: a key indexed twice ({found:?}, {position})"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn new(capacity: usize) -> Self {
         Self {
             ring: vec![0; capacity],
@@ -107,7 +134,6 @@ impl Ghost {
         }
     }
 
-    #[cfg(test)]
     fn len(&self) -> usize {
         self.table.len()
     }
@@ -240,42 +266,47 @@ impl S3Fifo {
         }
     }
 
-    /// Checks every internal invariant (tests only).
-    #[cfg(test)]
-    pub(crate) fn validate(&self) {
+    /// Checks every internal invariant (O(slots)).
+    fn check_structures(&self) -> Result<(), String> {
         let mut evictable = 0;
-        for (list, place) in [(&self.small, Place::Small), (&self.main, Place::Main)] {
-            let slots = list.to_vec(&self.links);
-            for &slot in &slots {
+        for (list, place, name) in [
+            (&self.small, Place::Small, "s3fifo small queue"),
+            (&self.main, Place::Main, "s3fifo main queue"),
+        ] {
+            list.check(&self.links, name, |slot| {
                 let meta = self.meta[slot as usize];
-                assert_eq!(meta.place, place, "slot {slot}");
-                assert!(meta.freq <= MAX_FREQ);
+                if meta.place != place || meta.freq > MAX_FREQ {
+                    return Err(format!(
+                        "{name}: slot {slot} placed {:?}, frequency {}",
+                        meta.place, meta.freq
+                    ));
+                }
                 evictable += usize::from(!meta.pinned);
-            }
+                Ok(())
+            })?;
             let tally = self.meta.iter().filter(|m| m.place == place).count();
-            assert_eq!(tally, slots.len(), "{place:?} count");
-        }
-        assert_eq!(evictable, self.evictable, "evictable count");
-        for (slot, meta) in self.meta.iter().enumerate() {
-            if matches!(meta.place, Place::ParkedSmall | Place::ParkedMain) {
-                assert!(meta.pinned, "parked slot {slot} must be pinned");
+            if tally != list.len() {
+                return Err(format!(
+                    "{name}: {tally} slots placed, {} queued",
+                    list.len()
+                ));
             }
-            assert_ne!(
-                meta.place,
-                Place::ToGhost,
-                "slot {slot} evicted but not forgotten"
-            );
         }
-        let ghost = &self.ghost;
-        assert!(ghost.len() <= ghost.filled && ghost.filled <= ghost.ring.len());
-        for &position in ghost.table.iter() {
-            let key = ghost.ring[position as usize];
-            assert!((position as usize) < ghost.filled);
-            let found = ghost.table.find(ghost.hasher.hash_u128(key), |&p| {
-                ghost.ring[p as usize] == key
-            });
-            assert_eq!(found, Some(&position), "ghost key indexed twice");
+        if evictable != self.evictable {
+            return Err(format!(
+                "s3fifo: {evictable} evictable slots queued, counts {}",
+                self.evictable
+            ));
         }
+        for (slot, meta) in self.meta.iter().enumerate() {
+            if matches!(meta.place, Place::ParkedSmall | Place::ParkedMain) && !meta.pinned {
+                return Err(format!("s3fifo: parked slot {slot} is not pinned"));
+            }
+            if meta.place == Place::ToGhost {
+                return Err(format!("s3fifo: slot {slot} evicted but not forgotten"));
+            }
+        }
+        self.ghost.check()
     }
 }
 
@@ -376,6 +407,10 @@ impl EvictionPolicy for S3Fifo {
     fn len(&self) -> usize {
         self.evictable
     }
+
+    fn check(&self) -> Result<(), String> {
+        self.check_structures()
+    }
 }
 
 #[cfg(test)]
@@ -421,7 +456,7 @@ mod tests {
         fifo.on_forget(1, hashes[1]);
         assert_eq!(fifo.evict(), Some(3));
         fifo.on_forget(3, hashes[3]);
-        fifo.validate();
+        assert_eq!(fifo.check(), Ok(()));
         // Small still holds 4 (at its target): it goes before main's 0 and 2.
         assert_eq!(evict_all(&mut fifo, &hashes), vec![4, 0, 2]);
     }
@@ -538,11 +573,11 @@ mod tests {
         assert_eq!(fifo.evict(), Some(3));
         fifo.on_forget(3, hashes[3]);
         assert_eq!(fifo.evict(), None);
-        fifo.validate();
+        assert_eq!(fifo.check(), Ok(()));
     }
 
     #[test]
     fn random_hook_sequences_agree_with_the_model() {
-        check_random_sequences(S3Fifo::new, S3Fifo::validate);
+        check_random_sequences(S3Fifo::new);
     }
 }

@@ -99,32 +99,50 @@ impl Sieve {
         self.queue.remove(&mut self.links, slot);
     }
 
-    /// Checks every internal invariant (tests only).
-    #[cfg(test)]
-    pub(crate) fn validate(&self) {
-        let queued = self.queue.to_vec(&self.links);
+    /// Checks every internal invariant (O(slots)).
+    fn check_structures(&self) -> Result<(), String> {
         let mut evictable = 0;
-        for &slot in &queued {
+        let mut hand_queued = self.hand == NIL;
+        self.queue.check(&self.links, "sieve queue", |slot| {
             let meta = self.meta[slot as usize];
-            assert_eq!(meta.place, Place::Queued, "slot {slot} in the queue");
+            if meta.place != Place::Queued {
+                return Err(format!(
+                    "sieve: slot {slot} queued but placed {:?}",
+                    meta.place
+                ));
+            }
             evictable += usize::from(!meta.pinned);
+            hand_queued |= slot == self.hand;
+            Ok(())
+        })?;
+        if evictable != self.evictable {
+            return Err(format!(
+                "sieve: {evictable} evictable slots queued, counts {}",
+                self.evictable
+            ));
         }
-        assert_eq!(evictable, self.evictable, "evictable count");
         let tally = self
             .meta
             .iter()
             .filter(|m| m.place == Place::Queued)
             .count();
-        assert_eq!(tally, queued.len(), "queued count");
-        for (slot, meta) in self.meta.iter().enumerate() {
-            if meta.place == Place::Parked {
-                assert!(meta.pinned, "parked slot {slot} must be pinned");
-            }
+        if tally != self.queue.len() {
+            return Err(format!(
+                "sieve: {tally} slots placed in the queue, {} queued",
+                self.queue.len()
+            ));
         }
-        assert!(
-            self.hand == NIL || queued.contains(&self.hand),
-            "hand off the queue"
-        );
+        if let Some(slot) = self
+            .meta
+            .iter()
+            .position(|m| m.place == Place::Parked && !m.pinned)
+        {
+            return Err(format!("sieve: parked slot {slot} is not pinned"));
+        }
+        if !hand_queued {
+            return Err(format!("sieve: the hand {} is off the queue", self.hand));
+        }
+        Ok(())
     }
 }
 
@@ -206,6 +224,10 @@ impl EvictionPolicy for Sieve {
     fn len(&self) -> usize {
         self.evictable
     }
+
+    fn check(&self) -> Result<(), String> {
+        self.check_structures()
+    }
 }
 
 #[cfg(test)]
@@ -267,7 +289,7 @@ mod tests {
         // 0 is pinned: the hand parks it (keeping its bit) and evicts 1.
         assert_eq!(sieve.evict(), Some(1));
         sieve.on_forget(1, hashes[1]);
-        sieve.validate();
+        assert_eq!(sieve.check(), Ok(()));
         // 0 rejoins behind 2 and 3 when released; its bit spares it once.
         sieve.on_release(0);
         assert_eq!(sieve.len(), 3);
@@ -291,11 +313,11 @@ mod tests {
         sieve.on_reacquire(1);
         assert_eq!(sieve.evict(), Some(2));
         assert_eq!(sieve.evict(), None);
-        sieve.validate();
+        assert_eq!(sieve.check(), Ok(()));
     }
 
     #[test]
     fn random_hook_sequences_agree_with_the_model() {
-        check_random_sequences(Sieve::new, Sieve::validate);
+        check_random_sequences(Sieve::new);
     }
 }

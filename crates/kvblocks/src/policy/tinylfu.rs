@@ -270,34 +270,51 @@ impl TinyLfu {
         }
     }
 
-    /// Checks every internal invariant (tests only).
-    #[cfg(test)]
-    pub(crate) fn validate(&self) {
+    /// Checks every internal invariant (O(slots)).
+    fn check_structures(&self) -> Result<(), String> {
         let mut listed = 0;
         for (index, list) in self.lists.iter().enumerate() {
-            for slot in list.to_vec(&self.links) {
+            list.check(&self.links, "tinylfu segment", |slot| {
                 let meta = self.meta[slot as usize];
-                assert_eq!(
-                    meta.segment as usize, index,
-                    "slot {slot} in the wrong list"
-                );
-                assert!(meta.evictable, "pinned slot {slot} listed");
-                listed += 1;
-            }
+                if meta.segment as usize != index || !meta.evictable {
+                    return Err(format!(
+                        "tinylfu: slot {slot} listed in segment {index}, placed {:?}, evictable {}",
+                        meta.segment as usize, meta.evictable
+                    ));
+                }
+                Ok(())
+            })?;
+            listed += list.len();
             let members = self.meta.iter().filter(|m| m.segment as usize == index);
-            assert_eq!(
-                members.clone().count(),
-                self.counts[index],
-                "segment {index} count"
-            );
+            let resident = members.clone().count();
+            if resident != self.counts[index] {
+                return Err(format!(
+                    "tinylfu: segment {index} holds {resident} slots, counts {}",
+                    self.counts[index]
+                ));
+            }
             let evictable = members.filter(|m| m.evictable).count();
-            assert_eq!(evictable, list.len(), "segment {index} list length");
+            if evictable != list.len() {
+                return Err(format!(
+                    "tinylfu: segment {index} has {evictable} evictable slots, lists {}",
+                    list.len()
+                ));
+            }
         }
-        assert_eq!(listed, self.evictable, "evictable count");
-        assert!(self
+        if listed != self.evictable {
+            return Err(format!(
+                "tinylfu: {listed} evictable slots listed, counts {}",
+                self.evictable
+            ));
+        }
+        if let Some(slot) = self
             .meta
             .iter()
-            .all(|m| m.segment != Segment::None || !m.evictable));
+            .position(|m| m.segment == Segment::None && m.evictable)
+        {
+            return Err(format!("tinylfu: slot {slot} is evictable in no segment"));
+        }
+        Ok(())
     }
 }
 
@@ -395,6 +412,10 @@ impl EvictionPolicy for TinyLfu {
     fn len(&self) -> usize {
         self.evictable
     }
+
+    fn check(&self) -> Result<(), String> {
+        self.check_structures()
+    }
 }
 
 #[cfg(test)]
@@ -473,7 +494,7 @@ mod tests {
             lfu.on_release(slot);
         }
         register_all(lfu, hashes, &[9]);
-        lfu.validate();
+        assert_eq!(lfu.check(), Ok(()));
         assert_eq!(lfu.counts, [1, 9, 0]);
     }
 
@@ -504,7 +525,7 @@ mod tests {
         assert_eq!(lfu.evict(), Some(0));
         assert_eq!(lfu.meta[9].segment, Segment::Probation);
         lfu.on_forget(0, hashes[0]);
-        lfu.validate();
+        assert_eq!(lfu.check(), Ok(()));
     }
 
     #[test]
@@ -551,7 +572,7 @@ mod tests {
         }
         assert_eq!(lfu.counts, [1, 2, 7]);
         assert_eq!(lfu.meta[0].segment, Segment::Probation);
-        lfu.validate();
+        assert_eq!(lfu.check(), Ok(()));
     }
 
     #[test]
@@ -567,11 +588,11 @@ mod tests {
         lfu.on_reacquire(4);
         assert_eq!(lfu.evict(), Some(7));
         assert_eq!(lfu.evict(), None);
-        lfu.validate();
+        assert_eq!(lfu.check(), Ok(()));
     }
 
     #[test]
     fn random_hook_sequences_agree_with_the_model() {
-        check_random_sequences(TinyLfu::new, TinyLfu::validate);
+        check_random_sequences(TinyLfu::new);
     }
 }

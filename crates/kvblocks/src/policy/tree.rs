@@ -174,6 +174,26 @@ impl BlockTree {
     }
 
     /// Bytes the table reserves (tests check it never grows).
+    /// Checks every slot's child count against the parent links that name
+    /// it (O(slots); for a policy's `check`).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let mut children = vec![0u32; self.links.len()];
+        for slot in 0..self.links.len() as u32 {
+            if let Some(parent) = self.parent(slot) {
+                children[parent as usize] += 1;
+            }
+        }
+        for (slot, &count) in children.iter().enumerate() {
+            let counted = self.children(slot as u32);
+            if counted != count {
+                return Err(format!(
+                    "tree: slot {slot} counts {counted} children, has {count}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     #[cfg(test)]
     pub(crate) fn allocation_size(&self) -> usize {
         self.by_key.allocation_size()

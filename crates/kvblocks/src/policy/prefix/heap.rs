@@ -20,7 +20,6 @@ impl SlotHeap {
     }
 
     /// Number of slots in the heap (validation only).
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.items.len()
     }
@@ -102,7 +101,6 @@ impl SlotHeap {
     }
 
     /// The slots in heap order (validation only).
-    #[cfg(test)]
     pub(super) fn slots(&self) -> &[u32] {
         &self.items
     }
