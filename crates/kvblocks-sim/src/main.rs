@@ -94,9 +94,10 @@ struct ReplayArgs {
     #[arg(long, default_value_t = 4000)]
     requests: usize,
     /// Pool shards of each replayed manager (`pool_shards` on the builder):
-    /// the policy then orders evictions within each shard, shards taking
-    /// turns. 1 is the exact single-pool order. Rounded so each shard holds
-    /// a power of two of blocks; reports show the count used.
+    /// the policy orders evictions within each shard, and an allocation
+    /// evicts from the shard whose next victim is oldest. 1 (the default
+    /// here) is the exact single-pool order. Rounded so each shard holds a
+    /// power of two of blocks; reports show the count used.
     #[arg(long, default_value_t = 1)]
     pool_shards: usize,
 }
