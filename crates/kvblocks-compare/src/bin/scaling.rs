@@ -19,7 +19,7 @@
 //!
 //! Run: `cargo run --release -p kvblocks-compare --bin scaling [-- REQUESTS_PER_THREAD REPS]`
 //! (`KVSCALING_THREADS=1` or `2` runs one thread count only, for profiling;
-//! `KVSCALING_SHARDS=1` or `16` one kvblocks configuration; `KVCOMPARE_ONLY=kvblocks`
+//! `KVSCALING_SHARDS=N` one kvblocks configuration, any shard count; `KVCOMPARE_ONLY=kvblocks`
 //! or `kvbm` one library.)
 
 use std::sync::{Arc, Barrier};
@@ -162,7 +162,7 @@ fn main() {
     let only_threads: Option<usize> = std::env::var("KVSCALING_THREADS")
         .ok()
         .and_then(|v| v.parse().ok());
-    // `KVSCALING_SHARDS=1` (or 16) runs one kvblocks configuration only.
+    // `KVSCALING_SHARDS=N` runs one kvblocks configuration only (any N).
     let only_shards: Option<usize> = std::env::var("KVSCALING_SHARDS")
         .ok()
         .and_then(|v| v.parse().ok());
@@ -172,10 +172,12 @@ fn main() {
         }
         // Interleave the libraries so both see the same background noise.
         if selected(Kvblocks::NAME) {
-            for shards in [1, SHARDS] {
-                if only_shards.is_none_or(|only| only == shards) {
-                    rows.push(measure::<Kvblocks>(threads, requests, reps, true, shards));
-                }
+            let configurations = match only_shards {
+                Some(only) => vec![only],
+                None => vec![1, SHARDS],
+            };
+            for shards in configurations {
+                rows.push(measure::<Kvblocks>(threads, requests, reps, true, shards));
             }
         }
         if selected(Kvbm::NAME) {

@@ -260,14 +260,25 @@ impl Store {
                 debug_assert!(false, "the locked shards held too few evictable slots");
                 return;
             };
+            // The oldest shard gives victims until its next one is younger
+            // than the best of the rest (held, or outside and still able to
+            // be brought in): one comparison per run of victims, not per
+            // victim.
+            let held_rival = (0..held.len())
+                .filter(|&k| k != i)
+                .filter_map(|k| ages[k])
+                .max();
+            let outside_rival = best_outside
+                .filter(|_| place.is_some())
+                .map(|(out_age, _)| out_age);
+            let rival = held_rival.max(outside_rival);
             if let Some(core) = held[i].as_mut() {
-                core.evict(1, self, |slot| {
+                evicted += core.evict_while_older(count - evicted, now, rival, self, |slot| {
                     removals.add_slot(slot);
                     take(slot);
                 });
             }
             ages[i] = age(&held[i]);
-            evicted += 1;
         }
         // Before any of the shards is unlocked.
         removals.push_all();

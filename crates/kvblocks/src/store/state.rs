@@ -314,6 +314,29 @@ impl ShardState {
         count
     }
 
+    /// Evicts up to `max` slots, as [`evict`](Self::evict) does, while the
+    /// next victim was released at least `rival` ticks before `now` (`None`:
+    /// no rival, evict `max`); returns how many. The first victim is taken
+    /// whatever its age: the caller chose this shard as the oldest.
+    #[inline]
+    pub(crate) fn evict_while_older(
+        &mut self,
+        max: usize,
+        now: u32,
+        rival: Option<u32>,
+        store: &Store,
+        mut take: impl FnMut(u32),
+    ) -> usize {
+        let Some(rival) = rival else {
+            return self.evict(max, store, take);
+        };
+        let mut count = self.evict(1.min(max), store, &mut take);
+        while count < max && self.next_victim_age(now).is_some_and(|age| age >= rival) {
+            count += self.evict(1, store, &mut take);
+        }
+        count
+    }
+
     /// The policy's next victim, checked against the contract. The policy no
     /// longer tracks it; nothing else has changed yet.
     #[inline]
