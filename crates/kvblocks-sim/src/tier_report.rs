@@ -348,7 +348,8 @@ fn draw<DB: DrawingBackend>(
         .flat_map(|r| [r.block_hit_rate, r.belady.run.block_hit_rate])
         .fold(trace.trace.infinite_cache_hit_rate, f64::max)
         * 100.0;
-    let y_max = ((top + 8.0) / 10.0).ceil().clamp(1.0, 10.0) * 10.0;
+    // Head room above the bars for the legend and the seconds saved.
+    let y_max = ((top + 30.0) / 10.0).ceil().clamp(1.0, 10.0) * 10.0;
     let name = Path::new(&trace.trace.trace)
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
@@ -373,7 +374,7 @@ fn draw<DB: DrawingBackend>(
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("G1 policy and tier capacities (blocks)")
+        .x_desc("G1 policy, tier capacities G1/G2/.. (blocks)")
         .y_desc("block hit rate (%)")
         .x_labels(n + 1)
         .x_label_formatter(&|x| {
@@ -480,7 +481,7 @@ fn draw<DB: DrawingBackend>(
         let y = run.block_hit_rate.max(run.belady.run.block_hit_rate) * 100.0 + 1.0;
         chart
             .draw_series(std::iter::once(Text::new(
-                format!("saved {:.0} s", run.prefill_seconds_saved),
+                format!("{:.0} s saved", run.prefill_seconds_saved),
                 (i as f64, y),
                 style.clone(),
             )))
