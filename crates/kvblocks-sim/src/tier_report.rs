@@ -326,7 +326,8 @@ pub fn plot(trace: &TieredTraceReport, dir: &Path, stem: &str) -> Result<Vec<Pat
     report::ensure_font()?;
     std::fs::create_dir_all(dir).map_err(|err| format!("{}: {err}", dir.display()))?;
     let [png, svg] = report::plot_paths(dir, stem);
-    let size = (960, 600);
+    // Wide enough for every bar's label.
+    let size = ((130 * trace.tiered.len() as u32 + 200).max(960), 600);
     draw(BitMapBackend::new(&png, size).into_drawing_area(), trace)
         .map_err(|err| format!("{}: {err}", png.display()))?;
     draw(SVGBackend::new(&svg, size).into_drawing_area(), trace)
@@ -348,8 +349,8 @@ fn draw<DB: DrawingBackend>(
         .flat_map(|r| [r.block_hit_rate, r.belady.run.block_hit_rate])
         .fold(trace.trace.infinite_cache_hit_rate, f64::max)
         * 100.0;
-    // Head room above the bars for the legend and the seconds saved.
-    let y_max = ((top + 30.0) / 10.0).ceil().clamp(1.0, 10.0) * 10.0;
+    // Head room above the bars for the seconds saved.
+    let y_max = ((top + 8.0) / 10.0).ceil().clamp(1.0, 10.0) * 10.0;
     let name = Path::new(&trace.trace.trace)
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
@@ -360,8 +361,14 @@ fn draw<DB: DrawingBackend>(
         trace.trace.hold_label()
     );
     let labels: Vec<String> = runs.iter().map(TieredRunReport::short_label).collect();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 22))
+    // The legend is a strip of its own under the caption, so it never
+    // covers a bar.
+    let titled = root
+        .margin(10, 0, 0, 0)
+        .titled(&caption, ("sans-serif", 22))
+        .map_err(err)?;
+    let (strip, area) = titled.split_vertically(34);
+    let mut chart = ChartBuilder::on(&area)
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(64)
@@ -400,9 +407,9 @@ fn draw<DB: DrawingBackend>(
             [(-0.6, infinite), (n as f64 - 0.4, infinite)],
             grey.stroke_width(1),
         ))
-        .map_err(err)?
-        .label(format!("infinite cache ({infinite:.1}%)"))
-        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], grey.stroke_width(1)));
+        .map_err(err)?;
+    let mut legend: Vec<(String, RGBColor, bool)> =
+        vec![(format!("infinite cache ({infinite:.1}%)"), grey, false)];
 
     // Stacked bars, one series per tier so each gets a legend entry.
     let tiers: Vec<&'static str> = {
@@ -437,11 +444,8 @@ fn draw<DB: DrawingBackend>(
                 ))
             })
             .collect();
-        chart
-            .draw_series(bars)
-            .map_err(err)?
-            .label(format!("hits served by {tier}"))
-            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], colour.filled()));
+        chart.draw_series(bars).map_err(err)?;
+        legend.push((format!("hits served by {tier}"), colour, true));
     }
 
     // Single-tier references as marks across each bar.
@@ -467,11 +471,8 @@ fn draw<DB: DrawingBackend>(
                 )
             })
             .collect();
-        chart
-            .draw_series(marks)
-            .map_err(err)?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(3)));
+        chart.draw_series(marks).map_err(err)?;
+        legend.push((label.to_string(), colour, false));
     }
 
     // The prefill time each run saved, above its bar.
@@ -487,14 +488,28 @@ fn draw<DB: DrawingBackend>(
             )))
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(200, 200, 200))
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(err)?;
+    let font = TextStyle::from(("sans-serif", 14).into_font());
+    let mut x = 80i32;
+    for (label, colour, bar) in legend {
+        if bar {
+            strip
+                .draw(&Rectangle::new([(x, 10), (x + 20, 22)], colour.filled()))
+                .map_err(err)?;
+        } else {
+            let width = if colour == grey { 1 } else { 3 };
+            strip
+                .draw(&PathElement::new(
+                    [(x, 16), (x + 20, 16)],
+                    colour.stroke_width(width),
+                ))
+                .map_err(err)?;
+        }
+        strip
+            .draw(&Text::new(label.clone(), (x + 26, 8), font.clone()))
+            .map_err(err)?;
+        let (w, _) = strip.estimate_text_size(&label, &font).map_err(err)?;
+        x += 26 + w as i32 + 24;
+    }
     root.present().map_err(err)?;
     Ok(())
 }
