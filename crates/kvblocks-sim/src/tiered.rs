@@ -40,7 +40,9 @@
 //! between) and costs nothing extra; G1 only loses blocks by eviction here
 //! (no evict-on-release, no reset). An event stream from the store would say
 //! the same through a batcher; diffing registered sets would cost a pass
-//! over the pool per request.
+//! over the pool per request. A test (`tests/tiered.rs`) replays with an
+//! events manager on the registry and checks that the stores' removals are
+//! exactly the evictions counted here, tier by tier.
 
 use std::time::Instant;
 
@@ -263,6 +265,28 @@ pub fn run(
     trace: &PreparedTrace,
     setups: &[TierSetup],
     mode: OffloadMode,
+    progress: impl FnMut(u64),
+) -> Result<TieredStats, TieredError> {
+    run_with_registry(
+        trace,
+        setups,
+        mode,
+        &BlockRegistry::builder().build(),
+        progress,
+    )
+}
+
+/// [`run`] with managers built on `registry` (for example one built with an
+/// events manager, to watch what the stores report).
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_with_registry(
+    trace: &PreparedTrace,
+    setups: &[TierSetup],
+    mode: OffloadMode,
+    registry: &BlockRegistry,
     mut progress: impl FnMut(u64),
 ) -> Result<TieredStats, TieredError> {
     let ordered = setups.first().map(|s| s.tier) == Some(LogicalLayoutHandle::G1)
@@ -271,11 +295,10 @@ pub fn run(
         let names: Vec<&str> = setups.iter().map(|s| s.tier.name()).collect();
         return Err(TieredError::Tiers(format!("[{}]", names.join(", "))));
     }
-    let registry = BlockRegistry::builder().build();
-    let g1 = Tier::<G1>::build(setups[0], &registry)?.manager;
+    let g1 = Tier::<G1>::build(setups[0], registry)?.manager;
     let lower: Vec<Box<dyn LowerTier>> = setups[1..]
         .iter()
-        .map(|&setup| lower_tier(setup, &registry))
+        .map(|&setup| lower_tier(setup, registry))
         .collect::<Result<_, _>>()?;
     let block_size = g1.block_size();
 

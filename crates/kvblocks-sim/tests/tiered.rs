@@ -6,7 +6,10 @@
 mod common;
 
 use common::hand_trace;
-use kvblocks::{EvictionPolicyKind, LogicalLayoutHandle};
+use std::sync::Arc;
+
+use kvblocks::events::{EventsManager, KvCacheEvents};
+use kvblocks::{BlockRegistry, EvictionPolicyKind, LogicalLayoutHandle};
 use kvblocks_sim::prepare::PreparedTrace;
 use kvblocks_sim::schedule::HoldMode;
 use kvblocks_sim::tiered::{self, OffloadMode, TierSetup, TierStats, TieredStats};
@@ -229,4 +232,47 @@ fn on_the_mooncake_trace_an_unbounded_g2_reaches_the_infinite_cache() {
     assert_eq!(stats.total.block_hits, infinite);
     let alone = replay::run(&trace, EvictionPolicyKind::Lru, 4000, |_| {}).unwrap();
     assert!(tier(&stats, 0).hits >= alone.block_hits);
+}
+
+/// The evictions the replay reads from `allocate_blocks_with_evictions` are
+/// exactly the removals the stores report as events, tier by tier, and the
+/// offloads exactly the lower tiers' stores: the cheap way of seeing G1's
+/// evictions loses nothing.
+#[test]
+fn the_evictions_counted_are_the_removals_the_stores_report() {
+    let trace = builtin(600);
+    for mode in [OffloadMode::OnEvict, OffloadMode::WriteThrough] {
+        let events = Arc::new(
+            EventsManager::builder()
+                .block_size(BLOCK_TOKENS as u32)
+                .broadcast_capacity(1 << 16)
+                .build(),
+        );
+        let mut rx = events.subscribe();
+        let registry = BlockRegistry::builder()
+            .event_manager(events.clone())
+            .build();
+        let tiers = lru(&[(G1, 300), (G2, 900), (G3, 1200)]);
+        let stats = tiered::run_with_registry(&trace, &tiers, mode, &registry, |_| {}).unwrap();
+        check_accounting(&stats);
+        events.flush_all();
+        let mut created = [0u64; 4];
+        let mut removed = [0u64; 4];
+        while let Ok(batch) = rx.try_recv() {
+            let tier = batch.tier.index();
+            match &batch.events {
+                KvCacheEvents::Create(blocks) => created[tier] += blocks.len() as u64,
+                KvCacheEvents::Remove(hashes) => removed[tier] += hashes.len() as u64,
+                other => panic!("unexpected batch {other:?}"),
+            }
+        }
+        for (setup, tier) in &stats.tiers {
+            let index = setup.tier.index();
+            assert_eq!(removed[index], tier.evictions, "{} {mode:?}", setup.tier);
+            if index > 0 {
+                assert_eq!(created[index], tier.offloaded, "{} {mode:?}", setup.tier);
+            }
+        }
+        assert!(removed[0] > 0 && removed[1] > 0, "the run must evict");
+    }
 }
