@@ -15,6 +15,11 @@
 //! through the offline optimum ([`belady`]), both producing
 //! [`stats::RunStats`]. [`report`] prints the table, the JSON and the plot.
 //!
+//! A tiered replay ([`tiered`]) serves the same prepared trace from G1 with
+//! lower tiers (host, disk, remote) catching what G1 evicts, one real manager
+//! per tier sharing one registry; [`tiers`] parses the tier list, [`cost`]
+//! turns hits into prefill time saved, [`tier_report`] prints and plots it.
+//!
 //! # Serving semantics
 //!
 //! Fixed so that figures compare across policies, capacities and commits:
@@ -38,12 +43,16 @@
 pub mod batching;
 pub mod belady;
 pub mod chain;
+pub mod cost;
 pub mod prepare;
 pub mod progress;
 pub mod replay;
 pub mod report;
 pub mod schedule;
 pub mod stats;
+pub mod tier_report;
+pub mod tiered;
+pub mod tiers;
 pub mod trace;
 pub mod workload;
 

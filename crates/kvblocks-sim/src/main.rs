@@ -5,15 +5,25 @@
 //! kvsim replay [TRACE...] [--policy all|NAME[,NAME..]] [--capacity 2000,4000,8000,16000]
 //!              [--mode window|time] [--window 16] [--decode-tps 30]
 //!              [--json] [--plot-dir target/kvsim] [--no-plot] [--seed 1] [--requests 4000]
+//! kvsim replay [TRACE...] --tiers G1=4000,G2=32000[,G3=..,G4=..] [--tiers ..]
+//!              [--tier-policy G2=lru,..] [--offload on-evict|write-through]
+//!              [--tier-bandwidth G2=25,G3=5,G4=1] [--recompute-us-per-token US]
+//!              [--model-params 8.03e9 --gpu-tflops 989 --mfu 0.5]
+//!              [--layers 32 --kv-heads 8 --head-dim 128 --dtype-bytes 2]
 //! kvsim generate [--seed 1] [--requests 4000] [-o FILE]
 //! kvsim schedule [TRACE] [--capacity 32768] [--block-size 16] [--token-budget 8192]
 //!                [--max-running 256] [--trace-block-tokens 512] [--step-ms 25] [--json]
 //! ```
 //!
 //! With no trace, `replay` uses the built-in generated workload (see
-//! `kvblocks_sim::workload`). Bad input ends with one `kvsim: error: ...`
-//! line on stderr and exit code 1, before any replay (plot paths included);
-//! a flag that does not apply to the run gets a `kvsim: warning: ...` line.
+//! `kvblocks_sim::workload`). With `--tiers`, `replay` is a tiered replay
+//! (`kvblocks_sim::tiered`): one manager per tier sharing one registry, hits
+//! and prefill time saved per tier (`tiered_cli`).
+//!
+//! Bad input ends with one `kvsim: error: ...` line on stderr, before any
+//! replay (plot paths included): exit code 2 for a malformed tiered flag
+//! (as clap's own usage errors), 1 for everything else. A flag that does not
+//! apply to the run gets a `kvsim: warning: ...` line.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -29,6 +39,8 @@ use kvblocks_sim::schedule::HoldMode;
 use kvblocks_sim::trace::{self, Trace};
 use kvblocks_sim::workload::{self, WorkloadConfig};
 use kvblocks_sim::{batching, belady, replay};
+
+mod tiered_cli;
 
 /// Replay KV-cache block traces through kvblocks and compare eviction policies.
 #[derive(Debug, Parser)]
@@ -100,6 +112,8 @@ struct ReplayArgs {
     /// power of two of blocks; reports show the count used.
     #[arg(long, default_value_t = 1)]
     pool_shards: usize,
+    #[command(flatten)]
+    tiered: tiered_cli::TieredArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,15 +170,40 @@ fn main() -> ExitCode {
             let given = matches.subcommand_matches("replay").map(GivenFlags::new);
             run_replay(args, &given.unwrap_or_default())
         }
-        Command::Generate(args) => run_generate(args),
-        Command::Schedule(args) => run_schedule(args),
+        Command::Generate(args) => run_generate(args).map_err(Failure::Runtime),
+        Command::Schedule(args) => run_schedule(args).map_err(Failure::Runtime),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(Failure::Runtime(message)) => {
             eprintln!("kvsim: error: {message}");
             ExitCode::FAILURE
         }
+        Err(Failure::Usage(message)) => {
+            eprintln!("kvsim: error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Why a command failed, which picks the exit code.
+#[derive(Debug)]
+enum Failure {
+    /// Bad input or a failed run: exit code 1.
+    Runtime(String),
+    /// A malformed tiered flag: exit code 2, as clap's usage errors.
+    Usage(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Runtime(message)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Failure::Runtime(message.to_string())
     }
 }
 
@@ -185,11 +224,17 @@ impl GivenFlags {
     fn new(matches: &ArgMatches) -> Self {
         let given = Self::CHECKED
             .iter()
+            .chain(&Self::SINGLE_TIER)
+            .chain(&tiered_cli::TieredArgs::ONLY_WITH_TIERS)
             .filter(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine))
             .map(|&(_, flag)| flag)
             .collect();
         Self(given)
     }
+
+    /// Flags of single-tier runs only.
+    const SINGLE_TIER: [(&'static str, &'static str); 2] =
+        [("capacity", "--capacity"), ("pool_shards", "--pool-shards")];
 
     fn contains(&self, flag: &str) -> bool {
         self.0.contains(&flag)
@@ -215,6 +260,15 @@ fn warn_unused_flags(args: &ReplayArgs, given: &GivenFlags) {
     }
     if args.no_plot {
         unused.push(("--plot-dir", "has no effect with --no-plot"));
+    }
+    if args.tiered.tiers.is_empty() {
+        for (_, flag) in tiered_cli::TieredArgs::ONLY_WITH_TIERS {
+            unused.push((flag, "applies to a tiered replay only (--tiers)"));
+        }
+    } else {
+        for (_, flag) in GivenFlags::SINGLE_TIER {
+            unused.push((flag, "has no effect with --tiers"));
+        }
     }
     for (flag, reason) in unused {
         if given.contains(flag) {
@@ -293,18 +347,25 @@ fn workload_config(seed: u64, requests: usize) -> Result<WorkloadConfig, String>
     Ok(config)
 }
 
-fn run_replay(args: ReplayArgs, given: &GivenFlags) -> Result<(), String> {
+fn run_replay(args: ReplayArgs, given: &GivenFlags) -> Result<(), Failure> {
     warn_unused_flags(&args, given);
-    let capacities = parse_capacities(&args.capacity)?;
+    let tiered = !args.tiered.tiers.is_empty();
+    if tiered {
+        tiered_cli::check(&args.tiered)?;
+    }
+    let capacities = if tiered {
+        Vec::new()
+    } else {
+        parse_capacities(&args.capacity)?
+    };
     let policies = parse_policies(&args.policy)?;
     let mode = match args.mode {
         Mode::Window => HoldMode::Window(args.window),
         Mode::Time => {
             if !(args.decode_tps.is_finite() && args.decode_tps > 0.0) {
-                return Err(format!(
-                    "--decode-tps: {} is not a positive speed",
-                    args.decode_tps
-                ));
+                return Err(
+                    format!("--decode-tps: {} is not a positive speed", args.decode_tps).into(),
+                );
             }
             HoldMode::Time {
                 decode_tokens_per_s: args.decode_tps,
@@ -350,6 +411,9 @@ fn run_replay(args: ReplayArgs, given: &GivenFlags) -> Result<(), String> {
         .into_iter()
         .map(|t| PreparedTrace::new(t, mode))
         .collect();
+    if tiered {
+        return tiered_cli::run(&args, &policies, &prepared);
+    }
 
     let runs_per_trace = (capacities.len() * (policies.len() + 1)) as u64;
     let total: u64 = prepared

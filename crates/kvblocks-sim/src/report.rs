@@ -87,7 +87,10 @@ pub struct TraceReport {
     pub distinct_blocks: usize,
     /// Block hit rate of an unbounded cache.
     pub infinite_cache_hit_rate: f64,
-    /// The runs, by capacity, policies in `EvictionPolicyKind::ALL` order, Belady last.
+    /// The runs, by capacity, policies in `EvictionPolicyKind::ALL` order,
+    /// Belady last (left out of the JSON when empty, as in a tiered report,
+    /// whose runs are its own).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunReport>,
 }
 
@@ -116,7 +119,8 @@ impl TraceReport {
         }
     }
 
-    fn hold_label(&self) -> String {
+    /// The hold mode in words (`window 16`, `time, decode 30 tok/s, ...`).
+    pub fn hold_label(&self) -> String {
         match (self.window, self.decode_tokens_per_s) {
             (Some(window), _) => format!("window {window}"),
             (None, Some(tps)) => format!(
@@ -266,7 +270,7 @@ pub fn json(report: &Report) -> String {
 }
 
 /// Registers the embedded font with plotters, once per process.
-fn ensure_font() -> Result<(), String> {
+pub(crate) fn ensure_font() -> Result<(), String> {
     static FONT: OnceLock<bool> = OnceLock::new();
     let ok = *FONT.get_or_init(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
@@ -373,7 +377,7 @@ pub fn plot(trace: &TraceReport, dir: &Path, stem: &str) -> Result<Vec<PathBuf>,
 }
 
 /// Line colours, one per policy (Tableau 10); Belady is black.
-const COLOURS: [RGBColor; 9] = [
+pub(crate) const COLOURS: [RGBColor; 9] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
