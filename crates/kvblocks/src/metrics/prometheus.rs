@@ -27,7 +27,9 @@
 //!
 //! A scrape locks each pool shard of each manager once, briefly, as
 //! [`BlockManager::metrics`] does; `BENCHMARKS.md` ("Metrics export") has
-//! the time per scrape.
+//! the time per scrape. The collector's own lock (its list of managers) is
+//! taken first and held across those reads; nothing in a manager takes it,
+//! so the order cannot invert.
 //!
 //! # Example
 //!
