@@ -2,8 +2,8 @@
 //! by an independent Prometheus text parser: every `kvbm_*` family of
 //! kvbm-logical's (bar four race counters of its own) with the right type,
 //! one series per tier with its `pool` label, values equal to
-//! `BlockManager::metrics()`. Runs with `--features prometheus`
-//! (`scripts/test.sh` does).
+//! `BlockManager::metrics()`; and the example binary itself, started on
+//! port 0. Runs with `--features prometheus` (`scripts/test.sh` does).
 
 #[path = "../examples/metrics_server/http.rs"]
 mod http;
@@ -278,4 +278,110 @@ fn scrapes_taken_while_requests_are_served_never_see_a_counter_go_back() {
         }
     }
     assert!(scrapes >= 2);
+}
+
+/// Builds the example (a no-op when `scripts/test.sh` already has) with the
+/// cargo running this test, in the same profile; its path.
+fn example_binary() -> std::path::PathBuf {
+    let test_exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = test_exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "--locked",
+        "-p",
+        "kvblocks",
+        "--features",
+        "prometheus",
+    ]);
+    build.args(["--example", "metrics_server"]);
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        build.arg("--release");
+    }
+    let target_dir = profile_dir.parent().expect("target/");
+    let status = build
+        .arg("--target-dir")
+        .arg(target_dir)
+        .status()
+        .expect("run cargo build");
+    assert!(
+        status.success(),
+        "building the metrics_server example failed"
+    );
+    profile_dir
+        .join("examples")
+        .join(format!("metrics_server{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Kills the example when the test ends, passing or not.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_example_binary_on_port_0_prints_its_address_and_serves_three_tiers() {
+    use std::io::BufRead;
+    let child = std::process::Command::new(example_binary())
+        .args(["--port", "0", "--rate", "200", "--g1-blocks", "32"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the example");
+    let mut child = Child(child);
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("the first line");
+    // The line is printed once the listener is bound and served.
+    let addr = first
+        .trim()
+        .strip_prefix("serving http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    let addr: std::net::SocketAddr = addr.parse().expect("an address");
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+
+    let mut response = agent()
+        .get(&format!("http://{addr}/metrics"))
+        .call()
+        .expect("a scrape");
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.body_mut().read_to_string().expect("a UTF-8 body");
+    let scraped = Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("parsable");
+    let mut pools = std::collections::BTreeSet::new();
+    let mut kvbm = 0;
+    for sample in scraped
+        .samples
+        .iter()
+        .filter(|s| s.metric.starts_with("kvbm_"))
+    {
+        pools.insert(sample.labels.get("pool").expect("a pool label").to_string());
+        kvbm += 1;
+    }
+    assert_eq!(pools.into_iter().collect::<Vec<_>>(), POOLS);
+    assert_eq!(kvbm, EXPECTED.len() * POOLS.len());
+    let reset_g2 = scraped
+        .samples
+        .iter()
+        .find(|s| s.metric == "kvbm_reset_pool_size" && s.labels.get("pool") == Some("G2"));
+    let free = reset_g2
+        .map(|s| value_of(s, MetricKind::Gauge))
+        .expect("G2's free slots");
+    assert!(
+        free <= 4 * 32,
+        "G2 is four times G1 (32 blocks): {free} free"
+    );
 }
