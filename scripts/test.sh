@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Used by the README and by .ci/run.
 #
-# 1. the default members' unit, integration and doc tests;
+# 1. the default members' unit, integration and doc tests, then kvblocks
+#    again with its `prometheus` feature (off by default): the exporter's
+#    unit and doc tests, the example server, and the scrape test;
 # 2. the shuttle model-checking tests (`--cfg shuttle`: randomized and PCT
 #    schedules of the store's races);
 # 3. the loom model-checking tests (`--cfg loom`: exhaustive schedules and
@@ -19,6 +21,11 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "workspace tests"
 cargo test --locked
+
+step "kvblocks with feature prometheus"
+cargo build --locked -p kvblocks --features prometheus --example metrics_server
+cargo test --locked -p kvblocks --features prometheus --doc metrics::prometheus
+cargo test --locked -p kvblocks --features prometheus --lib --test prometheus_scrape
 
 step "shuttle"
 CARGO_TARGET_DIR=target/shuttle RUSTFLAGS="--cfg shuttle" \

@@ -6,7 +6,14 @@
 //! [`BlockManager::metrics`](crate::BlockManager::metrics) sums them, locking
 //! one shard at a time, so a snapshot taken while other threads work is a
 //! sum of per-shard snapshots, not one instant. This module only describes
-//! the numbers; exporting them (Prometheus) belongs elsewhere.
+//! the numbers and reads them; exporting them is `metrics::prometheus`'s job
+//! (feature `prometheus`).
+
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
+
+use crate::store::Store;
+use crate::sync::Ordering;
 
 /// Counters since the manager was built, and gauges at the moment of the snapshot.
 ///
@@ -56,4 +63,29 @@ pub struct MetricsSnapshot {
     pub reset_pool_size: u64,
     /// Cached, evictable slots (`kvbm_inactive_pool_size`).
     pub inactive_pool_size: u64,
+}
+
+/// Reads a store's counters and gauges (what
+/// [`BlockManager::metrics`](crate::BlockManager::metrics) returns; the
+/// Prometheus collector calls it at scrape time through a weak reference).
+pub(crate) fn snapshot(store: &Store) -> MetricsSnapshot {
+    let (c, counts) = store.totals();
+    let [match_requested, match_returned, scan_requested, scan_returned] = store.match_totals();
+    MetricsSnapshot {
+        allocations: c.allocations,
+        allocations_from_reset: c.allocations_from_reset,
+        evictions: c.evictions,
+        registrations: c.registrations,
+        duplicate_blocks: c.duplicates,
+        registration_dedups: c.dedups,
+        stagings: c.staged_exits + store.unstagings.load(Ordering::Relaxed),
+        match_hashes_requested: match_requested,
+        match_blocks_returned: match_returned,
+        scan_hashes_requested: scan_requested,
+        scan_blocks_returned: scan_returned,
+        inflight_mutable: counts.outstanding as u64,
+        inflight_immutable: counts.active as u64,
+        reset_pool_size: counts.reset as u64,
+        inactive_pool_size: counts.inactive as u64,
+    }
 }

@@ -21,7 +21,6 @@ use crate::blocks::{CompleteBlock, ImmutableBlock, MutableBlock, RegisterError};
 use crate::metrics::MetricsSnapshot;
 use crate::registry::BlockRegistry;
 use crate::store::{Store, StoreRef};
-use crate::sync::Ordering;
 use crate::{BlockDuplicationPolicy, BlockMetadata, ManagerId, SequenceHash};
 
 /// `reset_inactive_pool` found blocks still held outside the pools.
@@ -410,26 +409,7 @@ impl<T: BlockMetadata> BlockManager<T> {
     /// Counters and gauges, summed over pool shards (each read under its own
     /// lock; see [`MetricsSnapshot`] for what that means under concurrency).
     pub fn metrics(&self) -> MetricsSnapshot {
-        let store = &self.store;
-        let (c, counts) = store.totals();
-        let [match_requested, match_returned, scan_requested, scan_returned] = store.match_totals();
-        MetricsSnapshot {
-            allocations: c.allocations,
-            allocations_from_reset: c.allocations_from_reset,
-            evictions: c.evictions,
-            registrations: c.registrations,
-            duplicate_blocks: c.duplicates,
-            registration_dedups: c.dedups,
-            stagings: c.staged_exits + store.unstagings.load(Ordering::Relaxed),
-            match_hashes_requested: match_requested,
-            match_blocks_returned: match_returned,
-            scan_hashes_requested: scan_requested,
-            scan_blocks_returned: scan_returned,
-            inflight_mutable: counts.outstanding as u64,
-            inflight_immutable: counts.active as u64,
-            reset_pool_size: counts.reset as u64,
-            inactive_pool_size: counts.inactive as u64,
-        }
+        crate::metrics::snapshot(&self.store)
     }
 
     /// Heap bytes of bookkeeping (slot records, hash index, reset pool, handle
