@@ -1,0 +1,345 @@
+//! The publishing side: [`NatsSink`], the [`EventSink`] an events manager
+//! publishes to, and the task that moves its batches to JetStream.
+//!
+//! The sink runs inside the events manager's flush, on whatever thread
+//! flushes, so it never waits: it puts the batch in a bounded channel
+//! ([`PublisherConfig::buffer`] batches) and returns. When the channel is
+//! full (the broker is down or slow for longer than the buffer lasts) the
+//! batch is dropped and counted ([`PublisherStats::dropped_full`]): the
+//! consumers see the gap in the stream positions and resynchronise from a
+//! snapshot. Nothing is dropped without being counted.
+//!
+//! The task publishes one batch at a time, in stream order, encoded as
+//! kvbm-logical's extended frame, to `<events_prefix>.<worker>`, with a
+//! `Nats-Msg-Id` of `<worker>:<epoch>:<seq>`. It waits for JetStream's ack;
+//! on an error or a timeout it retries the same batch with the same id
+//! (backing off up to [`PublisherConfig::max_backoff`]) until it is stored,
+//! so a broker restart delays batches but loses none that fit the buffer,
+//! and a retry whose first attempt did land is dropped by JetStream's
+//! duplicate window, not stored twice. One batch in flight keeps each
+//! worker's batches in order in the stream.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use kvblocks::events::{EventSink, KvbmCacheEvents, SinkError};
+use kvblocks_wire::kvbm::{self, KvbmEncoding};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+use crate::error::{ConfigError, NatsError};
+use crate::stream::{ensure_stream, StreamSettings};
+use crate::subjects::{msg_id, MSG_ID_HEADER};
+
+/// How the publisher buffers and retries.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// The stream (created if missing) and its subjects.
+    pub stream: StreamSettings,
+    /// Batches buffered between the sink and the publishing task (default
+    /// 4096). A full buffer drops (and counts) new batches.
+    pub buffer: usize,
+    /// How long one publish waits for JetStream's ack before retrying
+    /// (default 2 s).
+    pub ack_timeout: Duration,
+    /// The first retry's delay; doubled per retry (default 20 ms).
+    pub backoff: Duration,
+    /// The longest delay between retries (default 1 s).
+    pub max_backoff: Duration,
+}
+
+impl PublisherConfig {
+    /// The defaults for `stream`.
+    pub fn new(stream: StreamSettings) -> Self {
+        Self {
+            stream,
+            buffer: 4096,
+            ack_timeout: Duration::from_secs(2),
+            backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the publisher did since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Batches the sink took into the buffer.
+    pub accepted: u64,
+    /// Batches JetStream acknowledged (each accepted batch once).
+    pub published: u64,
+    /// Of those, acks that said the batch was already stored (a retry whose
+    /// first attempt landed).
+    pub duplicates: u64,
+    /// Publish attempts that failed or timed out and were retried.
+    pub retries: u64,
+    /// Batches refused because the buffer was full.
+    pub dropped_full: u64,
+    /// Batches refused after [`NatsPublisher::close`], or still buffered
+    /// when its deadline passed.
+    pub dropped_closed: u64,
+    /// Batches that could not be encoded.
+    pub encode_errors: u64,
+}
+
+impl PublisherStats {
+    /// Every batch that never reached the stream.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_full + self.dropped_closed + self.encode_errors
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    published: AtomicU64,
+    duplicates: AtomicU64,
+    retries: AtomicU64,
+    dropped_full: AtomicU64,
+    dropped_closed: AtomicU64,
+    encode_errors: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> PublisherStats {
+        // ORDERING: counters only; no other memory is published through them.
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PublisherStats {
+            accepted: get(&self.accepted),
+            published: get(&self.published),
+            duplicates: get(&self.duplicates),
+            retries: get(&self.retries),
+            dropped_full: get(&self.dropped_full),
+            dropped_closed: get(&self.dropped_closed),
+            encode_errors: get(&self.encode_errors),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The [`EventSink`] that hands batches to the publishing task; add it to an
+/// events manager ([`EventsManagerBuilder::sink`](kvblocks::events::EventsManagerBuilder::sink)
+/// or [`EventsManager::add_sink`](kvblocks::events::EventsManager::add_sink)).
+pub struct NatsSink {
+    tx: Mutex<Option<mpsc::Sender<Arc<KvbmCacheEvents>>>>,
+    counters: Arc<Counters>,
+}
+
+impl EventSink for NatsSink {
+    fn publish(&self, batch: &Arc<KvbmCacheEvents>) -> Result<(), SinkError> {
+        let tx = self
+            .tx
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(tx) = tx.as_ref() else {
+            bump(&self.counters.dropped_closed);
+            return Err(SinkError::Closed);
+        };
+        match tx.try_send(Arc::clone(batch)) {
+            Ok(()) => {
+                bump(&self.counters.accepted);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                bump(&self.counters.dropped_full);
+                Err(SinkError::Full)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                bump(&self.counters.dropped_closed);
+                Err(SinkError::Closed)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for NatsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSink")
+            .field("stats", &self.counters.snapshot())
+            .finish()
+    }
+}
+
+/// A running publisher: the sink and the task behind it.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use kvblocks::events::EventsManager;
+/// use kvblocks_nats::{connect, NatsPublisher, PublisherConfig, StreamSettings, Subjects};
+///
+/// let client = connect("127.0.0.1:4222").await?;
+/// let settings = StreamSettings::new("KVBLOCKS", Subjects::default())?;
+/// let publisher = NatsPublisher::start(client, PublisherConfig::new(settings)).await?;
+/// let events = Arc::new(EventsManager::builder().instance_id(1).block_size(16).sink(publisher.sink()).build());
+/// // ... build the block manager with `.event_manager(events.clone())`, serve, flush ...
+/// events.shutdown();
+/// let stats = publisher.close(std::time::Duration::from_secs(5)).await;
+/// assert_eq!(stats.dropped(), 0);
+/// # Ok(()) }
+/// ```
+pub struct NatsPublisher {
+    sink: Arc<NatsSink>,
+    counters: Arc<Counters>,
+    idle: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl NatsPublisher {
+    /// Finds or creates the stream and starts the publishing task on the
+    /// current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::Config`] for a zero buffer, [`NatsError::Stream`] if the
+    /// broker is unreachable or refuses the stream.
+    pub async fn start(
+        client: async_nats::Client,
+        config: PublisherConfig,
+    ) -> Result<Self, NatsError> {
+        if config.buffer == 0 {
+            return Err(ConfigError::ZeroBuffer.into());
+        }
+        let js = jetstream::new(client);
+        ensure_stream(&js, &config.stream).await?;
+        let (tx, rx) = mpsc::channel(config.buffer);
+        let counters = Arc::new(Counters::default());
+        let idle = Arc::new(Notify::new());
+        let task = tokio::spawn(run(
+            js,
+            config,
+            rx,
+            Arc::clone(&counters),
+            Arc::clone(&idle),
+        ));
+        Ok(Self {
+            sink: Arc::new(NatsSink {
+                tx: Mutex::new(Some(tx)),
+                counters: Arc::clone(&counters),
+            }),
+            counters,
+            idle,
+            task,
+        })
+    }
+
+    /// The sink to add to an events manager.
+    pub fn sink(&self) -> Arc<NatsSink> {
+        Arc::clone(&self.sink)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> PublisherStats {
+        self.counters.snapshot()
+    }
+
+    /// Waits until every batch accepted so far was acknowledged by
+    /// JetStream, or `timeout` passed; returns whether it was.
+    pub async fn wait_published(&self, timeout: Duration) -> bool {
+        let done = || {
+            let stats = self.stats();
+            stats.published + stats.encode_errors >= stats.accepted
+        };
+        tokio::time::timeout(timeout, async {
+            loop {
+                let notified = self.idle.notified();
+                if done() {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Stops taking batches, publishes what is buffered (retrying until
+    /// `deadline`), and returns the final counters; batches still buffered
+    /// at the deadline are counted as dropped.
+    pub async fn close(self, deadline: Duration) -> PublisherStats {
+        let tx = self
+            .sink
+            .tx
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        drop(tx);
+        let mut task = self.task;
+        if tokio::time::timeout(deadline, &mut task).await.is_err() {
+            task.abort();
+            let _ = task.await;
+            let stats = self.counters.snapshot();
+            let lost = stats
+                .accepted
+                .saturating_sub(stats.published + stats.encode_errors);
+            self.counters
+                .dropped_closed
+                .fetch_add(lost, Ordering::Relaxed);
+        }
+        self.counters.snapshot()
+    }
+}
+
+impl std::fmt::Debug for NatsPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsPublisher")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+async fn run(
+    js: jetstream::Context,
+    config: PublisherConfig,
+    mut rx: mpsc::Receiver<Arc<KvbmCacheEvents>>,
+    counters: Arc<Counters>,
+    idle: Arc<Notify>,
+) {
+    let subjects = config.stream.subjects.clone();
+    let mut buffer = Vec::new();
+    while let Some(batch) = rx.recv().await {
+        buffer.clear();
+        if let Err(error) = kvbm::encode_into(&mut buffer, &batch, KvbmEncoding::Extended) {
+            tracing::warn!(%error, position = ?batch.position, "batch not encodable: dropped");
+            bump(&counters.encode_errors);
+            idle.notify_waiters();
+            continue;
+        }
+        let payload = bytes::Bytes::copy_from_slice(&buffer);
+        let subject = subjects.events(batch.instance_id);
+        let id = msg_id(batch.instance_id, batch.position);
+        let mut backoff = config.backoff;
+        loop {
+            let mut headers = HeaderMap::new();
+            headers.insert(MSG_ID_HEADER, id.as_str());
+            let attempt = async {
+                js.publish_with_headers(subject.clone(), headers, payload.clone())
+                    .await?
+                    .await
+            };
+            match tokio::time::timeout(config.ack_timeout, attempt).await {
+                Ok(Ok(ack)) => {
+                    if ack.duplicate {
+                        bump(&counters.duplicates);
+                    }
+                    bump(&counters.published);
+                    break;
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, %id, "publish failed: retrying");
+                }
+                Err(_) => tracing::debug!(%id, "publish timed out: retrying"),
+            }
+            bump(&counters.retries);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(config.max_backoff);
+        }
+        idle.notify_waiters();
+    }
+}
