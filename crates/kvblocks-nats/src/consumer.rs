@@ -327,7 +327,13 @@ impl Handler {
         let worker = batch.instance_id;
         let index_batch = IndexBatch::from_kvblocks(&batch);
         let expected = match self.apply(&batch, &index_batch) {
-            Ok(()) => return,
+            Ok(()) => {
+                // The stream continued: any earlier gap of this worker closed.
+                if !self.stalled.is_empty() {
+                    self.stalled.remove(&worker);
+                }
+                return;
+            }
             Err(expected) => expected,
         };
         if let Some(&retry_at) = self.stalled.get(&worker) {

@@ -5,9 +5,18 @@
 //! flushes, so it never waits: it puts the batch in a bounded channel
 //! ([`PublisherConfig::buffer`] batches) and returns. When the channel is
 //! full (the broker is down or slow for longer than the buffer lasts) the
-//! batch is dropped and counted ([`PublisherStats::dropped_full`]): the
-//! consumers see the gap in the stream positions and resynchronise from a
-//! snapshot. Nothing is dropped without being counted.
+//! batch is parked in a one-batch overflow slot, and a later batch arriving
+//! while the slot is taken displaces it: the displaced batch is dropped and
+//! counted ([`PublisherStats::dropped_full`]). The newest batch is therefore
+//! never dropped, so every drop is followed by a published batch whose
+//! position reveals the gap, and the consumers resynchronise (from a
+//! snapshot: the stream never held what was dropped). A drop at the tail
+//! would otherwise stay invisible until the worker's next batch. Nothing is
+//! dropped without being counted.
+//!
+//! Order: the sink and the task both take the slot's lock, the sink sends to
+//! the channel only while the slot is empty, and the task takes the parked
+//! batch only when the channel is empty, so batches leave in stream order.
 //!
 //! The task publishes one batch at a time, in stream order, encoded as
 //! kvbm-logical's extended frame, to `<events_prefix>.<worker>`, with a
@@ -32,7 +41,8 @@ use tokio::task::JoinHandle;
 
 use crate::error::{ConfigError, NatsError};
 use crate::stream::{ensure_stream, StreamSettings};
-use crate::subjects::{msg_id, MSG_ID_HEADER};
+use crate::subjects::msg_id;
+use async_nats::header::NATS_MESSAGE_ID;
 
 /// How the publisher buffers and retries.
 #[derive(Debug, Clone)]
@@ -127,31 +137,60 @@ fn bump(counter: &AtomicU64) {
 /// events manager ([`EventsManagerBuilder::sink`](kvblocks::events::EventsManagerBuilder::sink)
 /// or [`EventsManager::add_sink`](kvblocks::events::EventsManager::add_sink)).
 pub struct NatsSink {
-    tx: Mutex<Option<mpsc::Sender<Arc<KvbmCacheEvents>>>>,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
+}
+
+/// What the sink and the task share.
+struct Shared {
+    gate: Mutex<Gate>,
+    /// Wakes the task when a batch is parked.
+    parked: Notify,
+    counters: Counters,
+}
+
+/// The sink's end of the channel and the overflow slot, under one lock.
+struct Gate {
+    tx: Option<mpsc::Sender<Arc<KvbmCacheEvents>>>,
+    overflow: Option<Arc<KvbmCacheEvents>>,
+}
+
+impl Shared {
+    fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl EventSink for NatsSink {
     fn publish(&self, batch: &Arc<KvbmCacheEvents>) -> Result<(), SinkError> {
-        let tx = self
-            .tx
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(tx) = tx.as_ref() else {
-            bump(&self.counters.dropped_closed);
+        let counters = &self.shared.counters;
+        let mut gate = self.shared.gate();
+        let Some(tx) = gate.tx.as_ref() else {
+            bump(&counters.dropped_closed);
             return Err(SinkError::Closed);
         };
+        if gate.overflow.is_some() {
+            // The slot is taken: the newer batch displaces the parked one.
+            gate.overflow = Some(Arc::clone(batch));
+            bump(&counters.accepted);
+            bump(&counters.dropped_full);
+            return Ok(());
+        }
         match tx.try_send(Arc::clone(batch)) {
             Ok(()) => {
-                bump(&self.counters.accepted);
+                bump(&counters.accepted);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                bump(&self.counters.dropped_full);
-                Err(SinkError::Full)
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                gate.overflow = Some(batch);
+                bump(&counters.accepted);
+                drop(gate);
+                self.shared.parked.notify_one();
+                Ok(())
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                bump(&self.counters.dropped_closed);
+                bump(&counters.dropped_closed);
                 Err(SinkError::Closed)
             }
         }
@@ -161,7 +200,7 @@ impl EventSink for NatsSink {
 impl std::fmt::Debug for NatsSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsSink")
-            .field("stats", &self.counters.snapshot())
+            .field("stats", &self.shared.counters.snapshot())
             .finish()
     }
 }
@@ -186,7 +225,7 @@ impl std::fmt::Debug for NatsSink {
 /// ```
 pub struct NatsPublisher {
     sink: Arc<NatsSink>,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
     idle: Arc<Notify>,
     task: JoinHandle<()>,
 }
@@ -209,21 +248,21 @@ impl NatsPublisher {
         let js = jetstream::new(client);
         ensure_stream(&js, &config.stream).await?;
         let (tx, rx) = mpsc::channel(config.buffer);
-        let counters = Arc::new(Counters::default());
+        let shared = Arc::new(Shared {
+            gate: Mutex::new(Gate {
+                tx: Some(tx),
+                overflow: None,
+            }),
+            parked: Notify::new(),
+            counters: Counters::default(),
+        });
         let idle = Arc::new(Notify::new());
-        let task = tokio::spawn(run(
-            js,
-            config,
-            rx,
-            Arc::clone(&counters),
-            Arc::clone(&idle),
-        ));
+        let task = tokio::spawn(run(js, config, rx, Arc::clone(&shared), Arc::clone(&idle)));
         Ok(Self {
             sink: Arc::new(NatsSink {
-                tx: Mutex::new(Some(tx)),
-                counters: Arc::clone(&counters),
+                shared: Arc::clone(&shared),
             }),
-            counters,
+            shared,
             idle,
             task,
         })
@@ -236,7 +275,7 @@ impl NatsPublisher {
 
     /// Counters so far.
     pub fn stats(&self) -> PublisherStats {
-        self.counters.snapshot()
+        self.shared.counters.snapshot()
     }
 
     /// Waits until every batch accepted so far was acknowledged by
@@ -244,7 +283,7 @@ impl NatsPublisher {
     pub async fn wait_published(&self, timeout: Duration) -> bool {
         let done = || {
             let stats = self.stats();
-            stats.published + stats.encode_errors >= stats.accepted
+            stats.published + stats.encode_errors + stats.dropped_full >= stats.accepted
         };
         tokio::time::timeout(timeout, async {
             loop {
@@ -263,26 +302,23 @@ impl NatsPublisher {
     /// `deadline`), and returns the final counters; batches still buffered
     /// at the deadline are counted as dropped.
     pub async fn close(self, deadline: Duration) -> PublisherStats {
-        let tx = self
-            .sink
-            .tx
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let tx = self.shared.gate().tx.take();
         drop(tx);
+        self.shared.parked.notify_one();
         let mut task = self.task;
         if tokio::time::timeout(deadline, &mut task).await.is_err() {
             task.abort();
             let _ = task.await;
-            let stats = self.counters.snapshot();
+            let stats = self.shared.counters.snapshot();
             let lost = stats
                 .accepted
-                .saturating_sub(stats.published + stats.encode_errors);
-            self.counters
+                .saturating_sub(stats.published + stats.encode_errors + stats.dropped_full);
+            self.shared
+                .counters
                 .dropped_closed
                 .fetch_add(lost, Ordering::Relaxed);
         }
-        self.counters.snapshot()
+        self.shared.counters.snapshot()
     }
 }
 
@@ -294,16 +330,53 @@ impl std::fmt::Debug for NatsPublisher {
     }
 }
 
+/// The next batch in stream order: the channel first, then the parked one
+/// (taken only when the channel is empty, under the sink's lock); `None`
+/// once the sink is closed and both are empty.
+async fn next_batch(
+    rx: &mut mpsc::Receiver<Arc<KvbmCacheEvents>>,
+    shared: &Shared,
+) -> Option<Arc<KvbmCacheEvents>> {
+    loop {
+        let parked = shared.parked.notified();
+        if let Ok(batch) = rx.try_recv() {
+            return Some(batch);
+        }
+        {
+            let mut gate = shared.gate();
+            if rx.is_empty() {
+                if let Some(batch) = gate.overflow.take() {
+                    return Some(batch);
+                }
+                // Closed and drained: the task ends.
+                gate.tx.as_ref()?;
+            }
+        }
+        tokio::select! {
+            batch = rx.recv() => match batch {
+                Some(batch) => return Some(batch),
+                // Closed: the parked batch, if any, on the next turn.
+                None => {
+                    let mut gate = shared.gate();
+                    return gate.overflow.take();
+                }
+            },
+            () = parked => {}
+        }
+    }
+}
+
 async fn run(
     js: jetstream::Context,
     config: PublisherConfig,
     mut rx: mpsc::Receiver<Arc<KvbmCacheEvents>>,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
     idle: Arc<Notify>,
 ) {
+    let counters = &shared.counters;
     let subjects = config.stream.subjects.clone();
     let mut buffer = Vec::new();
-    while let Some(batch) = rx.recv().await {
+    while let Some(batch) = next_batch(&mut rx, &shared).await {
         buffer.clear();
         if let Err(error) = kvbm::encode_into(&mut buffer, &batch, KvbmEncoding::Extended) {
             tracing::warn!(%error, position = ?batch.position, "batch not encodable: dropped");
@@ -317,7 +390,7 @@ async fn run(
         let mut backoff = config.backoff;
         loop {
             let mut headers = HeaderMap::new();
-            headers.insert(MSG_ID_HEADER, id.as_str());
+            headers.insert(NATS_MESSAGE_ID, id.as_str());
             let attempt = async {
                 js.publish_with_headers(subject.clone(), headers, payload.clone())
                     .await?

@@ -22,7 +22,8 @@ use kvblocks_router::{ApplyError, IndexBatch, Router};
 
 use crate::error::SnapshotError;
 use crate::responder::ERROR_HEADER;
-use crate::subjects::{parse_msg_id, Subjects, MSG_ID_HEADER};
+use crate::subjects::{parse_msg_id, Subjects};
+use async_nats::header::NATS_MESSAGE_ID;
 
 /// What a replay did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,7 +68,7 @@ pub(crate) async fn replay(
         let position = message
             .headers
             .as_ref()
-            .and_then(|h| h.get(MSG_ID_HEADER))
+            .and_then(|h| h.get(NATS_MESSAGE_ID))
             .and_then(|id| parse_msg_id(id.as_str()))
             .map(|(_, position)| position);
         if !outcome.found {

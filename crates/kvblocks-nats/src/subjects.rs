@@ -18,7 +18,9 @@ use kvblocks::events::{InstanceId, StreamPosition};
 
 use crate::error::ConfigError;
 
-/// The header JetStream deduplicates on.
+/// The header JetStream deduplicates on (set and read through
+/// `async_nats::header::NATS_MESSAGE_ID`: a `&str` key makes a custom header
+/// name that does not match the standard one a received message carries).
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
 /// The subjects of one deployment.
