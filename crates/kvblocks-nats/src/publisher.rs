@@ -416,3 +416,62 @@ async fn run(
         idle.notify_waiters();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvblocks::events::{KvCacheEvents, StreamPosition};
+    use kvblocks::LogicalLayoutHandle;
+
+    fn batch(seq: u64) -> Arc<KvbmCacheEvents> {
+        Arc::new(KvbmCacheEvents {
+            events: KvCacheEvents::Clear,
+            instance_id: 1,
+            tier: LogicalLayoutHandle::G1,
+            block_size: 16,
+            position: StreamPosition { epoch: 1, seq },
+        })
+    }
+
+    fn sink(buffer: usize) -> (NatsSink, mpsc::Receiver<Arc<KvbmCacheEvents>>) {
+        let (tx, rx) = mpsc::channel(buffer);
+        let shared = Arc::new(Shared {
+            gate: Mutex::new(Gate {
+                tx: Some(tx),
+                overflow: None,
+            }),
+            parked: Notify::new(),
+            counters: Counters::default(),
+        });
+        (NatsSink { shared }, rx)
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_drops_older_batches_and_keeps_the_newest_in_order() {
+        let (sink, mut rx) = sink(2);
+        for seq in 0..5 {
+            assert_eq!(sink.publish(&batch(seq)), Ok(()));
+        }
+        let stats = sink.shared.counters.snapshot();
+        assert_eq!((stats.accepted, stats.dropped_full), (5, 2));
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let next = next_batch(&mut rx, &sink.shared).await.expect("a batch");
+            order.push(next.position.seq);
+        }
+        assert_eq!(order, [0, 1, 4], "the gap 2..4 is revealed by batch 4");
+        // With room again, batches go through the channel.
+        assert_eq!(sink.publish(&batch(5)), Ok(()));
+        assert_eq!(
+            next_batch(&mut rx, &sink.shared)
+                .await
+                .map(|b| b.position.seq),
+            Some(5)
+        );
+        // Closed: a later batch is refused and counted, the task ends.
+        sink.shared.gate().tx = None;
+        assert_eq!(sink.publish(&batch(6)), Err(SinkError::Closed));
+        assert_eq!(sink.shared.counters.snapshot().dropped_closed, 1);
+        assert!(next_batch(&mut rx, &sink.shared).await.is_none());
+    }
+}
