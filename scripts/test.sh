@@ -14,10 +14,48 @@
 #
 # Each model checker builds in its own target directory, so the normal build
 # is not invalidated. SKIP_MIRI=1 skips step 4 (for quick local runs).
+#
+# kvblocks-nats' tests need a NATS server with JetStream on 127.0.0.1:4222.
+# If nothing listens there, this script starts one (installing Debian's
+# `nats-server` package if the binary is missing) with a temporary store,
+# and stops it at exit; a server that was already running is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+listening() { (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; }
+
+NATS_PID=""
+NATS_DIR=""
+stop_nats() {
+    if [[ -n "$NATS_PID" ]]; then
+        kill "$NATS_PID" 2>/dev/null || true
+        wait "$NATS_PID" 2>/dev/null || true
+    fi
+    if [[ -n "$NATS_DIR" ]]; then
+        rm -rf "$NATS_DIR"
+    fi
+}
+trap stop_nats EXIT
+
+if listening; then
+    step "nats-server: using the one on 127.0.0.1:4222"
+else
+    step "nats-server: starting one with JetStream on 127.0.0.1:4222"
+    if ! command -v nats-server >/dev/null 2>&1 && [[ ! -x /usr/sbin/nats-server ]]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server
+    fi
+    NATS_BIN=$(command -v nats-server || echo /usr/sbin/nats-server)
+    NATS_DIR=$(mktemp -d)
+    "$NATS_BIN" -js -a 127.0.0.1 -p 4222 -sd "$NATS_DIR" >"$NATS_DIR/log" 2>&1 &
+    NATS_PID=$!
+    for _ in $(seq 100); do
+        listening && break
+        sleep 0.1
+    done
+    listening || { cat "$NATS_DIR/log"; echo "nats-server did not start" >&2; exit 1; }
+fi
 
 step "workspace tests"
 cargo test --locked

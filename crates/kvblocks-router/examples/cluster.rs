@@ -18,15 +18,16 @@
 //!
 //! Each worker serves a request as `kvsim replay` does (`kvblocks_sim::replay`):
 //! match the longest resident prefix, allocate the misses (evicting LRU),
-//! stage and register them, hold them for the next `window` requests. Until
-//! the block store emits events itself, this example derives them from what
-//! its replay registers (the misses that were not already resident) and what
-//! `allocate_blocks_with_evictions` reports as evicted, and pushes them
-//! through the real `EventEmitter` / `EventsManager` / broadcast path. At the
-//! end it checks that the router's view of every worker equals that worker's
-//! registered set, block for block.
+//! stage and register them, hold them for the next `window` requests. The
+//! block store emits the events itself (the manager is built with
+//! `event_manager`): a store per new primary, a removal per eviction, each
+//! under the lock that orders it; the example only flushes the events
+//! manager and hands its broadcast to the router. At the end it checks that
+//! the router's view of every worker equals that worker's registered set,
+//! block for block.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvblocks::events::{BroadcastReceiver, EventsManager};
@@ -85,27 +86,32 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// One worker: a block manager and the event stream it publishes.
+/// One worker: a block manager whose store reports to an events manager,
+/// and the receiver of that manager's broadcast.
 struct Worker {
     manager: BlockManager<Gpu>,
-    events: EventsManager,
+    events: Arc<EventsManager>,
     rx: BroadcastReceiver,
 }
 
 impl Worker {
     fn new(id: usize, capacity: usize) -> Result<Self, String> {
+        let events = Arc::new(
+            EventsManager::builder()
+                .instance_id(id as u128)
+                .block_size(512)
+                .epoch(1)
+                .broadcast_capacity(1 << 20)
+                .build(),
+        );
         let manager = BlockManager::<Gpu>::builder()
             .block_count(capacity)
             .block_size(512)
             .duplication_policy(BlockDuplicationPolicy::Reject)
+            .logical_layout(TIER)
+            .event_manager(Arc::clone(&events))
             .build()
             .map_err(|e| e.to_string())?;
-        let events = EventsManager::builder()
-            .instance_id(id as u128)
-            .block_size(512)
-            .epoch(1)
-            .broadcast_capacity(1 << 20)
-            .build();
         let rx = events.subscribe();
         Ok(Self {
             manager,
@@ -115,7 +121,8 @@ impl Worker {
     }
 
     /// Serves one request: returns the blocks it pins and its hits, or
-    /// `None` if the pool cannot take its misses.
+    /// `None` if the pool cannot take its misses. The store reports what it
+    /// registers and evicts.
     fn serve(&self, keys: &[SequenceHash]) -> (Vec<ImmutableBlock<Gpu>>, usize, bool) {
         let mut blocks = self.manager.match_blocks(keys);
         let hits = blocks.len();
@@ -123,35 +130,15 @@ impl Worker {
         if misses.is_empty() {
             return (blocks, hits, true);
         }
-        let Some((fresh, evicted)) = self.manager.allocate_blocks_with_evictions(misses.len())
-        else {
+        let Some(fresh) = self.manager.allocate_blocks(misses.len()) else {
             return (Vec::new(), hits, false);
         };
-        let emitter = self.events.emitter();
-        emitter.removed(TIER, &evicted);
-        // Keys already resident (deeper blocks whose parent was evicted) are
-        // folded into the resident block under `Reject`: no store for them.
-        let new: Vec<bool> = misses.iter().map(|&k| !self.manager.contains(k)).collect();
         let staged = fresh
             .into_iter()
             .zip(misses)
             .map(|(block, &key)| block.stage(key, 512).expect("the manager's own block size"))
             .collect();
         blocks.extend(self.manager.register_blocks(staged));
-        // Report each run of new primaries with its true parent.
-        let mut i = 0;
-        while i < misses.len() {
-            if !new[i] {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i < misses.len() && new[i] {
-                i += 1;
-            }
-            let parent = (hits + start).checked_sub(1).map(|p| keys[p]);
-            emitter.stored(TIER, parent, &misses[start..i]);
-        }
         (blocks, hits, true)
     }
 
