@@ -2,8 +2,10 @@
 //! itself exactly when the manager and the last guard are gone, whichever
 //! goes last. Checked with a counting allocator: live heap bytes return to
 //! the baseline, and guards keep working after the manager is dropped.
+//! Only the test's own thread is counted: everything here runs on it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use kvblocks::{BlockDuplicationPolicy, BlockManager, SequenceHash};
@@ -12,16 +14,30 @@ struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+thread_local! {
+    /// Whether this thread's allocations are counted: only the test's own
+    /// thread (the harness's main thread allocates while tests run).
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Adds `bytes` to the live count if the calling thread is counted.
+fn count(bytes: isize) {
+    // `try_with`: a thread being torn down has no thread-locals left.
+    if COUNTED.try_with(Cell::get).unwrap_or(false) {
+        LIVE.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
 // SAFETY: forwards every call to the system allocator unchanged and only
 // counts the bytes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        count(layout.size() as isize);
         // SAFETY: the caller's contract is passed through.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        count(-(layout.size() as isize));
         // SAFETY: the caller's contract is passed through.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -44,6 +60,7 @@ fn build() -> BlockManager<Tier> {
 /// One test function so no other test allocates concurrently.
 #[test]
 fn store_is_freed_when_the_manager_and_the_last_guard_are_gone() {
+    COUNTED.with(|counted| counted.set(true));
     // What a thread allocates once for itself on first use (under Miri, the
     // list of thread-local destructors lives on the heap until the thread
     // exits) is not the store's: one round trip before the baseline.
