@@ -330,6 +330,7 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
         registry.add_member::<T>(&store);
         Ok(BlockManager {
             store,
+            tracker: registry.shared.tracker.clone(),
             registry,
             _tier: PhantomData,
         })
