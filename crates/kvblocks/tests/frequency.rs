@@ -185,3 +185,98 @@ fn a_preset_tracker_counts_uses_through_the_registry() {
     );
     assert_eq!(tracker.count(hashes[0].as_u128()), 5);
 }
+
+fn tracked_registry() -> BlockRegistry {
+    BlockRegistry::builder()
+        .frequency_tracker(Arc::new(kvblocks::frequency::TinyLFUTracker::<u128>::new(
+            4096,
+        )))
+        .build()
+}
+
+#[test]
+fn bad_multi_lru_configurations_are_typed_errors_that_leave_the_registry_unchanged() {
+    use kvblocks::policy::ThresholdError;
+    use kvblocks::registry::PresenceError;
+    use kvblocks::BuildError;
+
+    let build = |registry: &BlockRegistry, t: Option<[u8; 3]>| {
+        let builder = BlockManager::<G1>::builder()
+            .block_count(8)
+            .block_size(4)
+            .registry(registry.clone());
+        match t {
+            Some([a, b, c]) => builder.with_multi_lru_backend_custom_thresholds(a, b, c),
+            None => builder.with_multi_lru_backend(),
+        }
+        .build()
+        .map(|_| ())
+    };
+    let untracked = BlockRegistry::new();
+    assert_eq!(
+        build(&untracked, None),
+        Err(BuildError::MultiLruWithoutFrequencyTracker)
+    );
+    let registry = tracked_registry();
+    let cases = [
+        (
+            [3, 3, 9],
+            ThresholdError::NotIncreasing {
+                thresholds: [3, 3, 9],
+            },
+        ),
+        (
+            [9, 3, 12],
+            ThresholdError::NotIncreasing {
+                thresholds: [9, 3, 12],
+            },
+        ),
+        ([0, 3, 9], ThresholdError::ColdIsZero),
+        ([2, 8, 16], ThresholdError::AboveMax { threshold: 16 }),
+    ];
+    for (thresholds, expected) in cases {
+        assert_eq!(
+            build(&registry, Some(thresholds)),
+            Err(BuildError::MultiLruThresholds(expected))
+        );
+    }
+    // No manager was built: the registry knows no tier.
+    for r in [&untracked, &registry] {
+        assert_eq!(
+            r.try_check_presence::<G1>(&chain(1, 9)),
+            Err(PresenceError::TierNotBuilt {
+                type_name: std::any::type_name::<G1>()
+            })
+        );
+    }
+    assert_eq!(build(&registry, Some([1, 2, 15])), Ok(()));
+    assert_eq!(build(&registry, None), Ok(()));
+}
+
+#[test]
+fn the_frequency_tiered_backend_keeps_often_matched_blocks_over_recent_ones() {
+    let registry = tracked_registry();
+    let g1 = BlockManager::<G1>::builder()
+        .block_count(4)
+        .block_size(4)
+        .registry(registry.clone())
+        .with_multi_lru_backend()
+        .build()
+        .unwrap();
+    assert_eq!(g1.eviction_policy_name(), "multi-lru");
+    let hot = chain(1, 10);
+    drop(register(&g1, &hot));
+    for _ in 0..4 {
+        drop(g1.match_blocks(&hot)); // 5 uses: warm
+    }
+    // Three cold blocks released after the hot one fill the pool.
+    let cold = chain(3, 11);
+    drop(register(&g1, &cold));
+    // Two new blocks evict the two oldest cold ones, not the hot block
+    // (LRU would have evicted the hot block first).
+    let (fresh, evicted) = g1.allocate_blocks_with_evictions(2).unwrap();
+    assert_eq!(evicted, cold[..2]);
+    assert!(g1.contains(hot[0]));
+    drop(fresh);
+    g1.check_invariants().unwrap();
+}

@@ -86,6 +86,10 @@ impl SketchKey for u128 {
 ///
 /// The registry holds an `Arc<dyn FrequencyTracker<u128>>` and passes
 /// [`SequenceHash::as_u128`](crate::SequenceHash::as_u128) keys.
+///
+/// An implementation MUST NOT call a manager or the registry: the
+/// frequency-tiered policy calls `count` under a pool shard's lock, and
+/// both methods run on every match, so they should cost nanoseconds.
 pub trait FrequencyTracker<K: SketchKey = u128>: Send + Sync {
     /// Records one use of `key`.
     fn touch(&self, key: K);
