@@ -96,6 +96,16 @@ pub trait FrequencyTracker<K: SketchKey = u128>: Send + Sync {
     /// The estimated number of recent uses of `key` (0 to 15 for a TinyLFU
     /// sketch, which saturates and halves its counts now and then).
     fn count(&self, key: K) -> u32;
+    /// Records one use of each key, as calling [`touch`](Self::touch) for
+    /// each would (the default does just that); one call, so a tracker can
+    /// share its bookkeeping across the batch. The managers touch a match's
+    /// hits this way. (Not in kvbm-logical; provided, so a tracker written
+    /// for kvbm-logical's trait needs no change.)
+    fn touch_all(&self, keys: &mut dyn Iterator<Item = K>) {
+        for key in keys {
+            self.touch(key);
+        }
+    }
 }
 
 /// A tracker that counts nothing: every count is 0.

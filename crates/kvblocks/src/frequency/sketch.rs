@@ -23,25 +23,30 @@
 //! four (*conservative update*): the estimate, the minimum, still grows by
 //! one, and the other counters, already higher because of other keys, are
 //! left alone, which keeps absent keys' estimates low. Counters saturate at
-//! 15. Every touch that raised a counter is a *sample*; after `sample_size`
+//! 15. Every touch that raised its counters is a *sample*; after `sample_size`
 //! samples (10 x capacity) every counter is halved and the sample count with
 //! it, so the sketch follows the recent past.
 //!
 //! # Concurrency
 //!
-//! Each counter change is a compare-exchange on its word that re-checks the
-//! counter, so concurrent touches never carry a nibble into its neighbour
-//! (a plain add of two threads that both saw 14 would). Two touches of one
-//! key racing may both raise it, or one may see the other's raise and stop:
-//! a count is an estimate either way. The halving is done by one thread (an
-//! atomic flag elects it), word by word with the same compare-exchange, so
-//! touches run on during it and none is lost.
+//! A touch reads the key's four words and writes each back with a plain
+//! atomic store: the word read, plus one in a nibble that was below 15 in
+//! it where the counter rises, so no store ever carries a nibble into its
+//! neighbour, whatever raced. What a race can do is lose a count: two
+//! touches of keys sharing a word at the same instant both write, and the
+//! later write drops the earlier raise; a touch racing the halving may put
+//! back that word's unhalved value. Either leaves one
+//! counter off by one or one word halved a period late: an estimate stays
+//! an estimate. The price of exactness (a compare-exchange per word) was
+//! measured at twice the touch cost on our machine (`BENCHMARKS.md`,
+//! "Frequency tracker"). The halving is done by one thread (an atomic flag
+//! elects it), word by word with a compare-exchange.
 //!
 //! # Memory orderings
 //!
 //! | atomic | operation | ordering | why |
 //! |---|---|---|---|
-//! | counter words | load, compare-exchange (touch, halve), load (count) | `Relaxed` | each word is its own value; nothing else is published through it |
+//! | counter words | load, store (touch), compare-exchange (halve), load (count) | `Relaxed` | each word is its own value; nothing else is published through it |
 //! | sample count | `fetch_add` / `fetch_sub` | `Relaxed` | a statistic that only decides when to halve |
 //! | halving flag | compare-exchange to elect / store to release | `Acquire` / `Release` | one halving at a time; the next one starts after the last finished |
 //! | halvings | `fetch_add` / `load` | `Relaxed` | a statistic for tests and monitoring |
@@ -188,6 +193,41 @@ impl<K: SketchKey> TinyLFUTracker<K> {
         self.halving.store(false, Ordering::Release);
     }
 
+    /// Raises the key's smallest counters; whether it did (a sample).
+    #[inline]
+    fn raise(&self, key: K) -> bool {
+        let (block, cells) = self.cells(key);
+        // ORDERING (every load and store of a counter word): Relaxed, see
+        // the module table.
+        let words = cells.map(|(w, _)| block.0[w].load(Ordering::Relaxed));
+        let counts: [u64; ROWS] = std::array::from_fn(|r| (words[r] >> cells[r].1) & MAX);
+        let min = counts.iter().copied().min().unwrap_or(MAX);
+        if min == MAX {
+            return false;
+        }
+        for r in 0..ROWS {
+            // Each row's word is written back, raised where its counter is
+            // the minimum (below 15 in the word read, so the add stays in its
+            // nibble): no branch on which rows rise, as that branch is a coin
+            // toss that mispredicts (measured at twice the touch's cost).
+            let (w, shift) = cells[r];
+            let raise = u64::from(counts[r] == min) << shift;
+            block.0[w].store(words[r] + raise, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Counts `raised` samples, halving when they reach the sample size.
+    #[inline]
+    fn add_samples(&self, raised: usize) {
+        // ORDERING: Relaxed (statistic).
+        if raised > 0
+            && self.samples.fetch_add(raised, Ordering::Relaxed) + raised >= self.sample_size
+        {
+            self.halve();
+        }
+    }
+
     /// Every counter's value summed (tests).
     #[cfg(test)]
     fn total(&self) -> u64 {
@@ -205,31 +245,14 @@ impl<K: SketchKey> TinyLFUTracker<K> {
 impl<K: SketchKey> FrequencyTracker<K> for TinyLFUTracker<K> {
     #[inline]
     fn touch(&self, key: K) {
-        let (block, cells) = self.cells(key);
-        // ORDERING (all loads and exchanges on counter words): Relaxed, see
-        // the module table.
-        let current = cells.map(|(w, s)| (block.0[w].load(Ordering::Relaxed) >> s) & MAX);
-        let min = current.iter().copied().min().unwrap_or(MAX);
-        if min == MAX {
-            return;
-        }
-        let mut raised = false;
-        for (&(w, s), &seen) in cells.iter().zip(&current) {
-            if seen != min {
-                continue;
-            }
-            // Retries only while the counter is still at most the minimum
-            // seen and below 15: a counter another touch raised meanwhile is
-            // left alone, so no nibble ever carries into the next.
-            raised |= block.0[w]
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
-                    ((word >> s) & MAX <= min).then(|| word + (1 << s))
-                })
-                .is_ok();
-        }
-        if raised && self.samples.fetch_add(1, Ordering::Relaxed) + 1 >= self.sample_size {
-            self.halve();
-        }
+        let raised = self.raise(key);
+        self.add_samples(usize::from(raised));
+    }
+
+    fn touch_all(&self, keys: &mut dyn Iterator<Item = K>) {
+        // One update of the shared sample count per batch, not per key.
+        let raised = keys.filter(|&key| self.raise(key)).count();
+        self.add_samples(raised);
     }
 
     #[inline]
@@ -372,6 +395,10 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
+        // A race may have dropped a raise; fifteen more bring it to 15.
+        for _ in 0..15 {
+            tracker.touch(42);
+        }
         assert_eq!(tracker.count(42), 15);
         // Exactly the key's four counters, each at 15: no carries.
         assert_eq!(tracker.total(), 4 * 15);
@@ -400,6 +427,29 @@ mod tests {
         let before = tracker.count(fresh);
         tracker.touch(fresh);
         assert!(tracker.count(fresh) > before || before == 15);
+    }
+
+    #[test]
+    fn a_batch_touch_counts_as_touching_each_key() {
+        let (one, batch) = (
+            TinyLFUTracker::<u128>::with_sample_size(1 << 12, usize::MAX),
+            TinyLFUTracker::<u128>::with_sample_size(1 << 12, usize::MAX),
+        );
+        let pool: Vec<u128> = keys(120, 6).collect();
+        for round in 0..8 {
+            let chunk = &pool[round * 10..round * 10 + 40];
+            for &key in chunk {
+                one.touch(key);
+            }
+            batch.touch_all(&mut chunk.iter().copied());
+        }
+        for &key in &pool {
+            assert_eq!(one.count(key), batch.count(key));
+        }
+        // A batch that crosses the sample size halves once, at its end.
+        let halving = TinyLFUTracker::<u128>::with_sample_size(1 << 12, 300);
+        halving.touch_all(&mut keys(400, 7));
+        assert_eq!(halving.halvings(), 1);
     }
 
     #[test]

@@ -314,9 +314,8 @@ impl<T: BlockMetadata> BlockManager<T> {
             matched[i] = Some(ImmutableBlock::from_registered(handle, r, hashes[i]));
         });
         if let Some(tracker) = &self.tracker {
-            for block in matched.iter().flatten() {
-                tracker.touch(block.sequence_hash().as_u128());
-            }
+            let hits = hashes.iter().zip(&matched).filter(|(_, b)| b.is_some());
+            touch_all(&**tracker, hits.map(|(h, _)| h));
         }
         matched
     }
@@ -505,9 +504,7 @@ fn touch_all<'a>(
     tracker: &dyn FrequencyTracker<u128>,
     hashes: impl IntoIterator<Item = &'a SequenceHash>,
 ) {
-    for hash in hashes {
-        tracker.touch(hash.as_u128());
-    }
+    tracker.touch_all(&mut hashes.into_iter().map(|h| h.as_u128()));
 }
 
 impl<T> fmt::Debug for BlockManager<T> {
