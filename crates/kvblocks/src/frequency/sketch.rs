@@ -35,12 +35,12 @@
 //! neighbour, whatever raced. What a race can do is lose a count: two
 //! touches of keys sharing a word at the same instant both write, and the
 //! later write drops the earlier raise; a touch racing the halving may put
-//! back that word's unhalved value. Either leaves one
-//! counter off by one or one word halved a period late: an estimate stays
-//! an estimate. The price of exactness (a compare-exchange per word) was
-//! measured at twice the touch cost on our machine (`BENCHMARKS.md`,
-//! "Frequency tracker"). The halving is done by one thread (an atomic flag
-//! elects it), word by word with a compare-exchange.
+//! back that word's unhalved value. Either leaves one counter off by one or
+//! one word halved a period late: an estimate stays an estimate. The price
+//! of exactness (a compare-exchange per word) was measured at about twice
+//! the touch's cost (`BENCHMARKS.md`, "Frequency tracker"). The halving is
+//! done by one thread (an atomic flag elects it), word by word with a
+//! compare-exchange.
 //!
 //! # Memory orderings
 //!
