@@ -25,6 +25,8 @@
 //!
 //! When the reset pool is empty, allocation evicts inactive blocks in the
 //! order of the manager's [`policy`] (LRU, leaf-first lineage LRU, ...).
+//! A registry with a [`frequency`] tracker counts how often each block is
+//! used; the frequency-tiered policy evicts the rarely used first.
 //!
 //! # Requests
 //!
@@ -99,6 +101,7 @@
 
 pub mod blocks;
 pub mod events;
+pub mod frequency;
 pub mod hash;
 pub mod integrations;
 mod keyhash;
@@ -110,6 +113,10 @@ pub mod sequence;
 mod store;
 mod sync;
 pub mod tier;
+
+/// kvbm-logical's name for [`frequency`] (`tinylfu::FrequencyTracker`,
+/// `tinylfu::TinyLFUTracker`, ...).
+pub use frequency as tinylfu;
 
 /// Hooks for the crate's own model-checking and leak tests; not a stable API.
 #[doc(hidden)]

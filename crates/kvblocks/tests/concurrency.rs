@@ -105,16 +105,30 @@ fn check_held(in_flight: &[Vec<ImmutableBlock<Tier>>]) {
 
 /// `shards`: what the builder is asked for (`pool_shards`).
 fn run(kind: EvictionPolicyKind, duplication: BlockDuplicationPolicy, shards: usize) {
-    let manager = Arc::new(
-        BlockManager::<Tier>::builder()
-            .block_count(BLOCKS)
-            .block_size(16)
-            .duplication_policy(duplication)
-            .eviction_policy(kind)
-            .pool_shards(shards)
-            .build()
-            .unwrap(),
-    );
+    run_with(Some(kind), duplication, shards)
+}
+
+/// [`run`] with a built-in policy, or (`None`) the frequency-tiered LRU
+/// over a registry whose tracker every thread touches.
+fn run_with(kind: Option<EvictionPolicyKind>, duplication: BlockDuplicationPolicy, shards: usize) {
+    let builder = BlockManager::<Tier>::builder()
+        .block_count(BLOCKS)
+        .block_size(16)
+        .duplication_policy(duplication)
+        .pool_shards(shards);
+    let builder = match kind {
+        Some(kind) => builder.eviction_policy(kind),
+        None => builder
+            .registry(
+                kvblocks::BlockRegistry::builder()
+                    .frequency_tracker(Arc::new(kvblocks::frequency::TinyLFUTracker::<u128>::new(
+                        1024,
+                    )))
+                    .build(),
+            )
+            .with_multi_lru_backend_custom_thresholds(1, 2, 4),
+    };
+    let manager = Arc::new(builder.build().unwrap());
     let shard_len = BLOCKS.div_ceil(shards).next_power_of_two();
     assert_eq!(manager.pool_shards(), BLOCKS.div_ceil(shard_len));
     let start = Arc::new(Barrier::new(THREADS));
@@ -201,6 +215,8 @@ fn threads_sharing_prefixes_lose_no_block_under_every_policy() {
     for &kind in EvictionPolicyKind::ALL {
         run(kind, BlockDuplicationPolicy::Allow, 1);
     }
+    run_with(None, BlockDuplicationPolicy::Allow, 1);
+    run_with(None, BlockDuplicationPolicy::Reject, 4);
 }
 
 #[test]

@@ -22,9 +22,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kvblocks::events::{BroadcastReceiver, EventsManager, RegisteredSet};
+use kvblocks::frequency::TinyLFUTracker;
 use kvblocks::{
-    BlockDuplicationPolicy, BlockManager, CompleteBlock, EvictionPolicyKind, ImmutableBlock,
-    LogicalLayoutHandle, MutableBlock, SequenceHash, WeakBlock,
+    BlockDuplicationPolicy, BlockManager, BlockRegistry, CompleteBlock, EvictionPolicyKind,
+    ImmutableBlock, LogicalLayoutHandle, MutableBlock, SequenceHash, WeakBlock,
 };
 use proptest::prelude::*;
 
@@ -36,6 +37,24 @@ const MAX_BLOCKS: usize = 8;
 const BLOCK_SIZE: usize = 4;
 const CHAINS: usize = 3;
 const CHAIN_LEN: usize = 4;
+
+/// The policy a run uses: a built-in kind, or the frequency-tiered LRU over
+/// a registry with a frequency tracker (low thresholds, so the few blocks
+/// of a run spread over its levels).
+#[derive(Debug, Clone, Copy)]
+enum Policy {
+    Kind(EvictionPolicyKind),
+    MultiLru,
+}
+
+fn policies() -> Vec<Policy> {
+    let mut all: Vec<Policy> = EvictionPolicyKind::ALL
+        .iter()
+        .map(|&k| Policy::Kind(k))
+        .collect();
+    all.push(Policy::MultiLru);
+    all
+}
 
 fn universe() -> Vec<Vec<SequenceHash>> {
     (0..CHAINS as u64)
@@ -177,7 +196,7 @@ struct Harness {
 
 impl Harness {
     fn new(
-        kind: EvictionPolicyKind,
+        policy: Policy,
         duplication: BlockDuplicationPolicy,
         blocks: usize,
         shards: usize,
@@ -188,8 +207,17 @@ impl Harness {
                 .block_count(blocks)
                 .block_size(BLOCK_SIZE)
                 .duplication_policy(duplication)
-                .eviction_policy(kind)
                 .pool_shards(shards);
+            let builder = match policy {
+                Policy::Kind(kind) => builder.eviction_policy(kind),
+                Policy::MultiLru => builder
+                    .registry(
+                        BlockRegistry::builder()
+                            .frequency_tracker(Arc::new(TinyLFUTracker::<u128>::new(64)))
+                            .build(),
+                    )
+                    .with_multi_lru_backend_custom_thresholds(1, 2, 4),
+            };
             match events {
                 Some(events) => builder.event_manager(events),
                 None => builder,
@@ -593,13 +621,13 @@ impl Harness {
 }
 
 fn run(
-    kind: EvictionPolicyKind,
+    policy: Policy,
     duplication: BlockDuplicationPolicy,
     blocks: usize,
     shards: usize,
     ops: Vec<Op>,
 ) {
-    let mut harness = Harness::new(kind, duplication, blocks, shards);
+    let mut harness = Harness::new(policy, duplication, blocks, shards);
     for op in ops {
         harness.step(op);
         harness.check();
@@ -613,13 +641,26 @@ proptest! {
     #[test]
     fn every_policy_keeps_the_invariants_under_random_operations(
         ops in prop::collection::vec(op(), 1..120),
-        kind in prop::sample::select(EvictionPolicyKind::ALL.to_vec()),
+        policy in prop::sample::select(policies()),
         reject in any::<bool>(),
         blocks in 5..=MAX_BLOCKS,
         shards in 1usize..=4,
     ) {
         let duplication = if reject { BlockDuplicationPolicy::Reject } else { BlockDuplicationPolicy::Allow };
-        run(kind, duplication, blocks, shards, ops);
+        run(policy, duplication, blocks, shards, ops);
+    }
+
+    /// The frequency-tiered policy again, on its own: its levels depend on
+    /// the tracker the manager touches on every match and new registration.
+    #[test]
+    fn the_frequency_tiered_policy_keeps_the_invariants_under_random_operations(
+        ops in prop::collection::vec(op(), 1..120),
+        reject in any::<bool>(),
+        blocks in 5..=MAX_BLOCKS,
+        shards in 1usize..=4,
+    ) {
+        let duplication = if reject { BlockDuplicationPolicy::Reject } else { BlockDuplicationPolicy::Allow };
+        run(Policy::MultiLru, duplication, blocks, shards, ops);
     }
 }
 
@@ -684,7 +725,7 @@ fn recorded_regressions_with_one_and_several_shards() {
                 BlockDuplicationPolicy::Reject,
             ] {
                 run(
-                    EvictionPolicyKind::Lru,
+                    Policy::Kind(EvictionPolicyKind::Lru),
                     duplication,
                     MAX_BLOCKS,
                     shards,

@@ -5,7 +5,9 @@
 use std::marker::PhantomData;
 
 use super::BlockManager;
-use crate::policy::{AnyPolicy, EvictionPolicy, EvictionPolicyKind};
+use crate::policy::{
+    AnyPolicy, EvictionPolicy, EvictionPolicyKind, MultiLru, MultiLruThresholds, ThresholdError,
+};
 use std::sync::Arc;
 
 use crate::events::EventsManager;
@@ -69,6 +71,14 @@ pub enum BuildError {
     /// An absurd block size (almost certainly a unit mistake).
     #[error("block_size {0} exceeds the maximum of {MAX_BLOCK_SIZE} tokens")]
     BlockSizeTooLarge(usize),
+    /// The frequency-tiered policy's thresholds are out of order or range
+    /// ([`with_multi_lru_backend_custom_thresholds`](BlockManagerBuilder::with_multi_lru_backend_custom_thresholds)).
+    #[error("multi-LRU thresholds: {0}")]
+    MultiLruThresholds(#[from] ThresholdError),
+    /// The frequency-tiered policy needs the registry's frequency tracker
+    /// ([`BlockRegistryBuilder::frequency_tracker`](crate::BlockRegistryBuilder::frequency_tracker)).
+    #[error("the multi-LRU backend needs a registry with a frequency tracker")]
+    MultiLruWithoutFrequencyTracker,
     /// The machine could not give the manager's tables the memory they need.
     #[error(
         "not enough memory for the tables of {block_count} blocks ({bytes} bytes in one table)"
@@ -121,6 +131,8 @@ pub type BlockManagerConfigBuilder<T> = BlockManagerBuilder<T>;
 
 enum PolicyChoice {
     Kind(EvictionPolicyKind),
+    /// Frequency-tiered LRU; thresholds as given, checked at build time.
+    MultiLru([u8; 3]),
     Custom(Box<dyn Fn(usize) -> Box<dyn EvictionPolicy>>),
 }
 
@@ -272,10 +284,58 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
         self.eviction_policy(EvictionPolicyKind::Lineage)
     }
 
-    /// Frequency-aware eviction, kvbm-logical's name: here W-TinyLFU
-    /// ([`EvictionPolicyKind::TinyLfu`]).
-    pub fn with_multi_lru_backend(self) -> Self {
-        self.eviction_policy(EvictionPolicyKind::TinyLfu)
+    /// Frequency-tiered LRU ([`MultiLru`]): four LRU levels by the
+    /// registry's frequency counts, the coldest evicted first, with
+    /// kvbm-logical's default thresholds (cold below 3 uses, warm below 8,
+    /// hot below 15, very hot at 15).
+    ///
+    /// The registry must have a frequency tracker; `build` says
+    /// [`BuildError::MultiLruWithoutFrequencyTracker`] otherwise.
+    ///
+    /// ```
+    /// use kvblocks::{BlockManager, BlockRegistry, BuildError};
+    /// use kvblocks::frequency::FrequencyTrackingCapacity;
+    /// #[derive(Clone)] struct Gpu;
+    /// let registry = BlockRegistry::builder()
+    ///     .frequency_tracker(FrequencyTrackingCapacity::Small.create_tracker())
+    ///     .build();
+    /// let manager = BlockManager::<Gpu>::builder().block_count(64).block_size(16)
+    ///     .registry(registry)
+    ///     .with_multi_lru_backend()
+    ///     .build()?;
+    /// assert_eq!(manager.eviction_policy_name(), "multi-lru");
+    ///
+    /// let err = BlockManager::<Gpu>::builder().block_count(64).block_size(16)
+    ///     .with_multi_lru_backend_custom_thresholds(4, 4, 9)
+    ///     .registry(BlockRegistry::builder()
+    ///         .frequency_tracker(FrequencyTrackingCapacity::Small.create_tracker())
+    ///         .build())
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, BuildError::MultiLruThresholds(_)));
+    /// # Ok::<(), BuildError>(())
+    /// ```
+    pub fn with_multi_lru_backend(mut self) -> Self {
+        self.policy = PolicyChoice::MultiLru(MultiLruThresholds::DEFAULT.get());
+        self
+    }
+
+    /// [`with_multi_lru_backend`](Self::with_multi_lru_backend) with the
+    /// counts that separate cold from warm, warm from hot and hot from very
+    /// hot blocks.
+    ///
+    /// Unlike kvbm-logical, bad thresholds do not panic here: `build`
+    /// returns [`BuildError::MultiLruThresholds`] (not strictly increasing,
+    /// a first threshold of 0, or a last one above 15; see
+    /// [`MultiLruThresholds::new`]).
+    pub fn with_multi_lru_backend_custom_thresholds(
+        mut self,
+        cold_to_warm: u8,
+        warm_to_hot: u8,
+        hot_to_very_hot: u8,
+    ) -> Self {
+        self.policy = PolicyChoice::MultiLru([cold_to_warm, warm_to_hot, hot_to_very_hot]);
+        self
     }
 
     /// Checks the configuration and builds the manager.
@@ -306,12 +366,28 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
             Some(shards) => shards,
             None => default_pool_shards(block_count, &self.policy),
         };
-        let policy = self.policy;
-        let make_policy = |slots: usize| match &policy {
-            PolicyChoice::Kind(kind) => kind.build(slots),
-            PolicyChoice::Custom(make) => AnyPolicy::Custom(make(slots)),
-        };
         let registry = self.registry.unwrap_or_default();
+        let multi_lru = match self.policy {
+            PolicyChoice::MultiLru([a, b, c]) => {
+                let thresholds = MultiLruThresholds::new(a, b, c)?;
+                let tracker = registry
+                    .shared
+                    .tracker
+                    .clone()
+                    .ok_or(BuildError::MultiLruWithoutFrequencyTracker)?;
+                Some((thresholds, tracker))
+            }
+            _ => None,
+        };
+        let policy = self.policy;
+        let make_policy = |slots: usize| match (&policy, &multi_lru) {
+            (PolicyChoice::Kind(kind), _) => kind.build(slots),
+            (PolicyChoice::MultiLru(_), Some((thresholds, tracker))) => {
+                AnyPolicy::MultiLru(MultiLru::new(slots, Arc::clone(tracker), *thresholds))
+            }
+            (PolicyChoice::MultiLru(_), None) => unreachable!("checked above"),
+            (PolicyChoice::Custom(make), _) => AnyPolicy::Custom(make(slots)),
+        };
         let config = StoreConfig {
             block_count,
             block_size,
@@ -330,6 +406,7 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
         registry.add_member::<T>(&store);
         Ok(BlockManager {
             store,
+            tracker: registry.shared.tracker.clone(),
             registry,
             _tier: PhantomData,
         })

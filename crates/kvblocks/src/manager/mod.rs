@@ -12,12 +12,14 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+pub use crate::frequency::FrequencyTrackingCapacity;
 pub use builder::{
     BlockManagerBuilder, BlockManagerBuilderError, BlockManagerConfigBuilder, BuildError,
     DEFAULT_MAX_POOL_SHARDS, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MAX_POOL_SHARDS,
 };
 
 use crate::blocks::{CompleteBlock, ImmutableBlock, MutableBlock, RegisterError};
+use crate::frequency::FrequencyTracker;
 use crate::metrics::MetricsSnapshot;
 use crate::registry::BlockRegistry;
 use crate::store::{Store, StoreRef};
@@ -67,6 +69,9 @@ pub type BlockManagerResetError = ResetError;
 pub struct BlockManager<T> {
     store: Arc<Store>,
     registry: BlockRegistry,
+    /// The registry's frequency tracker, if any (kept here so a match pays
+    /// one `Option` check without it; see [`crate::frequency`]).
+    tracker: Option<Arc<dyn FrequencyTracker<u128>>>,
     _tier: PhantomData<fn() -> T>,
 }
 
@@ -209,8 +214,17 @@ impl<T: BlockMetadata> BlockManager<T> {
         let store = &self.store;
         store.prepare_registration(slot, hash);
         let mut registered = None;
-        store.register_slots([(slot, hash)], |r, _| registered = Some(r));
+        let mut new_primary = false;
+        store.register_slots([(slot, hash)], |r, _, new| {
+            registered = Some(r);
+            new_primary = new;
+        });
         store.events.flush_if_wanted();
+        if let (Some(tracker), true) = (&self.tracker, new_primary) {
+            self.registry
+                .shared
+                .touch_new_registrations(&**tracker, store, &[hash]);
+        }
         match registered {
             Some(registered) => Ok(ImmutableBlock::from_registered(handle, registered, hash)),
             None => unreachable!("register_slots reports every slot it is given"),
@@ -242,10 +256,20 @@ impl<T: BlockMetadata> BlockManager<T> {
             let (_, slot, hash) = block.into_parts();
             (slot, hash)
         });
-        store.register_slots(staged, |outcome, hash| {
+        let mut new_primaries = Vec::new();
+        let tracking = self.tracker.is_some();
+        store.register_slots(staged, |outcome, hash, new| {
             registered.push(ImmutableBlock::from_registered(handle, outcome, hash));
+            if tracking && new {
+                new_primaries.push(hash);
+            }
         });
         store.events.flush_if_wanted();
+        if let Some(tracker) = &self.tracker {
+            self.registry
+                .shared
+                .touch_new_registrations(&**tracker, store, &new_primaries);
+        }
         Ok(registered)
     }
 
@@ -269,6 +293,9 @@ impl<T: BlockMetadata> BlockManager<T> {
             let registered = crate::store::Registered { slot, generation };
             matched.push(ImmutableBlock::from_registered(handle, registered, hash));
         });
+        if let Some(tracker) = &self.tracker {
+            touch_all(&**tracker, &hashes[..matched.len()]);
+        }
         matched
     }
 
@@ -285,6 +312,10 @@ impl<T: BlockMetadata> BlockManager<T> {
         store.pin_each(hashes, true, true, |i, r| {
             matched[i] = Some(ImmutableBlock::from_registered(handle, r, hashes[i]));
         });
+        if let Some(tracker) = &self.tracker {
+            let hits = hashes.iter().zip(&matched).filter(|(_, b)| b.is_some());
+            touch_all(&**tracker, hits.map(|(h, _)| h));
+        }
         matched
     }
 
@@ -308,6 +339,9 @@ impl<T: BlockMetadata> BlockManager<T> {
                 ImmutableBlock::from_registered(handle, r, unique[i]),
             );
         });
+        if let (Some(tracker), true) = (&self.tracker, touch) {
+            touch_all(&**tracker, found.keys());
+        }
         found
     }
 
@@ -443,6 +477,14 @@ impl<T: BlockMetadata> BlockManager<T> {
         }
         Ok(())
     }
+}
+
+/// One use of each hash, in the tracker (called with no lock held).
+fn touch_all<'a>(
+    tracker: &dyn FrequencyTracker<u128>,
+    hashes: impl IntoIterator<Item = &'a SequenceHash>,
+) {
+    tracker.touch_all(&mut hashes.into_iter().map(|h| h.as_u128()));
 }
 
 impl<T> fmt::Debug for BlockManager<T> {

@@ -9,11 +9,15 @@
 //!
 //! Pick one with [`EvictionPolicyKind`] on the manager builder. One file per
 //! policy: [`Lru`], [`Lineage`], [`TinyLfu`], [`S3Fifo`], [`Sieve`],
-//! [`PrefixAware`].
+//! [`PrefixAware`], and [`MultiLru`] (frequency-tiered LRU over the registry's
+//! frequency tracker, chosen with
+//! [`with_multi_lru_backend`](crate::manager::BlockManagerBuilder::with_multi_lru_backend)
+//! since it needs that tracker).
 
 mod lineage;
 mod list;
 mod lru;
+mod multi_lru;
 mod prefix;
 mod s3fifo;
 mod sieve;
@@ -27,6 +31,7 @@ use std::str::FromStr;
 
 pub use lineage::Lineage;
 pub use lru::Lru;
+pub use multi_lru::{MultiLru, MultiLruThresholds, ThresholdError};
 pub use prefix::PrefixAware;
 pub use s3fifo::S3Fifo;
 pub use sieve::Sieve;
@@ -273,6 +278,7 @@ pub(crate) enum AnyPolicy {
     S3Fifo(S3Fifo),
     Sieve(Sieve),
     PrefixAware(PrefixAware),
+    MultiLru(MultiLru),
     Custom(Box<dyn EvictionPolicy>),
 }
 
@@ -285,6 +291,7 @@ macro_rules! dispatch {
             AnyPolicy::S3Fifo($p) => $body,
             AnyPolicy::Sieve($p) => $body,
             AnyPolicy::PrefixAware($p) => $body,
+            AnyPolicy::MultiLru($p) => $body,
             AnyPolicy::Custom($p) => $body,
         }
     };

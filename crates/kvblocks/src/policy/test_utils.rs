@@ -138,8 +138,12 @@ impl<P: EvictionPolicy> Run<P> {
 
     /// Calls `evict` and checks the answer against the model.
     fn evict(&mut self) -> Option<usize> {
+        let peeked = self.policy.peek_victim();
         let victim = self.policy.evict();
         let context = &self.context;
+        if peeked.is_some() {
+            assert_eq!(peeked, victim, "{context}: peek_victim named another slot");
+        }
         let Some(slot) = victim else {
             assert_eq!(self.evictable, 0, "{context}: None with evictable slots");
             return None;

@@ -11,7 +11,9 @@
 //! a block asks a lock-free filter whether its hash has one (one load while
 //! no handle exists), and only the slots of such hashes report to the
 //! registry when they stop holding them. A match does not touch the
-//! registry at all.
+//! registry at all, apart from the frequency tracker when one was given
+//! ([`BlockRegistryBuilder::frequency_tracker`]; lock-free, after the
+//! manager's locks are released, and one `Option` check without it).
 //!
 //! # Consistency
 //!
@@ -49,6 +51,7 @@ pub use handle::BlockRegistrationHandle;
 use self::filter::NotedFilter;
 use self::table::HandleTable;
 use crate::events::EventsManager;
+use crate::frequency::FrequencyTracker;
 use crate::store::Store;
 use crate::sync::Mutex;
 use crate::{BlockMetadata, SequenceHash};
@@ -84,6 +87,9 @@ pub(crate) struct RegistryShared {
     /// Where the managers built with this registry report their changes
     /// (unless a manager names its own).
     pub(crate) events: Option<Arc<EventsManager>>,
+    /// Counts uses of hashes, if the application asked for it (see
+    /// [`crate::frequency`] for when it is touched).
+    pub(crate) tracker: Option<Arc<dyn FrequencyTracker<u128>>>,
 }
 
 impl RegistryShared {
@@ -125,6 +131,31 @@ impl RegistryShared {
         self.table.existing(hash)
     }
 
+    /// Touches the tracker once for each of `hashes` that `own` just filed
+    /// as a new primary, unless another tier holds it or a handle names it
+    /// (then the registration is not a new use: see [`crate::frequency`]).
+    /// Called with no lock held.
+    pub(crate) fn touch_new_registrations(
+        &self,
+        tracker: &dyn FrequencyTracker<u128>,
+        own: &Store,
+        hashes: &[SequenceHash],
+    ) {
+        let members = self.members();
+        let others: Vec<Arc<Store>> = members
+            .iter()
+            .filter(|m| !std::ptr::eq(m.store.as_ptr(), own))
+            .filter_map(|m| m.store.upgrade())
+            .collect();
+        for &hash in hashes {
+            let known = others.iter().any(|store| store.holds(hash))
+                || (self.filter.may_hold(hash) && self.table.existing(hash).is_some());
+            if !known {
+                tracker.touch(hash.as_u128());
+            }
+        }
+    }
+
     /// A noted slot stopped holding `hash` (reported by a store after it
     /// unlocked): the handle may go if nothing else holds it.
     pub(crate) fn presence_lost(&self, hash: SequenceHash) {
@@ -136,6 +167,7 @@ impl RegistryShared {
 #[derive(Default)]
 pub struct BlockRegistryBuilder {
     events: Option<Arc<EventsManager>>,
+    tracker: Option<Arc<dyn FrequencyTracker<u128>>>,
 }
 
 impl BlockRegistryBuilder {
@@ -152,6 +184,27 @@ impl BlockRegistryBuilder {
         self
     }
 
+    /// Every manager built with this registry counts uses of hashes in
+    /// `tracker` (matches and new registrations; see [`crate::frequency`]),
+    /// which the frequency-tiered eviction policy
+    /// ([`with_multi_lru_backend`](crate::manager::BlockManagerBuilder::with_multi_lru_backend))
+    /// needs. Without one, nothing is counted and nothing is paid.
+    ///
+    /// ```
+    /// use kvblocks::{BlockRegistry, SequenceHash};
+    /// use kvblocks::frequency::FrequencyTrackingCapacity;
+    /// let registry = BlockRegistry::builder()
+    ///     .frequency_tracker(FrequencyTrackingCapacity::Small.create_tracker())
+    ///     .build();
+    /// assert!(registry.has_frequency_tracking());
+    /// registry.touch(SequenceHash::root(3));
+    /// assert_eq!(registry.count(SequenceHash::root(3)), 1);
+    /// ```
+    pub fn frequency_tracker(mut self, tracker: Arc<dyn FrequencyTracker<u128>>) -> Self {
+        self.tracker = Some(tracker);
+        self
+    }
+
     /// The registry.
     pub fn build(self) -> BlockRegistry {
         BlockRegistry {
@@ -161,6 +214,7 @@ impl BlockRegistryBuilder {
                 table: HandleTable::new(),
                 filter: NotedFilter::new(),
                 events: self.events,
+                tracker: self.tracker,
             }),
         }
     }
@@ -299,7 +353,15 @@ impl BlockRegistry {
 
     /// The handle of `seq_hash`, made if there is none yet (whether or not
     /// any tier holds the block).
+    ///
+    /// A hash no tier held and no handle named counts as a use in the
+    /// frequency tracker, if there is one.
     pub fn register_sequence_hash(&self, seq_hash: SequenceHash) -> BlockRegistrationHandle {
+        if let Some(tracker) = &self.shared.tracker {
+            if !self.is_registered(seq_hash) {
+                tracker.touch(seq_hash.as_u128());
+            }
+        }
         self.shared.table.get_or_make(&self.shared, seq_hash)
     }
 
@@ -316,22 +378,52 @@ impl BlockRegistry {
     }
 
     /// The handle of `seq_hash` if a tier holds the block or a handle
-    /// exists; `None` otherwise. `touch` is kvbm-logical's flag for counting
-    /// the lookup as a use (no frequency tracker is kept here; it does not
-    /// change the answer).
+    /// exists; `None` otherwise. With `touch`, a found hash counts as a use
+    /// in the frequency tracker, if there is one.
     pub fn match_sequence_hash(
         &self,
         seq_hash: SequenceHash,
         touch: bool,
     ) -> Option<BlockRegistrationHandle> {
-        let _ = touch;
-        if self.shared.present_in_any(seq_hash, None) {
-            return Some(self.register_sequence_hash(seq_hash));
+        let found = if self.shared.present_in_any(seq_hash, None) {
+            Some(self.shared.table.get_or_make(&self.shared, seq_hash))
+        } else if self.shared.filter.may_hold(seq_hash) {
+            self.shared.table.existing(seq_hash)
+        } else {
+            None
+        };
+        if touch && found.is_some() {
+            self.touch(seq_hash);
         }
-        if self.shared.filter.may_hold(seq_hash) {
-            return self.shared.table.existing(seq_hash);
+        found
+    }
+
+    /// Whether a frequency tracker was given
+    /// ([`BlockRegistryBuilder::frequency_tracker`]).
+    pub fn has_frequency_tracking(&self) -> bool {
+        self.shared.tracker.is_some()
+    }
+
+    /// The frequency tracker, if one was given.
+    pub fn frequency_tracker(&self) -> Option<Arc<dyn FrequencyTracker<u128>>> {
+        self.shared.tracker.clone()
+    }
+
+    /// Counts one use of `seq_hash` in the frequency tracker (nothing
+    /// without one).
+    pub fn touch(&self, seq_hash: SequenceHash) {
+        if let Some(tracker) = &self.shared.tracker {
+            tracker.touch(seq_hash.as_u128());
         }
-        None
+    }
+
+    /// The frequency tracker's estimate of `seq_hash`'s recent uses (0
+    /// without a tracker).
+    pub fn count(&self, seq_hash: SequenceHash) -> u32 {
+        self.shared
+            .tracker
+            .as_ref()
+            .map_or(0, |tracker| tracker.count(seq_hash.as_u128()))
     }
 
     /// Whether a tier holds `seq_hash` or a handle of it exists.

@@ -36,6 +36,9 @@ struct Pending {
     hash: SequenceHash,
     insert: Insert,
     outcome: Option<Registered>,
+    /// Whether the slot became the hash's primary (not a duplicate copy or
+    /// a deduplicated registration).
+    new_primary: bool,
     /// A handle a lock-free pin added to a slot that turned out to hold
     /// another block; released once no lock is held.
     stray: Option<u32>,
@@ -43,12 +46,13 @@ struct Pending {
 
 impl Store {
     /// Registers staged `(slot, hash)` pairs whose records already hold their
-    /// hashes ([`Store::prepare_registration`]), handing each outcome and
-    /// hash to `done`, in order.
+    /// hashes ([`Store::prepare_registration`]), handing each outcome, hash
+    /// and whether the slot became the hash's primary to `done`, in order
+    /// (possibly under a shard lock: `done` must not call back).
     pub(crate) fn register_slots(
         self: &Arc<Self>,
         staged: impl IntoIterator<Item = (u32, SequenceHash)>,
-        mut done: impl FnMut(Registered, SequenceHash),
+        mut done: impl FnMut(Registered, SequenceHash, bool),
     ) {
         let mut held = ShardCursor::new(self);
         let mut staged = staged.into_iter().peekable();
@@ -57,6 +61,7 @@ impl Store {
             hash: SequenceHash::from_valid_u128(0),
             insert: Insert::Added,
             outcome: None,
+            new_primary: false,
             stray: None,
         };
         let mut chunk = [blank; CHUNK];
@@ -85,12 +90,15 @@ impl Store {
                 // The caller's `Arc` outlives this drop (see `shard`).
                 self.release_handles(strays).finish();
                 for pending in chunk.iter_mut().filter(|p| p.outcome.is_none()) {
-                    pending.outcome = Some(self.register_exclusive(pending.slot, pending.hash));
+                    let (outcome, new_primary) =
+                        self.register_exclusive(pending.slot, pending.hash);
+                    pending.outcome = Some(outcome);
+                    pending.new_primary = new_primary;
                 }
             }
             for pending in chunk.iter() {
                 if let Some(outcome) = pending.outcome {
-                    done(outcome, pending.hash);
+                    done(outcome, pending.hash, pending.new_primary);
                 }
             }
         }
@@ -116,7 +124,10 @@ impl Store {
         }
         for pending in chunk.iter_mut() {
             pending.outcome = match pending.insert {
-                Insert::Added => Some(core.finish_primary(pending.slot, pending.hash, self)),
+                Insert::Added => {
+                    pending.new_primary = true;
+                    Some(core.finish_primary(pending.slot, pending.hash, self))
+                }
                 Insert::Present(existing) => self.settle_duplicate(core, pending, existing),
             };
         }
@@ -161,8 +172,9 @@ impl Store {
         Some(core.finish_duplicate(slot, existing, generation, self.duplication, self))
     }
 
-    /// Registers one slot with every shard and the index writer locked.
-    fn register_exclusive(self: &Arc<Self>, slot: u32, hash: SequenceHash) -> Registered {
+    /// Registers one slot with every shard and the index writer locked;
+    /// also says whether it became the hash's primary.
+    fn register_exclusive(self: &Arc<Self>, slot: u32, hash: SequenceHash) -> (Registered, bool) {
         let mut cores = self.lock_all();
         let mut writer = self.writer.lock();
         let records = &self.records;
@@ -174,11 +186,18 @@ impl Store {
             Insert::Added => {
                 let registered = cores[home].finish_primary(slot, hash, self);
                 self.events.stored(&[hash]);
-                registered
+                (registered, true)
             }
             Insert::Present(existing) if is_registered_primary(existing, hash, self) => {
                 let generation = cores[self.shard_of(existing)].pin_primary(existing, true, self);
-                cores[home].finish_duplicate(slot, existing, generation, self.duplication, self)
+                let registered = cores[home].finish_duplicate(
+                    slot,
+                    existing,
+                    generation,
+                    self.duplication,
+                    self,
+                );
+                (registered, false)
             }
             Insert::Present(stale) => {
                 // An evicted slot whose allocator has not removed its
@@ -186,7 +205,7 @@ impl Store {
                 self.index.replace(&mut writer, hash, stale, slot);
                 let registered = cores[home].finish_primary(slot, hash, self);
                 self.events.stored(&[hash]);
-                registered
+                (registered, true)
             }
         };
         drop(writer);
