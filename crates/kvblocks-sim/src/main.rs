@@ -61,7 +61,8 @@ enum Mode {
 #[derive(Debug, clap::Args)]
 struct ReplayArgs {
     /// Mooncake JSONL traces (timestamp ms, input_length, output_length, hash_ids;
-    /// 512-token blocks). None: the built-in workload.
+    /// 512-token blocks; `.gz` files are decompressed on the fly). None: the
+    /// built-in workload.
     traces: Vec<PathBuf>,
     /// Eviction policies: `all` or comma-separated names (any case).
     #[arg(long, default_value = "all")]

@@ -8,12 +8,14 @@
 //! sees a slot in a state the contract rules out, and never calls back.
 //!
 //! Pick one with [`EvictionPolicyKind`] on the manager builder. One file per
-//! policy: [`Lru`], [`Lineage`], [`TinyLfu`], [`S3Fifo`], [`Sieve`],
+//! policy: [`Lru`], [`LruK`], [`Lineage`], [`TinyLfu`], [`S3Fifo`], [`Sieve`],
 //! [`PrefixAware`].
 
+mod heap;
 mod lineage;
 mod list;
 mod lru;
+mod lru_k;
 mod prefix;
 mod s3fifo;
 mod sieve;
@@ -27,6 +29,7 @@ use std::str::FromStr;
 
 pub use lineage::Lineage;
 pub use lru::Lru;
+pub use lru_k::LruK;
 pub use prefix::PrefixAware;
 pub use s3fifo::S3Fifo;
 pub use sieve::Sieve;
@@ -177,6 +180,8 @@ pub trait EvictionPolicy: Send + 'static {
 pub enum EvictionPolicyKind {
     /// Least recently released first ([`Lru`]).
     Lru,
+    /// LRU-2: blocks used once first, then by second-to-last use ([`LruK`]).
+    LruK,
     /// Leaf-first LRU, as a radix-tree cache evicts ([`Lineage`]).
     Lineage,
     /// Frequency-aware: W-TinyLFU style, count-min sketch with aging ([`TinyLfu`]).
@@ -193,6 +198,7 @@ impl EvictionPolicyKind {
     /// Every policy, in the order reports list them.
     pub const ALL: &'static [EvictionPolicyKind] = &[
         EvictionPolicyKind::Lru,
+        EvictionPolicyKind::LruK,
         EvictionPolicyKind::Lineage,
         EvictionPolicyKind::TinyLfu,
         EvictionPolicyKind::S3Fifo,
@@ -204,6 +210,7 @@ impl EvictionPolicyKind {
     pub const fn name(self) -> &'static str {
         match self {
             EvictionPolicyKind::Lru => "lru",
+            EvictionPolicyKind::LruK => "lru2",
             EvictionPolicyKind::Lineage => "lineage",
             EvictionPolicyKind::TinyLfu => "tinylfu",
             EvictionPolicyKind::S3Fifo => "s3fifo",
@@ -216,6 +223,7 @@ impl EvictionPolicyKind {
     pub(crate) fn build(self, slots: usize) -> AnyPolicy {
         match self {
             EvictionPolicyKind::Lru => AnyPolicy::Lru(Lru::new(slots)),
+            EvictionPolicyKind::LruK => AnyPolicy::LruK(LruK::new(slots)),
             EvictionPolicyKind::Lineage => AnyPolicy::Lineage(Lineage::new(slots)),
             EvictionPolicyKind::TinyLfu => AnyPolicy::TinyLfu(TinyLfu::new(slots)),
             EvictionPolicyKind::S3Fifo => AnyPolicy::S3Fifo(S3Fifo::new(slots)),
@@ -268,6 +276,7 @@ impl FromStr for EvictionPolicyKind {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum AnyPolicy {
     Lru(Lru),
+    LruK(LruK),
     Lineage(Lineage),
     TinyLfu(TinyLfu),
     S3Fifo(S3Fifo),
@@ -280,6 +289,7 @@ macro_rules! dispatch {
     ($self:ident, $p:ident => $body:expr) => {
         match $self {
             AnyPolicy::Lru($p) => $body,
+            AnyPolicy::LruK($p) => $body,
             AnyPolicy::Lineage($p) => $body,
             AnyPolicy::TinyLfu($p) => $body,
             AnyPolicy::S3Fifo($p) => $body,
