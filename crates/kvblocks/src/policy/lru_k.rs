@@ -30,12 +30,20 @@
 //! reacquire only move a slot in and out of the evictable set. Evictable
 //! slots sit in one binary min-heap keyed by `(class, time)`, so every hook
 //! is O(log n) in the evictable count with no allocation after
-//! [`LruK::new`] (about 28 bytes per slot). The history of a block is
-//! dropped when it leaves (`on_forget` / `on_discard`): there is no retained
-//! history of non-resident blocks, so a block that comes back after
-//! eviction starts over as used once.
+//! [`LruK::new`] (about 50 bytes per slot).
+//!
+//! # Retained history
+//!
+//! As the paper's retained information period, a block that leaves
+//! (`on_forget` / `on_discard`) leaves its last reference time in a
+//! fixed-size history (`super::history`, as many entries as slots). A block
+//! registered while the history remembers it is on its second use, with
+//! the remembered time as its second-to-last. Without it, a block once
+//! evicted could only come back as used-once, and blocks that were used
+//! twice long ago would stay ahead of every newcomer for good.
 
 use super::heap::SlotHeap;
+use super::history::History;
 use super::EvictionPolicy;
 use crate::SequenceHash;
 
@@ -70,6 +78,8 @@ pub struct LruK {
     clock: u64,
     /// Correlated reference period, in clock ticks.
     period: u64,
+    /// Last reference times of blocks that left (retained information).
+    history: History,
 }
 
 /// A slot's heap key: once-used blocks first by last use, then twice-used
@@ -103,6 +113,7 @@ impl LruK {
             heap: SlotHeap::with_capacity(slots),
             clock: 0,
             period,
+            history: History::new(2 * slots),
         }
     }
 
@@ -129,7 +140,10 @@ impl LruK {
             .remove(slot, &mut self.at, |s| order_key(last, penultimate, s));
     }
 
-    fn forget(&mut self, slot: u32) {
+    fn forget(&mut self, slot: u32, hash: SequenceHash) {
+        if self.last[slot as usize] != NEVER {
+            self.history.insert(hash, self.last[slot as usize]);
+        }
         if self.state[slot as usize] == State::Evictable {
             self.remove(slot);
         }
@@ -144,11 +158,16 @@ impl EvictionPolicy for LruK {
         "lru2"
     }
 
-    fn on_register(&mut self, slot: u32, _hash: SequenceHash) {
+    fn on_register(&mut self, slot: u32, hash: SequenceHash) {
         self.clock += 1;
         let s = slot as usize;
         self.last[s] = self.clock;
-        self.penultimate[s] = NEVER;
+        // A block back from the history keeps its previous use, unless that
+        // use is within the correlated period of this one.
+        self.penultimate[s] = match self.history.take(hash) {
+            Some(before) if self.clock - before > self.period => before,
+            _ => NEVER,
+        };
         self.state[s] = State::Pinned;
     }
 
@@ -189,12 +208,12 @@ impl EvictionPolicy for LruK {
         Some(slot)
     }
 
-    fn on_forget(&mut self, slot: u32, _hash: SequenceHash) {
-        self.forget(slot);
+    fn on_forget(&mut self, slot: u32, hash: SequenceHash) {
+        self.forget(slot, hash);
     }
 
-    fn on_discard(&mut self, slot: u32, _hash: SequenceHash) {
-        self.forget(slot);
+    fn on_discard(&mut self, slot: u32, hash: SequenceHash) {
+        self.forget(slot, hash);
     }
 
     fn peek_victim(&self) -> Option<u32> {

@@ -8,10 +8,12 @@
 //! sees a slot in a state the contract rules out, and never calls back.
 //!
 //! Pick one with [`EvictionPolicyKind`] on the manager builder. One file per
-//! policy: [`Lru`], [`LruK`], [`Lineage`], [`TinyLfu`], [`S3Fifo`], [`Sieve`],
+//! policy: [`Lru`], [`LruK`], [`Hedge`], [`Lineage`], [`TinyLfu`], [`S3Fifo`], [`Sieve`],
 //! [`PrefixAware`].
 
 mod heap;
+mod hedge;
+mod history;
 mod lineage;
 mod list;
 mod lru;
@@ -27,6 +29,7 @@ mod tree;
 use std::fmt;
 use std::str::FromStr;
 
+pub use hedge::{Hedge, EXPERT_NAMES as HEDGE_EXPERTS};
 pub use lineage::Lineage;
 pub use lru::Lru;
 pub use lru_k::LruK;
@@ -192,6 +195,9 @@ pub enum EvictionPolicyKind {
     Sieve,
     /// This crate's own prefix-cache policy ([`PrefixAware`]).
     PrefixAware,
+    /// Adaptive: follows whichever of LRU, LRU-2 and leaf-first LRU makes
+    /// the fewest mistakes on the recent traffic ([`Hedge`]).
+    Hedge,
 }
 
 impl EvictionPolicyKind {
@@ -204,6 +210,7 @@ impl EvictionPolicyKind {
         EvictionPolicyKind::S3Fifo,
         EvictionPolicyKind::Sieve,
         EvictionPolicyKind::PrefixAware,
+        EvictionPolicyKind::Hedge,
     ];
 
     /// The policy's stable name, as [`FromStr`] reads it.
@@ -216,6 +223,7 @@ impl EvictionPolicyKind {
             EvictionPolicyKind::S3Fifo => "s3fifo",
             EvictionPolicyKind::Sieve => "sieve",
             EvictionPolicyKind::PrefixAware => "prefix",
+            EvictionPolicyKind::Hedge => "hedge",
         }
     }
 
@@ -229,6 +237,7 @@ impl EvictionPolicyKind {
             EvictionPolicyKind::S3Fifo => AnyPolicy::S3Fifo(S3Fifo::new(slots)),
             EvictionPolicyKind::Sieve => AnyPolicy::Sieve(Sieve::new(slots)),
             EvictionPolicyKind::PrefixAware => AnyPolicy::PrefixAware(PrefixAware::new(slots)),
+            EvictionPolicyKind::Hedge => AnyPolicy::Hedge(Hedge::new(slots)),
         }
     }
 }
@@ -282,6 +291,7 @@ pub(crate) enum AnyPolicy {
     S3Fifo(S3Fifo),
     Sieve(Sieve),
     PrefixAware(PrefixAware),
+    Hedge(Hedge),
     Custom(Box<dyn EvictionPolicy>),
 }
 
@@ -295,6 +305,7 @@ macro_rules! dispatch {
             AnyPolicy::S3Fifo($p) => $body,
             AnyPolicy::Sieve($p) => $body,
             AnyPolicy::PrefixAware($p) => $body,
+            AnyPolicy::Hedge($p) => $body,
             AnyPolicy::Custom($p) => $body,
         }
     };
