@@ -28,7 +28,7 @@ use kvblocks_sim::report::{self, Report, RunReport, TraceReport, BELADY};
 use kvblocks_sim::schedule::HoldMode;
 use kvblocks_sim::trace::{self, Trace};
 use kvblocks_sim::workload::{self, WorkloadConfig};
-use kvblocks_sim::{batching, belady, replay};
+use kvblocks_sim::{batching, belady, replay, stress};
 
 /// Replay KV-cache block traces through kvblocks and compare eviction policies.
 #[derive(Debug, Parser)]
@@ -94,6 +94,10 @@ struct ReplayArgs {
     /// Built-in workload: number of requests (at most 1000000).
     #[arg(long, default_value_t = 4000)]
     requests: usize,
+    /// Generated workload when no trace is given: `builtin` (multi-turn
+    /// chat) or a stress workload: `scan`, `loop`, `phases`.
+    #[arg(long, default_value = "builtin")]
+    workload: String,
     /// Pool shards of each replayed manager (`pool_shards` on the builder):
     /// the policy then orders evictions within each shard, shards taking
     /// turns. 1 is the exact single-pool order. Rounded so each shard holds
@@ -174,7 +178,8 @@ struct GivenFlags(Vec<&'static str>);
 
 impl GivenFlags {
     /// Flags whose use depends on other flags; the ones to warn about.
-    const CHECKED: [(&'static str, &'static str); 5] = [
+    const CHECKED: [(&'static str, &'static str); 6] = [
+        ("workload", "--workload"),
         ("window", "--window"),
         ("decode_tps", "--decode-tps"),
         ("seed", "--seed"),
@@ -211,6 +216,10 @@ fn warn_unused_flags(args: &ReplayArgs, given: &GivenFlags) {
         unused.push((
             "--requests",
             "applies to the built-in workload only (no TRACE given)",
+        ));
+        unused.push((
+            "--workload",
+            "applies to generated workloads only (no TRACE given)",
         ));
     }
     if args.no_plot {
@@ -334,7 +343,24 @@ fn run_replay(args: ReplayArgs, given: &GivenFlags) -> Result<(), String> {
     shards_used.sort_unstable();
 
     // Load everything first, so a bad file fails before any replay runs.
-    let traces: Vec<Trace> = if args.traces.is_empty() {
+    let traces: Vec<Trace> = if args.traces.is_empty() && args.workload.trim() != "builtin" {
+        let kind = stress::StressKind::parse(&args.workload).ok_or_else(|| {
+            format!(
+                "--workload: unknown workload `{}` (known: builtin, scan, loop, phases)",
+                args.workload
+            )
+        })?;
+        workload_config(args.seed, args.requests)?;
+        vec![Trace {
+            name: format!(
+                "stress-{}(seed={},requests={})",
+                kind.name(),
+                args.seed,
+                args.requests
+            ),
+            requests: stress::generate(kind, args.seed, args.requests),
+        }]
+    } else if args.traces.is_empty() {
         let config = workload_config(args.seed, args.requests)?;
         vec![Trace {
             name: config.label(),

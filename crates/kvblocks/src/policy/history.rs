@@ -4,12 +4,17 @@
 //! Four-way set associative over `entries` slots rounded up to a power of
 //! two, sized once; an insert into a full set replaces its oldest entry, so
 //! the table holds roughly the last `entries` keys inserted and never
-//! allocates. Fingerprints are 48 bits of a seeded hash
-//! ([`crate::keyhash`]): two keys can collide, which costs a policy one
-//! wrong guess, never a wrong eviction. Nothing here knows about eviction.
+//! allocates. Fingerprints are 48 bits of a hash under a fixed seed
+//! ([`crate::keyhash`]), so a replay repeats exactly: two keys can collide,
+//! which costs a policy one wrong guess, never a wrong eviction, and a set
+//! holds four entries whatever the keys, so crafted keys cannot make a
+//! lookup slow. Nothing here knows about eviction.
 
 use crate::keyhash::KeyHasher;
 use crate::SequenceHash;
+
+/// Seed of the fingerprint hash (digits of e: any dense constant will do).
+const SEED: [u64; 2] = [0xB7E1_5162_8AED_2A6A, 0xBF71_5880_9CF4_F3C7];
 
 /// Ways per set.
 const WAYS: usize = 4;
@@ -37,7 +42,7 @@ impl History {
             stamps: vec![0; sets * WAYS],
             stamp: 0,
             set_mask: sets - 1,
-            hasher: KeyHasher::random(),
+            hasher: KeyHasher::with_seed(SEED),
         }
     }
 
@@ -86,7 +91,6 @@ mod tests {
     fn remembers_recent_keys_and_forgets_the_oldest_when_full() {
         let keys = roots(64);
         let mut history = History::new(16);
-        history.hasher = crate::keyhash::KeyHasher::with_seed([1, 2]);
         for (i, &key) in keys.iter().enumerate() {
             history.insert(key, i as u64);
         }

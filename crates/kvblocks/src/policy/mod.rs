@@ -195,8 +195,9 @@ pub enum EvictionPolicyKind {
     Sieve,
     /// This crate's own prefix-cache policy ([`PrefixAware`]).
     PrefixAware,
-    /// Adaptive: follows whichever of LRU, LRU-2 and leaf-first LRU makes
-    /// the fewest mistakes on the recent traffic ([`Hedge`]).
+    /// Adaptive: leaf-first LRU or once-first (LRU-2-like), whichever
+    /// scores more hits in a miniature simulation of recent traffic
+    /// ([`Hedge`]).
     Hedge,
 }
 
