@@ -30,17 +30,21 @@
 //! version here blamed every expert whose would-be victim came back, LeCaR
 //! style; the experts ended with nearly equal blame.) So each order also
 //! runs alone as a *miniature cache* (`hedge/mini.rs`; Waldspurger et al.,
-//! ATC'17) over a fixed sample of the chains: a root, or a block whose
-//! parent is not resident, is sampled when its key's hash under a fixed
-//! seed falls in one bucket of `rate` (so a replay repeats exactly); a
-//! block whose parent is resident goes with its parent. Each miniature has
-//! `slots / rate` slots, `rate` a power of two near `slots / 256`, between
-//! 1 and 64. A registration or a hit of a sampled block is a reference to
-//! both miniatures; it counts as a hit there only if the chain above it
-//! hit too, as a prefix match does. The order whose miniature scores more
-//! hits, decayed per sampled reference with a half-life of two miniature
-//! pools, leads; a challenger must beat the leader by 2% and by a few hits,
-//! so near ties do not flap.
+//! ATC'17, spatial sampling) over a fixed sample of the keys: a block is
+//! sampled when its key's hash under a fixed seed falls in one bucket of
+//! `rate` (so a replay repeats exactly). Each miniature has `slots / rate`
+//! slots, `rate` a power of two near `slots / 1024`: 1 up to 1,024 slots,
+//! else between 4 and 64. A registration or a hit of a sampled block is a
+//! reference to both miniatures, a hit there if the key is resident. The
+//! order whose miniature scores more hits, decayed per sampled reference
+//! with a half-life of two miniature pools, leads; a challenger must beat
+//! the leader by 5% and by a few hits, so near ties do not flap.
+//!
+//! Sampling whole chains instead (a block sampled with its resident
+//! parent, a hit counted only below a hit, as a prefix match counts) was
+//! tried: on the Mooncake synthetic trace, whose traffic hangs off a few
+//! shared roots, a sample of roots is too lumpy, and it lost 0.3-1.8 points
+//! against sampling keys at three of four pool sizes (`BENCHMARKS.md`).
 //!
 //! # Cost
 //!
@@ -74,15 +78,19 @@ pub const EXPERT_NAMES: [&str; EXPERTS] = ["lineage", "once-first"];
 
 /// A challenger leads once its decayed hits exceed the leader's by this
 /// factor ...
-const SWITCH_MARGIN: f64 = 1.02;
+const SWITCH_MARGIN: f64 = 1.05;
 
 /// ... and by at least this many decayed hits.
 const SWITCH_MIN_LEAD: f64 = 4.0;
 
 /// Miniature pools aim at this many slots (fewer when the pool is smaller).
-const MINI_SLOTS: usize = 256;
+const MINI_SLOTS: usize = 1024;
 
-/// At most one chain in this many is sampled.
+/// At least one key in this many is left out of the sample (pools of
+/// more than this many slots), so the miniatures cost a fraction of a hook.
+const MIN_RATE: usize = 4;
+
+/// At most one key in this many is sampled.
 const MAX_RATE: usize = 64;
 
 /// Seed of the sampling hash (digits of pi: any dense constant will do).
@@ -115,7 +123,13 @@ impl Hedge {
     /// A policy for slots `0..slots`, led by leaf-first LRU until the
     /// miniature caches say otherwise.
     pub fn new(slots: usize) -> Self {
-        let rate = (slots / MINI_SLOTS).clamp(1, MAX_RATE).next_power_of_two();
+        let rate = if slots <= MINI_SLOTS {
+            1
+        } else {
+            (slots / MINI_SLOTS)
+                .clamp(MIN_RATE, MAX_RATE)
+                .next_power_of_two()
+        };
         let mini = (slots / rate).max(1);
         let hasher = KeyHasher::random();
         Self {
@@ -167,12 +181,7 @@ impl EvictionPolicy for Hedge {
 
     fn on_register(&mut self, slot: u32, hash: SequenceHash) {
         self.orders.on_register(slot, hash);
-        // Whole chains are sampled: a block with a resident parent follows
-        // it, a root (or an orphan) draws by its own key.
-        let sampled = match self.orders.parent(slot) {
-            Some(parent) => self.sampled[parent as usize].is_some(),
-            None => self.sampler.hash_u128(hash.as_u128()) & self.sample_mask == 0,
-        };
+        let sampled = self.sampler.hash_u128(hash.as_u128()) & self.sample_mask == 0;
         self.sampled[slot as usize] = sampled.then_some(hash);
         if sampled {
             self.reference(hash);
@@ -198,13 +207,13 @@ impl EvictionPolicy for Hedge {
         self.orders.evict(ORDERS[self.leader])
     }
 
-    fn on_forget(&mut self, slot: u32, _hash: SequenceHash) {
-        self.orders.forget(slot);
+    fn on_forget(&mut self, slot: u32, hash: SequenceHash) {
+        self.orders.forget(slot, hash);
         self.sampled[slot as usize] = None;
     }
 
-    fn on_discard(&mut self, slot: u32, _hash: SequenceHash) {
-        self.orders.forget(slot);
+    fn on_discard(&mut self, slot: u32, hash: SequenceHash) {
+        self.orders.forget(slot, hash);
         self.sampled[slot as usize] = None;
     }
 

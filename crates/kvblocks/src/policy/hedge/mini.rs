@@ -5,9 +5,10 @@
 //!
 //! A miniature cache holds keys, sized once, never allocating: a table from
 //! key to mini slot, an [`Orders`] over the mini slots, and a free list. It
-//! sees the sampled references in the order the store reports them (a
-//! request's blocks root first) and says which were hits, counting a hit
-//! only if the chain above it hit too, as a prefix match does.
+//! sees the sampled references in the order the store reports them and
+//! says which were hits. A sampled block's parent is seldom sampled, so
+//! the leaf-first rule rarely applies inside it; it compares the two
+//! orders on reuse alone.
 
 use hashbrown::HashTable;
 
@@ -26,8 +27,6 @@ pub(super) struct Mini {
     /// Never-used mini slots.
     free: Vec<u32>,
     hasher: KeyHasher,
-    /// The previous reference, and whether it counted as a hit.
-    previous: Option<(SequenceHash, bool)>,
 }
 
 impl Mini {
@@ -42,7 +41,6 @@ impl Mini {
             keys: vec![SequenceHash::default(); slots],
             free: (0..slots as u32).rev().collect(),
             hasher,
-            previous: None,
         }
     }
 
@@ -52,20 +50,10 @@ impl Mini {
         self.keys.len()
     }
 
-    /// References `key` (hashed as `hash` by the shared hasher); whether it
-    /// counts as a hit: resident, and a root or the next block after a
-    /// counted hit.
+    /// References `key` (hashed as `hash` by the shared hasher); whether
+    /// it was resident (a hit).
     pub(super) fn reference(&mut self, key: SequenceHash, hash: u64) -> bool {
-        let chain_ok = key.position() == 0
-            || self.previous.is_some_and(|(before, counted)| {
-                counted
-                    && before.position() + 1 == key.position()
-                    && before.parent_fragment_for_child_position(key.position())
-                        == key.parent_fragment()
-            });
-        let counted = self.touch(key, hash) && chain_ok;
-        self.previous = Some((key, counted));
-        counted
+        self.touch(key, hash)
     }
 
     /// Finds `key`, or registers it (evicting if full); whether it was
@@ -89,7 +77,7 @@ impl Mini {
                 if let Ok(entry) = self.table.find_entry(old_hash, |&s| s == victim) {
                     entry.remove();
                 }
-                self.orders.forget(victim);
+                self.orders.forget(victim, self.keys[victim as usize]);
                 victim
             }
         };

@@ -8,7 +8,9 @@
 //! - `twice`: leaves reused at least once: hit after their first release,
 //!   so the hits of the request that registered a block (or of requests
 //!   that overlap it) count as one use, as LRU-K's correlated reference
-//!   period has them;
+//!   period has them; or registered again while a fixed-size history
+//!   (`policy/history.rs`, twice as many entries as slots) remembers that
+//!   the block left recently, as LRU-K's retained history has it;
 //! - `inner`: blocks with a resident child, the last resort of both orders.
 //!
 //! [`Order::LeafLru`] takes the older of the two leaf fronts (by release
@@ -27,6 +29,7 @@
 //! newer than the front's, as `Lineage` puts it first. This module knows
 //! nothing of learning; [`super::Hedge`] decides which order evicts.
 
+use super::super::history::History;
 use super::super::list::{Links, List, NIL};
 use super::super::tree::BlockTree;
 use crate::SequenceHash;
@@ -65,6 +68,9 @@ pub(crate) struct Orders {
     /// Release stamp per slot.
     stamp: Vec<u64>,
     clock: u64,
+    /// Keys of blocks that left, as LRU-K's retained history: one that
+    /// registers again is on its second use.
+    history: History,
     /// Once-first protects a reused leaf for this many releases after its
     /// own: eight pools' worth of turnover. (One pool protects too little
     /// against scans whose reuse distance passes the pool; unbounded, too
@@ -84,12 +90,8 @@ impl Orders {
             stamp: vec![0; slots],
             clock: 0,
             protection: 8 * slots as u64,
+            history: History::new(2 * slots),
         }
-    }
-
-    /// The resident parent of a registered `slot`, if linked.
-    pub(crate) fn parent(&self, slot: u32) -> Option<u32> {
-        self.tree.parent(slot)
     }
 
     /// The list an evictable `slot` belongs in now.
@@ -148,7 +150,11 @@ impl Orders {
 
     pub(crate) fn on_register(&mut self, slot: u32, hash: SequenceHash) {
         self.place[slot as usize] = Place::Pinned;
-        self.flags[slot as usize] = 0;
+        self.flags[slot as usize] = if self.history.take(hash).is_some() {
+            REUSED
+        } else {
+            0
+        };
         if let Some(parent) = self.tree.register(slot, hash) {
             self.reclassify(parent);
         }
@@ -203,7 +209,8 @@ impl Orders {
     }
 
     /// The slot leaves (evicted, or discarded while pinned).
-    pub(crate) fn forget(&mut self, slot: u32) {
+    pub(crate) fn forget(&mut self, slot: u32, hash: SequenceHash) {
+        self.history.insert(hash, 0);
         self.unlink(slot);
         self.flags[slot as usize] = 0;
         if let Some(parent) = self.tree.forget(slot) {

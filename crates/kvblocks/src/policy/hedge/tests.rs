@@ -29,8 +29,8 @@ impl EvictionPolicy for Fixed {
     fn evict(&mut self) -> Option<u32> {
         self.0.evict(self.1)
     }
-    fn on_forget(&mut self, slot: u32, _hash: SequenceHash) {
-        self.0.forget(slot)
+    fn on_forget(&mut self, slot: u32, hash: SequenceHash) {
+        self.0.forget(slot, hash)
     }
     fn len(&self) -> usize {
         self.0.len()
@@ -89,17 +89,17 @@ fn every_miniature_cache_sees_each_reference_to_a_sampled_key() {
     assert!(hedge.score.iter().all(|&s| s > 0.99), "{:?}", hedge.score);
     hedge.check().unwrap();
 
-    // A large pool samples about one key in 64 into 512-slot miniatures.
+    // A large pool samples about one key in 32 into 1,024-slot miniatures.
     let hedge = Hedge::new(1 << 15);
-    assert_eq!(hedge.sample_mask.count_ones(), 6);
-    assert_eq!(hedge.minis[0].slots(), 512);
-    let keys = roots(64 * 256);
+    assert_eq!(hedge.sample_mask.count_ones(), 5);
+    assert_eq!(hedge.minis[0].slots(), 1024);
+    let keys = roots(32 * 512);
     let sampled = keys
         .iter()
         .filter(|k| hedge.sampler.hash_u128(k.as_u128()) & hedge.sample_mask == 0)
         .count();
     assert!(
-        (128..=512).contains(&sampled),
+        (256..=1024).contains(&sampled),
         "{sampled} of {} sampled",
         keys.len()
     );
