@@ -30,7 +30,7 @@
 //! reacquire only move a slot in and out of the evictable set. Evictable
 //! slots sit in one binary min-heap keyed by `(class, time)`, so every hook
 //! is O(log n) in the evictable count with no allocation after
-//! [`LruK::new`] (about 50 bytes per slot).
+//! [`LruK::new`] (about 65 bytes per slot with the history).
 //!
 //! # Retained history
 //!
