@@ -5,13 +5,16 @@
 //! kvsim replay [TRACE...] [--policy all|NAME[,NAME..]] [--capacity 2000,4000,8000,16000]
 //!              [--mode window|time] [--window 16] [--decode-tps 30]
 //!              [--json] [--plot-dir target/kvsim] [--no-plot] [--seed 1] [--requests 4000]
+//!              [--workload builtin|scan|loop|phases]
 //! kvsim generate [--seed 1] [--requests 4000] [-o FILE]
 //! kvsim schedule [TRACE] [--capacity 32768] [--block-size 16] [--token-budget 8192]
 //!                [--max-running 256] [--trace-block-tokens 512] [--step-ms 25] [--json]
 //! ```
 //!
 //! With no trace, `replay` uses the built-in generated workload (see
-//! `kvblocks_sim::workload`). Bad input ends with one `kvsim: error: ...`
+//! `kvblocks_sim::workload`) or the stress workload `--workload` names
+//! (`kvblocks_sim::stress`). Traces ending in `.gz` are decompressed as
+//! they are read. Bad input ends with one `kvsim: error: ...`
 //! line on stderr and exit code 1, before any replay (plot paths included);
 //! a flag that does not apply to the run gets a `kvsim: warning: ...` line.
 
