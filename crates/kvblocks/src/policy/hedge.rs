@@ -215,13 +215,12 @@ impl EvictionPolicy for Hedge {
     }
 
     fn on_forget(&mut self, slot: u32, hash: SequenceHash) {
+        // `sampled[slot]` is stale from here and rewritten at registration.
         self.orders.forget(slot, hash);
-        self.sampled[slot as usize] = None;
     }
 
     fn on_discard(&mut self, slot: u32, hash: SequenceHash) {
         self.orders.forget(slot, hash);
-        self.sampled[slot as usize] = None;
     }
 
     fn peek_victim(&self) -> Option<u32> {

@@ -19,13 +19,20 @@ const SEED: [u64; 2] = [0xB7E1_5162_8AED_2A6A, 0xBF71_5880_9CF4_F3C7];
 /// Ways per set.
 const WAYS: usize = 4;
 
+/// One set: its ways side by side, so a probe touches one or two cache
+/// lines rather than one per array.
+#[derive(Clone, Copy, Default)]
+struct Set {
+    /// Fingerprint per way (0: empty).
+    tags: [u64; WAYS],
+    values: [u64; WAYS],
+    /// Insertion stamp per way (replacement order).
+    stamps: [u32; WAYS],
+}
+
 /// Fingerprint to value, oldest-first replacement within a set.
 pub(crate) struct History {
-    /// Fingerprint per entry (0: empty).
-    tags: Vec<u64>,
-    values: Vec<u64>,
-    /// Insertion stamp per entry (replacement order within a set).
-    stamps: Vec<u32>,
+    sets: Vec<Set>,
     stamp: u32,
     /// `sets - 1` (sets are a power of two).
     set_mask: usize,
@@ -37,48 +44,47 @@ impl History {
     pub(crate) fn new(entries: usize) -> Self {
         let sets = (entries / WAYS).max(1).next_power_of_two();
         Self {
-            tags: vec![0; sets * WAYS],
-            values: vec![0; sets * WAYS],
-            stamps: vec![0; sets * WAYS],
+            sets: vec![Set::default(); sets],
             stamp: 0,
             set_mask: sets - 1,
             hasher: KeyHasher::with_seed(SEED),
         }
     }
 
-    /// The key's set (first entry) and nonzero fingerprint.
+    /// The key's set and nonzero fingerprint.
     #[inline]
     fn locate(&self, key: SequenceHash) -> (usize, u64) {
         let hash = self.hasher.hash_u128(key.as_u128());
-        let set = (hash as usize) & self.set_mask;
-        (set * WAYS, (hash >> 16) | 1)
+        ((hash as usize) & self.set_mask, (hash >> 16) | 1)
     }
 
     /// Remembers `value` for `key`, replacing what it held or the set's
     /// oldest entry.
     pub(crate) fn insert(&mut self, key: SequenceHash, value: u64) {
-        let (base, tag) = self.locate(key);
-        let ways = base..base + WAYS;
-        let way = ways
-            .clone()
-            .find(|&i| self.tags[i] == tag)
-            .or_else(|| ways.clone().find(|&i| self.tags[i] == 0))
+        let (index, tag) = self.locate(key);
+        let stamp = self.stamp;
+        let set = &mut self.sets[index];
+        let way = (0..WAYS)
+            .find(|&w| set.tags[w] == tag)
+            .or_else(|| (0..WAYS).find(|&w| set.tags[w] == 0))
             .unwrap_or_else(|| {
-                ways.max_by_key(|&i| self.stamp.wrapping_sub(self.stamps[i]))
-                    .unwrap_or(base)
+                (0..WAYS)
+                    .max_by_key(|&w| stamp.wrapping_sub(set.stamps[w]))
+                    .unwrap_or(0)
             });
-        self.stamp = self.stamp.wrapping_add(1);
-        self.tags[way] = tag;
-        self.values[way] = value;
-        self.stamps[way] = self.stamp;
+        self.stamp = stamp.wrapping_add(1);
+        set.tags[way] = tag;
+        set.values[way] = value;
+        set.stamps[way] = self.stamp;
     }
 
     /// Forgets `key`; the value it held, if remembered.
     pub(crate) fn take(&mut self, key: SequenceHash) -> Option<u64> {
-        let (base, tag) = self.locate(key);
-        let way = (base..base + WAYS).find(|&i| self.tags[i] == tag)?;
-        self.tags[way] = 0;
-        Some(self.values[way])
+        let (index, tag) = self.locate(key);
+        let set = &mut self.sets[index];
+        let way = (0..WAYS).find(|&w| set.tags[w] == tag)?;
+        set.tags[way] = 0;
+        Some(set.values[way])
     }
 }
 
