@@ -60,7 +60,7 @@
 //! history insert per forget; one reference in `rate` also goes through
 //! both miniatures (a table probe and the same list moves each).
 //! Everything is sized in [`Hedge::new`]; no hook allocates. Measured side
-//! by side, that is about 2x LRU's replay cost per block, over the 1.5x
+//! by side, that is 1.7-1.9x LRU's replay cost per block, over the 1.5x
 //! the issue allowed (`BENCHMARKS.md`, "Adaptive eviction").
 
 mod mini;
@@ -109,8 +109,11 @@ pub struct Hedge {
     orders: Orders,
     /// Index of the expert that evicts.
     leader: usize,
-    /// Each slot's key, if sampled (the store names only the slot on a hit).
-    sampled: Vec<Option<SequenceHash>>,
+    /// Whether each slot's block is in the sample (read on every hit, so
+    /// one byte a slot).
+    sampled: Vec<bool>,
+    /// Each sampled slot's key (the store names only the slot on a hit).
+    keys: Vec<SequenceHash>,
     minis: [Mini; EXPERTS],
     /// Decayed miniature hits per expert.
     score: [f64; EXPERTS],
@@ -142,7 +145,8 @@ impl Hedge {
         Self {
             orders: Orders::new(slots),
             leader: 0,
-            sampled: vec![None; slots],
+            sampled: vec![false; slots],
+            keys: vec![SequenceHash::default(); slots],
             minis: ORDERS.map(|order| Mini::new(order, mini, hasher)),
             score: [0.0; EXPERTS],
             decay: 0.5f64.powf(1.0 / (2 * mini) as f64),
@@ -189,15 +193,16 @@ impl EvictionPolicy for Hedge {
     fn on_register(&mut self, slot: u32, hash: SequenceHash) {
         self.orders.on_register(slot, hash);
         let sampled = self.sampler.hash_u128(hash.as_u128()) & self.sample_mask == 0;
-        self.sampled[slot as usize] = sampled.then_some(hash);
+        self.sampled[slot as usize] = sampled;
         if sampled {
+            self.keys[slot as usize] = hash;
             self.reference(hash);
         }
     }
 
     fn on_hit(&mut self, slot: u32) {
-        if let Some(key) = self.sampled[slot as usize] {
-            self.reference(key);
+        if self.sampled[slot as usize] {
+            self.reference(self.keys[slot as usize]);
         }
         self.orders.on_hit(slot);
     }
