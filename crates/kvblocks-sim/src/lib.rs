@@ -7,7 +7,8 @@
 //! # Pipeline
 //!
 //! A trace is a list of [`trace::Request`]s, read from Mooncake JSONL
-//! ([`trace`]) or generated from a seed ([`workload`]). It is prepared once
+//! ([`trace`]) or generated from a seed ([`workload`], or one of the
+//! [`stress`] workloads). It is prepared once
 //! ([`prepare::PreparedTrace`]): every request's block ids become a chain of
 //! [`kvblocks::SequenceHash`] keys ([`chain`]), and the serving semantics are
 //! turned into a release schedule ([`schedule`]). The prepared trace is then
@@ -50,6 +51,7 @@ pub mod replay;
 pub mod report;
 pub mod schedule;
 pub mod stats;
+pub mod stress;
 pub mod tier_report;
 pub mod tiered;
 pub mod tiers;

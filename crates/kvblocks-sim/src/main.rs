@@ -5,6 +5,7 @@
 //! kvsim replay [TRACE...] [--policy all|NAME[,NAME..]] [--capacity 2000,4000,8000,16000]
 //!              [--mode window|time] [--window 16] [--decode-tps 30]
 //!              [--json] [--plot-dir target/kvsim] [--no-plot] [--seed 1] [--requests 4000]
+//!              [--workload builtin|scan|loop|phases]
 //! kvsim replay [TRACE...] --tiers G1=4000,G2=32000[,G3=..,G4=..] [--tiers ..]
 //!              [--tier-policy G2=lru,..] [--offload on-evict|write-through]
 //!              [--tier-bandwidth G2=25,G3=5,G4=1] [--recompute-us-per-token US]
@@ -16,7 +17,9 @@
 //! ```
 //!
 //! With no trace, `replay` uses the built-in generated workload (see
-//! `kvblocks_sim::workload`). With `--tiers`, `replay` is a tiered replay
+//! `kvblocks_sim::workload`) or the stress workload `--workload` names
+//! (`kvblocks_sim::stress`); traces ending in `.gz` are decompressed as
+//! they are read. With `--tiers`, `replay` is a tiered replay
 //! (`kvblocks_sim::tiered`): one manager per tier sharing one registry, hits
 //! and prefill time saved per tier (`tiered_cli`).
 //!
@@ -38,7 +41,7 @@ use kvblocks_sim::report::{self, Report, RunReport, TraceReport, BELADY};
 use kvblocks_sim::schedule::HoldMode;
 use kvblocks_sim::trace::{self, Trace};
 use kvblocks_sim::workload::{self, WorkloadConfig};
-use kvblocks_sim::{batching, belady, replay};
+use kvblocks_sim::{batching, belady, replay, stress};
 
 mod tiered_cli;
 
@@ -73,7 +76,8 @@ enum Mode {
 #[derive(Debug, clap::Args)]
 struct ReplayArgs {
     /// Mooncake JSONL traces (timestamp ms, input_length, output_length, hash_ids;
-    /// 512-token blocks). None: the built-in workload.
+    /// 512-token blocks; `.gz` files are decompressed on the fly). None: the
+    /// built-in workload.
     traces: Vec<PathBuf>,
     /// Eviction policies: `all` or comma-separated names (any case).
     #[arg(long, default_value = "all")]
@@ -105,6 +109,10 @@ struct ReplayArgs {
     /// Built-in workload: number of requests (at most 1000000).
     #[arg(long, default_value_t = 4000)]
     requests: usize,
+    /// Generated workload when no trace is given: `builtin` (multi-turn
+    /// chat) or a stress workload: `scan`, `loop`, `phases`.
+    #[arg(long, default_value = "builtin")]
+    workload: String,
     /// Pool shards of each replayed manager (`pool_shards` on the builder):
     /// the policy orders evictions within each shard, and an allocation
     /// evicts from the shard whose next victim is oldest. 1 (the default
@@ -213,7 +221,8 @@ struct GivenFlags(Vec<&'static str>);
 
 impl GivenFlags {
     /// Flags whose use depends on other flags; the ones to warn about.
-    const CHECKED: [(&'static str, &'static str); 5] = [
+    const CHECKED: [(&'static str, &'static str); 6] = [
+        ("workload", "--workload"),
         ("window", "--window"),
         ("decode_tps", "--decode-tps"),
         ("seed", "--seed"),
@@ -256,6 +265,10 @@ fn warn_unused_flags(args: &ReplayArgs, given: &GivenFlags) {
         unused.push((
             "--requests",
             "applies to the built-in workload only (no TRACE given)",
+        ));
+        unused.push((
+            "--workload",
+            "applies to generated workloads only (no TRACE given)",
         ));
     }
     if args.no_plot {
@@ -395,7 +408,24 @@ fn run_replay(args: ReplayArgs, given: &GivenFlags) -> Result<(), Failure> {
     shards_used.sort_unstable();
 
     // Load everything first, so a bad file fails before any replay runs.
-    let traces: Vec<Trace> = if args.traces.is_empty() {
+    let traces: Vec<Trace> = if args.traces.is_empty() && args.workload.trim() != "builtin" {
+        let kind = stress::StressKind::parse(&args.workload).ok_or_else(|| {
+            format!(
+                "--workload: unknown workload `{}` (known: builtin, scan, loop, phases)",
+                args.workload
+            )
+        })?;
+        workload_config(args.seed, args.requests)?;
+        vec![Trace {
+            name: format!(
+                "stress-{}(seed={},requests={})",
+                kind.name(),
+                args.seed,
+                args.requests
+            ),
+            requests: stress::generate(kind, args.seed, args.requests),
+        }]
+    } else if args.traces.is_empty() {
         let config = workload_config(args.seed, args.requests)?;
         vec![Trace {
             name: config.label(),

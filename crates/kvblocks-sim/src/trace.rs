@@ -121,12 +121,26 @@ impl fmt::Display for Trace {
     }
 }
 
-/// Reads a Mooncake JSONL trace file.
+/// Reads a Mooncake JSONL trace file, gzip-compressed if its name ends in
+/// `.gz` (real traces ship that way).
 pub fn load(path: &Path) -> Result<Trace, TraceError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
+    let io_error = |source| TraceError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let text = if path.extension().is_some_and(|ext| ext == "gz") {
+        let file = std::fs::File::open(path).map_err(io_error)?;
+        let mut text = String::new();
+        // A corrupt stream or a non-UTF-8 payload is an I/O error naming the file.
+        io::Read::read_to_string(
+            &mut flate2::read::MultiGzDecoder::new(io::BufReader::new(file)),
+            &mut text,
+        )
+        .map_err(io_error)?;
+        text
+    } else {
+        std::fs::read_to_string(path).map_err(io_error)?
+    };
     let requests = parse(path, &text)?;
     Ok(Trace {
         name: path.display().to_string(),
@@ -328,5 +342,41 @@ mod tests {
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with("{\"timestamp\":5,"));
         assert_eq!(parse_str(&text).unwrap(), requests);
+    }
+
+    #[test]
+    fn gzip_traces_read_like_plain_ones_and_corrupt_ones_name_the_file() {
+        use std::io::Write as _;
+        let requests = vec![
+            Request {
+                timestamp_ms: 1,
+                input_length: 1024,
+                output_length: 3,
+                hash_ids: vec![1, 2],
+            },
+            Request {
+                timestamp_ms: 2,
+                input_length: 512,
+                output_length: 9,
+                hash_ids: vec![1],
+            },
+        ];
+        let dir = std::env::temp_dir().join(format!("kvsim-gz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.jsonl.gz");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        write_jsonl(&requests, &mut encoder).unwrap();
+        std::fs::write(&path, encoder.finish().unwrap()).unwrap();
+        assert_eq!(load(&path).unwrap().requests, requests);
+
+        let corrupt = dir.join("bad.jsonl.gz");
+        std::fs::File::create(&corrupt)
+            .unwrap()
+            .write_all(b"not gzip at all")
+            .unwrap();
+        let err = load(&corrupt).unwrap_err();
+        assert!(matches!(err, TraceError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("bad.jsonl.gz"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

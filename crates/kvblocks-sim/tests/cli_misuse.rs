@@ -325,3 +325,28 @@ fn the_largest_window_replays_without_overflow() {
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+#[test]
+fn an_unknown_workload_is_refused_and_a_known_one_replays() {
+    let output = kvsim(&["replay", "--workload", "zipf", "--no-plot"]);
+    assert_one_error_line(&output, "--workload: unknown workload `zipf`");
+    let output = kvsim(&[
+        "replay",
+        "--workload",
+        "loop",
+        "--requests",
+        "600",
+        "--capacity",
+        "100",
+        "--policy",
+        "hedge",
+        "--no-plot",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        table.starts_with("stress-loop(seed=1,requests=600)"),
+        "{table}"
+    );
+    assert!(table.lines().any(|l| l.starts_with("hedge")), "{table}");
+}

@@ -57,10 +57,11 @@ impl KeyHasher {
         }
     }
 
-    /// A hasher with a chosen seed (tests). The seed must look random: a
-    /// sparse one (few bits set) leaves keys that are sparse in the same
-    /// places poorly mixed, as a folded multiply of two sparse words is.
-    #[cfg(test)]
+    /// A hasher with a chosen seed (tests, and choices that must repeat
+    /// from run to run, such as which keys a policy samples). The seed must
+    /// look random: a sparse one (few bits set) leaves keys that are sparse
+    /// in the same places poorly mixed, as a folded multiply of two sparse
+    /// words is. Never for a table that outside keys can flood.
     pub(crate) const fn with_seed(seed: [u64; 2]) -> Self {
         Self { seed }
     }

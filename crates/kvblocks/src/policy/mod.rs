@@ -8,15 +8,19 @@
 //! sees a slot in a state the contract rules out, and never calls back.
 //!
 //! Pick one with [`EvictionPolicyKind`] on the manager builder. One file per
-//! policy: [`Lru`], [`Lineage`], [`TinyLfu`], [`S3Fifo`], [`Sieve`],
-//! [`PrefixAware`], and [`MultiLru`] (frequency-tiered LRU over the registry's
-//! frequency tracker, chosen with
+//! policy: [`Lru`], [`LruK`], [`Hedge`], [`Lineage`], [`TinyLfu`], [`S3Fifo`],
+//! [`Sieve`], [`PrefixAware`], and [`MultiLru`] (frequency-tiered LRU over the
+//! registry's frequency tracker, chosen with
 //! [`with_multi_lru_backend`](crate::manager::BlockManagerBuilder::with_multi_lru_backend)
 //! since it needs that tracker).
 
+mod heap;
+mod hedge;
+mod history;
 mod lineage;
 mod list;
 mod lru;
+mod lru_k;
 mod multi_lru;
 mod prefix;
 mod s3fifo;
@@ -29,8 +33,10 @@ mod tree;
 use std::fmt;
 use std::str::FromStr;
 
+pub use hedge::{Hedge, EXPERT_NAMES as HEDGE_EXPERTS};
 pub use lineage::Lineage;
 pub use lru::Lru;
+pub use lru_k::LruK;
 pub use multi_lru::{MultiLru, MultiLruThresholds, ThresholdError};
 pub use prefix::PrefixAware;
 pub use s3fifo::S3Fifo;
@@ -182,6 +188,8 @@ pub trait EvictionPolicy: Send + 'static {
 pub enum EvictionPolicyKind {
     /// Least recently released first ([`Lru`]).
     Lru,
+    /// LRU-2: blocks used once first, then by second-to-last use ([`LruK`]).
+    LruK,
     /// Leaf-first LRU, as a radix-tree cache evicts ([`Lineage`]).
     Lineage,
     /// Frequency-aware: W-TinyLFU style, count-min sketch with aging ([`TinyLfu`]).
@@ -192,28 +200,36 @@ pub enum EvictionPolicyKind {
     Sieve,
     /// This crate's own prefix-cache policy ([`PrefixAware`]).
     PrefixAware,
+    /// Adaptive: leaf-first LRU or once-first (LRU-2-like), whichever
+    /// scores more hits in a miniature simulation of recent traffic
+    /// ([`Hedge`]).
+    Hedge,
 }
 
 impl EvictionPolicyKind {
     /// Every policy, in the order reports list them.
     pub const ALL: &'static [EvictionPolicyKind] = &[
         EvictionPolicyKind::Lru,
+        EvictionPolicyKind::LruK,
         EvictionPolicyKind::Lineage,
         EvictionPolicyKind::TinyLfu,
         EvictionPolicyKind::S3Fifo,
         EvictionPolicyKind::Sieve,
         EvictionPolicyKind::PrefixAware,
+        EvictionPolicyKind::Hedge,
     ];
 
     /// The policy's stable name, as [`FromStr`] reads it.
     pub const fn name(self) -> &'static str {
         match self {
             EvictionPolicyKind::Lru => "lru",
+            EvictionPolicyKind::LruK => "lru2",
             EvictionPolicyKind::Lineage => "lineage",
             EvictionPolicyKind::TinyLfu => "tinylfu",
             EvictionPolicyKind::S3Fifo => "s3fifo",
             EvictionPolicyKind::Sieve => "sieve",
             EvictionPolicyKind::PrefixAware => "prefix",
+            EvictionPolicyKind::Hedge => "hedge",
         }
     }
 
@@ -221,11 +237,13 @@ impl EvictionPolicyKind {
     pub(crate) fn build(self, slots: usize) -> AnyPolicy {
         match self {
             EvictionPolicyKind::Lru => AnyPolicy::Lru(Lru::new(slots)),
+            EvictionPolicyKind::LruK => AnyPolicy::LruK(LruK::new(slots)),
             EvictionPolicyKind::Lineage => AnyPolicy::Lineage(Lineage::new(slots)),
             EvictionPolicyKind::TinyLfu => AnyPolicy::TinyLfu(TinyLfu::new(slots)),
             EvictionPolicyKind::S3Fifo => AnyPolicy::S3Fifo(S3Fifo::new(slots)),
             EvictionPolicyKind::Sieve => AnyPolicy::Sieve(Sieve::new(slots)),
             EvictionPolicyKind::PrefixAware => AnyPolicy::PrefixAware(PrefixAware::new(slots)),
+            EvictionPolicyKind::Hedge => AnyPolicy::Hedge(Hedge::new(slots)),
         }
     }
 }
@@ -273,12 +291,14 @@ impl FromStr for EvictionPolicyKind {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum AnyPolicy {
     Lru(Lru),
+    LruK(LruK),
     Lineage(Lineage),
     TinyLfu(TinyLfu),
     S3Fifo(S3Fifo),
     Sieve(Sieve),
     PrefixAware(PrefixAware),
     MultiLru(MultiLru),
+    Hedge(Hedge),
     Custom(Box<dyn EvictionPolicy>),
 }
 
@@ -286,12 +306,14 @@ macro_rules! dispatch {
     ($self:ident, $p:ident => $body:expr) => {
         match $self {
             AnyPolicy::Lru($p) => $body,
+            AnyPolicy::LruK($p) => $body,
             AnyPolicy::Lineage($p) => $body,
             AnyPolicy::TinyLfu($p) => $body,
             AnyPolicy::S3Fifo($p) => $body,
             AnyPolicy::Sieve($p) => $body,
             AnyPolicy::PrefixAware($p) => $body,
             AnyPolicy::MultiLru($p) => $body,
+            AnyPolicy::Hedge($p) => $body,
             AnyPolicy::Custom($p) => $body,
         }
     };

@@ -104,12 +104,11 @@
 //! newest first (worse on chat).
 
 mod ghost;
-mod heap;
 #[cfg(test)]
 mod tests;
 
 use self::ghost::{Evicted, Ghost};
-use self::heap::SlotHeap;
+use super::heap::SlotHeap;
 use super::list::{Links, List, NIL};
 use super::tree::BlockTree;
 use super::EvictionPolicy;

@@ -7,31 +7,32 @@
 //! so no operation allocates. Nothing here knows about eviction.
 
 /// Min-heap of slots under a caller-supplied key.
-pub(super) struct SlotHeap {
+pub(crate) struct SlotHeap {
     items: Vec<u32>,
 }
 
 impl SlotHeap {
     /// An empty heap able to hold `slots` slots without reallocating.
-    pub(super) fn with_capacity(slots: usize) -> Self {
+    pub(crate) fn with_capacity(slots: usize) -> Self {
         Self {
             items: Vec::with_capacity(slots),
         }
     }
 
-    /// Number of slots in the heap (validation only).
-    pub(super) fn len(&self) -> usize {
+    /// Number of slots in the heap.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
 
     /// The slot with the smallest key, if any.
     #[inline]
-    pub(super) fn peek(&self) -> Option<u32> {
+    pub(crate) fn peek(&self) -> Option<u32> {
         self.items.first().copied()
     }
 
     /// Adds `slot`. The caller guarantees it is in no heap sharing `at`.
-    pub(super) fn push<K: Ord>(&mut self, slot: u32, at: &mut [u32], key: impl Fn(u32) -> K) {
+    pub(crate) fn push<K: Ord>(&mut self, slot: u32, at: &mut [u32], key: impl Fn(u32) -> K) {
         self.items.push(slot);
         let last = self.items.len() - 1;
         at[slot as usize] = last as u32;
@@ -39,7 +40,7 @@ impl SlotHeap {
     }
 
     /// Removes `slot`. The caller guarantees it is in this heap.
-    pub(super) fn remove<K: Ord>(&mut self, slot: u32, at: &mut [u32], key: impl Fn(u32) -> K) {
+    pub(crate) fn remove<K: Ord>(&mut self, slot: u32, at: &mut [u32], key: impl Fn(u32) -> K) {
         let index = at[slot as usize] as usize;
         debug_assert_eq!(self.items[index], slot);
         let last = self.items.len() - 1;
@@ -96,12 +97,12 @@ impl SlotHeap {
 
     /// How many slots fit without reallocating (tests only).
     #[cfg(test)]
-    pub(super) fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.items.capacity()
     }
 
-    /// The slots in heap order (validation only).
-    pub(super) fn slots(&self) -> &[u32] {
+    /// The slots in heap order (validation and invariant checks).
+    pub(crate) fn slots(&self) -> &[u32] {
         &self.items
     }
 }
