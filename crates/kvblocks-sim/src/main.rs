@@ -56,7 +56,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Replay traces (or the built-in workload) per policy and capacity, plus Belady's bound.
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
     /// Write the built-in workload as Mooncake JSONL.
     Generate(GenerateArgs),
     /// Continuous batching of a trace (or the built-in workload) through the
@@ -176,7 +176,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(args) => {
             let given = matches.subcommand_matches("replay").map(GivenFlags::new);
-            run_replay(args, &given.unwrap_or_default())
+            run_replay(*args, &given.unwrap_or_default())
         }
         Command::Generate(args) => run_generate(args).map_err(Failure::Runtime),
         Command::Schedule(args) => run_schedule(args).map_err(Failure::Runtime),
