@@ -166,7 +166,7 @@ impl<T> Clone for ImmutableBlock<T> {
 impl<T> Drop for ImmutableBlock<T> {
     #[inline]
     fn drop(&mut self) {
-        let released = self.store.get().release_handles([self.slot]);
+        let released = self.store.get().release_handle(self.slot);
         // Last, once the store is no longer borrowed: it may free the store.
         released.finish();
     }

@@ -55,6 +55,49 @@ impl Store {
         shard.unlock()
     }
 
+    /// Releases one strong handle on `slot`: [`release_handles`] of one slot
+    /// (same outcomes), with the common cases of a guard's drop inlined: a
+    /// handle that is not the last, and the last handle of a primary that
+    /// stays cached. The rare outcomes go through `release_handles`.
+    ///
+    /// [`release_handles`]: Self::release_handles
+    #[inline]
+    pub(crate) fn release_handle(&self, slot: u32) -> Released {
+        if self.refs.decrement_if_shared(slot) {
+            return Released {
+                keepalive: Keepalive::NONE,
+                lost: None,
+            };
+        }
+        let mut shard = self.lock_shard(self.shard_of(slot));
+        let last = if self.refs.decrement(slot) {
+            shard.release_if_unused(slot, self)
+        } else {
+            LastRelease::Kept
+        };
+        match last {
+            LastRelease::Kept => Released {
+                keepalive: shard.unlock(),
+                lost: None,
+            },
+            LastRelease::Discarded { noted } => {
+                // Taken while the shard lock keeps the store alive.
+                let lost = noted.map(|hash| (Arc::clone(&self.registry), vec![hash]));
+                Released {
+                    keepalive: shard.unlock(),
+                    lost,
+                }
+            }
+            LastRelease::Duplicate { primary } => {
+                // The copy's pin on its primary, by the general routine.
+                let keepalive = shard.unlock();
+                let mut released = self.release_handles([primary]);
+                released.keepalive.merge(keepalive);
+                released
+            }
+        }
+    }
+
     /// Releases one strong handle on each of `slots`, taking each shard's
     /// lock once per run of slots in it (and not at all for handles that are
     /// not the last).

@@ -193,7 +193,7 @@ impl<'a> ShardCursor<'a> {
     }
 
     /// Shard `shard`, locked (unlocking the one held before, if different).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&mut self, shard: usize) -> &mut ShardGuard<'a> {
         if self.held.as_ref().map(ShardGuard::index) != Some(shard) {
             self.unlock();

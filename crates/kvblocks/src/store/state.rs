@@ -511,6 +511,7 @@ impl ShardState {
     /// since, a primary becomes inactive (or, with evict-on-release set,
     /// leaves its registration) and a duplicate returns to reset.
     #[must_use]
+    #[inline(always)]
     pub(crate) fn release_if_unused(&mut self, slot: u32, store: &Store) -> LastRelease {
         let records = &store.records;
         if records.state(slot) != SlotState::Active || store.refs.count(slot) != 0 {
