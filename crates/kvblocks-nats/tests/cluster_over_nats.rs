@@ -24,6 +24,29 @@ async fn start_workers(url: &str, settings: &kvblocks_nats::StreamSettings) -> V
     workers
 }
 
+/// A durable consumer named `durable` feeding `router`.
+async fn start_consumer(
+    client: async_nats::Client,
+    settings: &kvblocks_nats::StreamSettings,
+    durable: &str,
+    router: &Arc<Router>,
+) -> EventConsumer {
+    EventConsumer::start(
+        client,
+        ConsumerConfig::new(settings.clone(), durable),
+        Arc::clone(router),
+    )
+    .await
+    .expect("consumer")
+}
+
+/// Every worker serves `requests` requests.
+fn serve_all(workers: &mut [Worker], requests: usize) {
+    for worker in workers {
+        worker.serve(requests);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_router_view_equals_union_of_registered_sets() {
     let url = shared_url();
@@ -33,17 +56,9 @@ async fn four_workers_router_view_equals_union_of_registered_sets() {
     let client = connect(&url)
         .await
         .expect("the shared broker (scripts/test.sh starts it)");
-    let consumer = EventConsumer::start(
-        client,
-        ConsumerConfig::new(settings.clone(), &durable),
-        Arc::clone(&router),
-    )
-    .await
-    .expect("consumer");
+    let consumer = start_consumer(client, &settings, &durable, &router).await;
     for _ in 0..4 {
-        for worker in &mut workers {
-            worker.serve(50);
-        }
+        serve_all(&mut workers, 50);
     }
     assert!(
         wait_exact(&router, &workers, WAIT).await,
@@ -79,31 +94,19 @@ async fn consumer_killed_mid_stream_resumes_after_its_last_ack() {
     let router = Arc::new(Router::new());
     let start = || async {
         let client = connect(&url).await.expect("the shared broker");
-        EventConsumer::start(
-            client,
-            ConsumerConfig::new(settings.clone(), &durable),
-            Arc::clone(&router),
-        )
-        .await
-        .expect("consumer")
+        start_consumer(client, &settings, &durable, &router).await
     };
     let consumer = start().await;
-    for worker in &mut workers {
-        worker.serve(60);
-    }
+    serve_all(&mut workers, 60);
     assert!(wait_exact(&router, &workers, WAIT).await);
     // Killed mid-stream: the workers keep publishing while no consumer runs.
     for worker in &mut workers[..2] {
         worker.serve(30);
     }
     let first = consumer.kill().await;
-    for worker in &mut workers {
-        worker.serve(60);
-    }
+    serve_all(&mut workers, 60);
     let consumer = start().await;
-    for worker in &mut workers {
-        worker.serve(30);
-    }
+    serve_all(&mut workers, 30);
     assert!(
         wait_exact(&router, &workers, WAIT).await,
         "{:?}",
@@ -140,32 +143,16 @@ async fn a_router_that_lost_its_state_recovers_every_worker_by_replay() {
     let mut workers = start_workers(&url, &settings).await;
     let client = connect(&url).await.expect("the shared broker");
     let old_router = Arc::new(Router::new());
-    let consumer = EventConsumer::start(
-        client.clone(),
-        ConsumerConfig::new(settings.clone(), &durable),
-        Arc::clone(&old_router),
-    )
-    .await
-    .expect("consumer");
-    for worker in &mut workers {
-        worker.serve(60);
-    }
+    let consumer = start_consumer(client.clone(), &settings, &durable, &old_router).await;
+    serve_all(&mut workers, 60);
     assert!(wait_exact(&old_router, &workers, WAIT).await);
     consumer.kill().await;
     // A new router process: empty index, same durable consumer. Its first
     // batch of each worker is mid-stream: a gap, closed by replaying the
     // worker's subject (the stream still holds everything).
     let router = Arc::new(Router::new());
-    let consumer = EventConsumer::start(
-        client,
-        ConsumerConfig::new(settings.clone(), &durable),
-        Arc::clone(&router),
-    )
-    .await
-    .expect("consumer");
-    for worker in &mut workers {
-        worker.serve(40);
-    }
+    let consumer = start_consumer(client, &settings, &durable, &router).await;
+    serve_all(&mut workers, 40);
     assert!(
         wait_exact(&router, &workers, WAIT).await,
         "{:?}",
@@ -193,24 +180,14 @@ async fn a_gap_the_stream_cannot_fill_is_closed_by_a_snapshot() {
     // router catches up is older than the snapshot anyway.
     settings.max_messages_per_worker = 64;
     let mut workers = start_workers(&url, &settings).await;
-    for worker in &mut workers {
-        worker.serve(100);
-    }
+    serve_all(&mut workers, 100);
     for worker in &workers {
         assert!(worker.publisher.wait_published(WAIT).await);
     }
     let router = Arc::new(Router::new());
     let client = connect(&url).await.expect("the shared broker");
-    let consumer = EventConsumer::start(
-        client,
-        ConsumerConfig::new(settings.clone(), &durable),
-        Arc::clone(&router),
-    )
-    .await
-    .expect("consumer");
-    for worker in &mut workers {
-        worker.serve(10);
-    }
+    let consumer = start_consumer(client, &settings, &durable, &router).await;
+    serve_all(&mut workers, 10);
     assert!(
         wait_exact(&router, &workers, WAIT).await,
         "{:?}",
@@ -236,24 +213,14 @@ async fn a_worker_restarting_with_a_new_epoch_replaces_its_old_blocks() {
     let mut workers = start_workers(&url, &settings).await;
     let router = Arc::new(Router::new());
     let client = connect(&url).await.expect("the shared broker");
-    let consumer = EventConsumer::start(
-        client,
-        ConsumerConfig::new(settings.clone(), &durable),
-        Arc::clone(&router),
-    )
-    .await
-    .expect("consumer");
-    for worker in &mut workers {
-        worker.serve(60);
-    }
+    let consumer = start_consumer(client, &settings, &durable, &router).await;
+    serve_all(&mut workers, 60);
     // Worker 3 exits mid-stream (its blocks are gone with it) and comes back
     // as a new incarnation with a larger epoch.
     let old = workers.pop().expect("four workers");
     assert_eq!(old.stop().await.dropped(), 0);
     workers.push(Worker::start(&url, &settings, 3, 2, 4096).await);
-    for worker in &mut workers {
-        worker.serve(60);
-    }
+    serve_all(&mut workers, 60);
     assert!(
         wait_exact(&router, &workers, WAIT).await,
         "{:?}",
@@ -290,19 +257,13 @@ async fn a_broker_restart_mid_stream_loses_nothing_it_could_buffer() {
     let consumer = EventConsumer::start(client, config, Arc::clone(&router))
         .await
         .expect("consumer");
-    for worker in &mut workers {
-        worker.serve(40);
-    }
+    serve_all(&mut workers, 40);
     assert!(wait_exact(&router, &workers, WAIT).await);
 
     broker.kill();
-    for worker in &mut workers {
-        worker.serve(40);
-    }
+    serve_all(&mut workers, 40);
     broker.restart();
-    for worker in &mut workers {
-        worker.serve(40);
-    }
+    serve_all(&mut workers, 40);
     assert!(
         wait_exact(&router, &workers, WAIT).await,
         "{:?}",
