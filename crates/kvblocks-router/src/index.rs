@@ -335,6 +335,12 @@ impl ClusterIndex {
     /// (so a batch applied part by part keeps its look-ahead).
     fn store(&mut self, slot: u32, blocks: &[BlockKey], part: Range<usize>) {
         let len = part.len() as u64;
+        if part.start == 0 {
+            // Later parts were prefetched by the parts before them.
+            for &key in blocks.iter().take(PREFETCH_AHEAD) {
+                self.table.prefetch(key);
+            }
+        }
         let mut fresh = 0;
         for i in part {
             if let Some(&ahead) = blocks.get(i + PREFETCH_AHEAD) {
@@ -352,6 +358,12 @@ impl ClusterIndex {
     /// Removes `blocks[part]` from `slot`, prefetching like [`Self::store`].
     fn remove(&mut self, slot: u32, blocks: &[BlockKey], part: Range<usize>) {
         let len = part.len() as u64;
+        if part.start == 0 {
+            // Later parts were prefetched by the parts before them.
+            for &key in blocks.iter().take(PREFETCH_AHEAD) {
+                self.table.prefetch(key);
+            }
+        }
         let mut gone = 0;
         for i in part {
             if let Some(&ahead) = blocks.get(i + PREFETCH_AHEAD) {

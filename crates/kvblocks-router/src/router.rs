@@ -417,6 +417,10 @@ fn score_slots(index: &ClusterIndex, keys: &[BlockKey], mut emit: impl FnMut(u32
         // Up to 64 slots: one mask lookup per block.
         let mut active = live.first().copied().unwrap_or(0);
         let mut depth = 0u32;
+        // The first blocks have no block before them to prefetch them.
+        for &key in keys.iter().take(PREFETCH_AHEAD) {
+            table.prefetch(key);
+        }
         for (i, &key) in keys.iter().enumerate() {
             if active == 0 {
                 return;
