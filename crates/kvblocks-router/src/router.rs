@@ -190,7 +190,9 @@ impl Router {
         if self.readers_waiting.load(Ordering::SeqCst) == 0 {
             return index;
         }
-        drop(index);
+        // Fair: a query that gave up spinning and parked gets the lock handed
+        // to it, so the writer cannot barge in before it wakes up.
+        RwLockWriteGuard::unlock_fair(index);
         let _ = spin_for(|| (self.readers_waiting.load(Ordering::SeqCst) == 0).then_some(()));
         self.write()
     }
