@@ -8,6 +8,8 @@
 //! - After criterion: the query's latency percentiles with the index idle and
 //!   while another thread applies churn as fast as it can, and the index's
 //!   bytes per (block, worker) pair (skipped if `KVROUTER_SKIP_LATENCY` is set).
+//!   `KVROUTER_APPLY_SLICE` sets how many block events the writer applies
+//!   between two chances for waiting queries (default 32).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -70,10 +72,19 @@ fn removed(worker: u64, blocks: Vec<u64>) -> IndexBatch {
     }
 }
 
+/// Block events per slice of a batch (`Router::new`'s 32 unless
+/// `KVROUTER_APPLY_SLICE` says otherwise).
+fn apply_slice() -> usize {
+    std::env::var("KVROUTER_APPLY_SLICE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
+}
+
 /// 64 workers, 8192 prompts of 128 blocks (1M distinct blocks); prompt `p`
 /// is held by `1 + p % 4` workers, the first whole, each next one half as far.
 fn populated() -> (Router, Vec<Vec<SequenceHash>>) {
-    let router = Router::new();
+    let router = Router::with_apply_slice(apply_slice());
     let prompts: Vec<_> = (0..prompts_count())
         .map(|p| chain(p, PROMPT_BLOCKS))
         .collect();

@@ -9,6 +9,7 @@
 //! re-applies a change.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use kvblocks::events::{StreamPosition, WorkerSnapshot};
@@ -133,6 +134,22 @@ impl ClusterIndex {
         worker: WorkerId,
         got: Option<StreamPosition>,
     ) -> Result<ApplyOutcome, ApplyError> {
+        let outcome = self.check_admission(worker, got)?;
+        if outcome == ApplyOutcome::Applied {
+            self.record_applied(worker, got);
+        }
+        Ok(outcome)
+    }
+
+    /// [`admit`](Self::admit) without advancing the stream: on
+    /// `Ok(Applied)` the caller applies the batch, then calls
+    /// [`record_applied`](Self::record_applied). A newer epoch is acted on
+    /// here (the old incarnation's blocks dropped, the stream at its start).
+    pub(crate) fn check_admission(
+        &mut self,
+        worker: WorkerId,
+        got: Option<StreamPosition>,
+    ) -> Result<ApplyOutcome, ApplyError> {
         self.add_worker(worker);
         let Some(got) = got else {
             self.counters.unsequenced_batches += 1;
@@ -184,9 +201,16 @@ impl ClusterIndex {
                 got,
             });
         }
-        state.in_gap = false;
-        state.next = Some(got.next());
         Ok(ApplyOutcome::Applied)
+    }
+
+    /// Records that the batch at `got` (admitted by
+    /// [`check_admission`](Self::check_admission)) is wholly applied.
+    pub(crate) fn record_applied(&mut self, worker: WorkerId, got: Option<StreamPosition>) {
+        if let (Some(got), Some(state)) = (got, self.workers.get_mut(&worker)) {
+            state.in_gap = false;
+            state.next = Some(got.next());
+        }
     }
 
     fn slot_of(&mut self, worker: WorkerId, tier: LogicalLayoutHandle) -> u32 {
@@ -246,14 +270,29 @@ impl ClusterIndex {
         parent: Option<BlockKey>,
         blocks: &[BlockKey],
     ) -> usize {
+        self.apply_stored_part(worker, tier, parent, blocks, 0..blocks.len())
+    }
+
+    /// Stores `blocks[part]` of the chain `blocks` (the blocks before `part`
+    /// stored already), prefetching past the part's end. The parent is
+    /// checked with the first part only.
+    pub(crate) fn apply_stored_part(
+        &mut self,
+        worker: WorkerId,
+        tier: LogicalLayoutHandle,
+        parent: Option<BlockKey>,
+        blocks: &[BlockKey],
+        part: Range<usize>,
+    ) -> usize {
         let slot = self.slot_of(worker, tier);
-        if let Some(parent) = parent {
+        if let Some(parent) = parent.filter(|_| part.start == 0) {
             if !self.table.holds(parent, slot) {
                 self.counters.orphan_stores += 1;
             }
         }
-        self.store(slot, blocks);
-        blocks.len()
+        let len = part.len();
+        self.store(slot, blocks, part);
+        len
     }
 
     /// Removes `blocks` from `worker`'s `tier`.
@@ -263,14 +302,26 @@ impl ClusterIndex {
         tier: LogicalLayoutHandle,
         blocks: &[BlockKey],
     ) -> usize {
+        self.apply_removed_part(worker, tier, blocks, 0..blocks.len())
+    }
+
+    /// Removes `blocks[part]`, prefetching past the part's end.
+    pub(crate) fn apply_removed_part(
+        &mut self,
+        worker: WorkerId,
+        tier: LogicalLayoutHandle,
+        blocks: &[BlockKey],
+        part: Range<usize>,
+    ) -> usize {
+        let len = part.len();
         match self.existing_slot(worker, tier) {
-            Some(slot) => self.remove(slot, blocks),
+            Some(slot) => self.remove(slot, blocks, part),
             None => {
-                self.counters.unknown_removes += blocks.len() as u64;
-                self.counters.block_events += blocks.len() as u64;
+                self.counters.unknown_removes += len as u64;
+                self.counters.block_events += len as u64;
             }
         }
-        blocks.len()
+        len
     }
 
     /// Drops every block of `worker` in `tier` (all tiers for `None`).
@@ -280,34 +331,51 @@ impl ClusterIndex {
         1
     }
 
-    fn store(&mut self, slot: u32, blocks: &[BlockKey]) {
+    /// Stores `blocks[part]` in `slot`; prefetches up to the end of `blocks`
+    /// (so a batch applied part by part keeps its look-ahead).
+    fn store(&mut self, slot: u32, blocks: &[BlockKey], part: Range<usize>) {
+        let len = part.len() as u64;
+        if part.start == 0 {
+            // Later parts were prefetched by the parts before them.
+            for &key in blocks.iter().take(PREFETCH_AHEAD) {
+                self.table.prefetch(key);
+            }
+        }
         let mut fresh = 0;
-        for (i, &key) in blocks.iter().enumerate() {
+        for i in part {
             if let Some(&ahead) = blocks.get(i + PREFETCH_AHEAD) {
                 self.table.prefetch(ahead);
             }
-            if self.table.insert(key, slot) {
+            if self.table.insert(blocks[i], slot) {
                 fresh += 1;
             }
         }
         self.slots[slot as usize].blocks += fresh;
-        self.counters.redundant_stores += blocks.len() as u64 - fresh;
-        self.counters.block_events += blocks.len() as u64;
+        self.counters.redundant_stores += len - fresh;
+        self.counters.block_events += len;
     }
 
-    fn remove(&mut self, slot: u32, blocks: &[BlockKey]) {
+    /// Removes `blocks[part]` from `slot`, prefetching like [`Self::store`].
+    fn remove(&mut self, slot: u32, blocks: &[BlockKey], part: Range<usize>) {
+        let len = part.len() as u64;
+        if part.start == 0 {
+            // Later parts were prefetched by the parts before them.
+            for &key in blocks.iter().take(PREFETCH_AHEAD) {
+                self.table.prefetch(key);
+            }
+        }
         let mut gone = 0;
-        for (i, &key) in blocks.iter().enumerate() {
+        for i in part {
             if let Some(&ahead) = blocks.get(i + PREFETCH_AHEAD) {
                 self.table.prefetch(ahead);
             }
-            if self.table.remove(key, slot) {
+            if self.table.remove(blocks[i], slot) {
                 gone += 1;
             }
         }
         self.slots[slot as usize].blocks -= gone;
-        self.counters.unknown_removes += blocks.len() as u64 - gone;
-        self.counters.block_events += blocks.len() as u64;
+        self.counters.unknown_removes += len - gone;
+        self.counters.block_events += len;
     }
 
     /// Drops every block `worker` holds in `tier` (every tier for `None`).
@@ -384,7 +452,7 @@ impl ClusterIndex {
                 .iter()
                 .map(|h| h.current_sequence_hash())
                 .collect();
-            self.store(slot, &keys);
+            self.store(slot, &keys, 0..keys.len());
         }
         if let Some(state) = self.workers.get_mut(&worker) {
             state.next = Some(snapshot.position);

@@ -28,6 +28,17 @@
 //! blocks of a request it holds; [`Router::best_worker`] picks the longest,
 //! breaking ties by load ([`Router::set_load`], [`Router::add_load`]).
 //!
+//! # Queries while batches are applied
+//!
+//! A batch is applied in slices of 32 block events
+//! ([`Router::with_apply_slice`]); a query that arrives meanwhile spins
+//! while the current slice finishes and gets in before the next, so it waits
+//! about a microsecond, not for the whole batch. It sees every earlier batch
+//! whole plus a prefix of the current batch's events, in order (the first
+//! blocks of a chain being stored, say, not yet the rest). A worker's stream
+//! position ([`Router::worker_status`]) advances only after the batch's last
+//! slice: a query that sees the new position sees the whole batch.
+//!
 //! # Memory
 //!
 //! One 16-byte table entry per distinct block (for up to 64 worker-tier

@@ -3,13 +3,39 @@
 //!
 //! Queries take the read lock once each and never allocate per block. Event
 //! batches are applied one at a time (a writer mutex keeps every batch whole
-//! with respect to other writers), under the write lock, which the writer
-//! hands to waiting readers every `apply_chunk` block events, so a query
-//! waits for at most one chunk, not for a whole batch.
+//! with respect to other writers), under the write lock, in slices of
+//! `apply_slice` block events.
+//!
+//! # Readers wait for one slice, not for a batch
+//!
+//! A query that finds the write lock taken announces itself (a counter) and
+//! spins on `try_read`; the writer looks at the counter after every slice
+//! and, if a query waits, releases the lock, spins until every announced
+//! query got in, and takes the lock back (spinning first as well). Nobody
+//! parks on the lock in the common case, so a query waits for at most one
+//! slice plus a cache-line hand-off, not for a futex wake-up. Both spins are
+//! bounded in time (`SPIN_LIMIT`); past that (the other thread preempted)
+//! they fall back to the lock's blocking, fair acquisition. A clear
+//! (`IndexEvent::Cleared`, a new epoch, a snapshot, a worker's removal)
+//! rebuilds the table and is one slice however large.
+//!
+//! # What a query observes
+//!
+//! Every query sees the index between two slices: every batch applied
+//! before, all of it, plus a prefix of the events of the batch being applied
+//! (in the batch's order; a chain's blocks are stored first to last, so a
+//! query may see the first blocks of a fresh chain and not yet the rest).
+//! For routing that is as good as arriving a few microseconds earlier or
+//! later. A worker's stream position ([`Router::worker_status`]) advances only
+//! once its batch's last slice is applied: if a query sees the new position,
+//! it (and every later query) sees the whole batch.
 
 use kvblocks::events::WorkerSnapshot;
 use kvblocks::{LogicalLayoutHandle, SequenceHash};
-use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::index::{ApplyError, ApplyOutcome, ClusterIndex, WorkerStatus, PREFETCH_AHEAD};
 use crate::ingest::{BlockKey, IndexBatch, IndexEvent, WorkerId};
@@ -86,7 +112,31 @@ pub struct BestWorker {
 pub struct Router {
     index: RwLock<ClusterIndex>,
     writer: Mutex<()>,
-    apply_chunk: usize,
+    /// Queries spinning for the read lock (the writer lets them in).
+    readers_waiting: AtomicUsize,
+    apply_slice: usize,
+}
+
+/// How long a query spins for the read lock, the writer for its waiting
+/// queries to get in, and the writer for the write lock, before falling back
+/// to blocking.
+const SPIN_LIMIT: Duration = Duration::from_micros(50);
+
+/// Calls `attempt` until it gives a value, for at most [`SPIN_LIMIT`].
+#[inline]
+fn spin_for<T>(mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        for _ in 0..32 {
+            if let Some(value) = attempt() {
+                return Some(value);
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() > SPIN_LIMIT {
+            return None;
+        }
+    }
 }
 
 impl Default for Router {
@@ -96,22 +146,61 @@ impl Default for Router {
 }
 
 impl Router {
-    /// An empty router that yields to readers every 64 block events.
+    /// An empty router that lets waiting queries in every 32 block events.
     pub fn new() -> Self {
-        Self::with_apply_chunk(64)
+        Self::with_apply_slice(32)
     }
 
-    /// An empty router that yields to readers every `apply_chunk` block
-    /// events (at least 1) while applying a batch.
-    pub fn with_apply_chunk(apply_chunk: usize) -> Self {
+    /// An empty router that lets waiting queries in every `apply_slice`
+    /// block events (at least 1) while applying a batch.
+    pub fn with_apply_slice(apply_slice: usize) -> Self {
         Self {
             index: RwLock::new(ClusterIndex::new()),
             writer: Mutex::new(()),
-            apply_chunk: apply_chunk.max(1),
+            readers_waiting: AtomicUsize::new(0),
+            apply_slice: apply_slice.max(1),
         }
     }
 
+    /// The read lock for a query: at once if free, else by spinning while
+    /// the writer finishes its slice (module docs).
+    fn read(&self) -> RwLockReadGuard<'_, ClusterIndex> {
+        if let Some(index) = self.index.try_read() {
+            return index;
+        }
+        self.readers_waiting.fetch_add(1, Ordering::SeqCst);
+        let index = spin_for(|| self.index.try_read()).unwrap_or_else(|| self.index.read());
+        self.readers_waiting.fetch_sub(1, Ordering::SeqCst);
+        index
+    }
+
+    /// The write lock for the writer (holding the writer mutex): spinning
+    /// first, so a query that holds the read lock for a few microseconds
+    /// does not send the writer to sleep.
+    fn write(&self) -> RwLockWriteGuard<'_, ClusterIndex> {
+        spin_for(|| self.index.try_write()).unwrap_or_else(|| self.index.write())
+    }
+
+    /// Between two slices: if a query waits, releases the write lock until
+    /// every waiting query got the read lock, then takes it back.
+    fn let_readers_in<'a>(
+        &'a self,
+        index: RwLockWriteGuard<'a, ClusterIndex>,
+    ) -> RwLockWriteGuard<'a, ClusterIndex> {
+        if self.readers_waiting.load(Ordering::SeqCst) == 0 {
+            return index;
+        }
+        // Fair: a query that gave up spinning and parked gets the lock handed
+        // to it, so the writer cannot barge in before it wakes up.
+        RwLockWriteGuard::unlock_fair(index);
+        let _ = spin_for(|| (self.readers_waiting.load(Ordering::SeqCst) == 0).then_some(()));
+        self.write()
+    }
+
     /// Applies one worker's batch if it continues the worker's stream.
+    ///
+    /// Queries running meanwhile may see a prefix of the batch's events
+    /// (module docs); the worker's position advances once all are applied.
     ///
     /// # Errors
     ///
@@ -119,45 +208,44 @@ impl Router {
     /// unchanged (and the refusal counted). A duplicate is `Ok(Duplicate)`.
     pub fn apply(&self, batch: &IndexBatch) -> Result<ApplyOutcome, ApplyError> {
         let _writer = self.writer.lock();
-        let mut index = self.index.write();
-        let outcome = index.admit(batch.worker, batch.position)?;
+        let mut index = self.write();
+        let outcome = index.check_admission(batch.worker, batch.position)?;
         if outcome == ApplyOutcome::Duplicate {
             return Ok(outcome);
         }
-        let mut since_yield = 0;
+        let slice = self.apply_slice;
+        // Block events applied since the waiting queries were last let in.
+        let mut in_slice = 0;
         for event in &batch.events {
-            match event {
-                IndexEvent::Stored {
-                    tier,
-                    parent,
-                    blocks,
-                } => {
-                    let mut parent = *parent;
-                    for chunk in blocks.chunks(self.apply_chunk) {
-                        since_yield += index.apply_stored(batch.worker, *tier, parent, chunk);
-                        parent = chunk.last().copied();
-                        self.maybe_yield(&mut index, &mut since_yield);
-                    }
-                }
-                IndexEvent::Removed { tier, blocks } => {
-                    for chunk in blocks.chunks(self.apply_chunk) {
-                        since_yield += index.apply_removed(batch.worker, *tier, chunk);
-                        self.maybe_yield(&mut index, &mut since_yield);
-                    }
+            let (tier, blocks) = match event {
+                IndexEvent::Stored { tier, blocks, .. } | IndexEvent::Removed { tier, blocks } => {
+                    (*tier, blocks)
                 }
                 IndexEvent::Cleared { tier } => {
                     index.apply_cleared(batch.worker, *tier);
+                    index = self.let_readers_in(index);
+                    in_slice = 0;
+                    continue;
+                }
+            };
+            let mut start = 0;
+            while start < blocks.len() {
+                let end = blocks.len().min(start + (slice - in_slice));
+                in_slice += match event {
+                    IndexEvent::Stored { parent, .. } => {
+                        index.apply_stored_part(batch.worker, tier, *parent, blocks, start..end)
+                    }
+                    _ => index.apply_removed_part(batch.worker, tier, blocks, start..end),
+                };
+                start = end;
+                if in_slice >= slice {
+                    index = self.let_readers_in(index);
+                    in_slice = 0;
                 }
             }
         }
+        index.record_applied(batch.worker, batch.position);
         Ok(outcome)
-    }
-
-    fn maybe_yield(&self, index: &mut RwLockWriteGuard<'_, ClusterIndex>, since_yield: &mut usize) {
-        if *since_yield >= self.apply_chunk {
-            RwLockWriteGuard::bump(index);
-            *since_yield = 0;
-        }
     }
 
     /// Replaces a worker's blocks by a snapshot and continues its stream at
@@ -168,13 +256,13 @@ impl Router {
     /// [`ApplyError::StaleSnapshot`] if the index is already past it.
     pub fn apply_snapshot(&self, snapshot: &WorkerSnapshot) -> Result<(), ApplyError> {
         let _writer = self.writer.lock();
-        self.index.write().apply_snapshot(snapshot)
+        self.write().apply_snapshot(snapshot)
     }
 
     /// Makes a worker known before it reports anything (so it can be chosen).
     pub fn add_worker(&self, worker: WorkerId) {
         let _writer = self.writer.lock();
-        self.index.write().add_worker(worker);
+        self.write().add_worker(worker);
     }
 
     /// Forgets a worker and drops its blocks; returns how many (block, tier)
@@ -185,18 +273,18 @@ impl Router {
     /// [`ApplyError::UnknownWorker`].
     pub fn remove_worker(&self, worker: WorkerId) -> Result<u64, ApplyError> {
         let _writer = self.writer.lock();
-        self.index.write().remove_worker(worker)
+        self.write().remove_worker(worker)
     }
 
     /// Sets a worker's load (requests or blocks in flight, the caller's
     /// unit); `false` if the worker is unknown.
     pub fn set_load(&self, worker: WorkerId, load: u64) -> bool {
-        self.index.read().set_load(worker, load)
+        self.read().set_load(worker, load)
     }
 
     /// Adds `delta` to a worker's load; `false` if the worker is unknown.
     pub fn add_load(&self, worker: WorkerId, delta: i64) -> bool {
-        self.index.read().add_load(worker, delta)
+        self.read().add_load(worker, delta)
     }
 
     /// Per worker and tier, how many leading blocks of the request it holds.
@@ -223,7 +311,7 @@ impl Router {
         out.scores.clear();
         out.keys.clear();
         out.keys.extend(keys);
-        let index = self.index.read();
+        let index = self.read();
         score_slots(&index, &out.keys, |slot, blocks| {
             if let Some((worker, tier)) = index.owner(slot) {
                 out.scores.push(WorkerOverlap {
@@ -247,7 +335,7 @@ impl Router {
     /// worker is known.
     pub fn best_worker(&self, hashes: &[SequenceHash]) -> Option<BestWorker> {
         let keys: Vec<BlockKey> = hashes.iter().map(|h| h.current_sequence_hash()).collect();
-        let index = self.index.read();
+        let index = self.read();
         let mut by_slot = vec![0u32; index.slot_count()];
         score_slots(&index, &keys, |slot, blocks| {
             by_slot[slot as usize] = blocks;
@@ -288,27 +376,27 @@ impl Router {
 
     /// Whether `worker` holds `key` in `tier`.
     pub fn holds(&self, worker: WorkerId, tier: LogicalLayoutHandle, key: BlockKey) -> bool {
-        self.index.read().holds(worker, tier, key)
+        self.read().holds(worker, tier, key)
     }
 
     /// A worker's stream state, blocks per tier and load.
     pub fn worker_status(&self, worker: WorkerId) -> Option<WorkerStatus> {
-        self.index.read().status(worker)
+        self.read().status(worker)
     }
 
     /// Every known worker, sorted.
     pub fn workers(&self) -> Vec<WorkerId> {
-        self.index.read().workers()
+        self.read().workers()
     }
 
     /// Counters and gauges.
     pub fn metrics(&self) -> RouterMetrics {
-        self.index.read().metrics()
+        self.read().metrics()
     }
 
     /// Heap bytes of the index.
     pub fn memory_bytes(&self) -> usize {
-        self.index.read().memory_bytes()
+        self.read().memory_bytes()
     }
 }
 
@@ -331,6 +419,10 @@ fn score_slots(index: &ClusterIndex, keys: &[BlockKey], mut emit: impl FnMut(u32
         // Up to 64 slots: one mask lookup per block.
         let mut active = live.first().copied().unwrap_or(0);
         let mut depth = 0u32;
+        // The first blocks have no block before them to prefetch them.
+        for &key in keys.iter().take(PREFETCH_AHEAD) {
+            table.prefetch(key);
+        }
         for (i, &key) in keys.iter().enumerate() {
             if active == 0 {
                 return;

@@ -206,7 +206,7 @@ proptest! {
         max_batch in 1..6usize,
         pad_past_64_slots in any::<bool>(),
     ) {
-        let router = Router::with_apply_chunk(3);
+        let router = Router::with_apply_slice(3);
         if pad_past_64_slots {
             // 62 bystanders take slots 0..62, so the workers' slots straddle word 0 and 1.
             for id in 1000..1062u128 {
