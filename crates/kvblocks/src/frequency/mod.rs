@@ -49,10 +49,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod settings;
 mod sketch;
 
 use std::sync::Arc;
 
+pub use settings::{
+    DecayPolicy, FixedDecayPolicy, TinyLFUSettings, TinyLFUSettingsBuilder, TinyLFUSettingsError,
+    TinyLFUSketch,
+};
 pub use sketch::TinyLFUTracker;
 
 /// A key a [`FrequencyTracker`] can count: anything with a well-spread

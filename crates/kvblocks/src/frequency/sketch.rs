@@ -54,7 +54,7 @@
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use super::{FrequencyTracker, SketchKey};
+use super::{DecayPolicy, FrequencyTracker, SketchKey};
 use crate::sync::Padded;
 
 /// Words per block (one 64-byte cache line).
@@ -101,6 +101,9 @@ pub struct TinyLFUTracker<K: SketchKey = u128> {
     /// Samples since the last halving (roughly: halved with the counters).
     samples: Padded<AtomicUsize>,
     sample_size: usize,
+    /// A custom rule for when to halve (kvbm-logical's `DecayPolicy`); `None`:
+    /// every `sample_size` samples, without a call per touch.
+    decay: Option<Box<dyn DecayPolicy>>,
     /// Set while one thread halves.
     halving: AtomicBool,
     halvings: AtomicU64,
@@ -113,6 +116,25 @@ impl<K: SketchKey> TinyLFUTracker<K> {
     /// halved every 10 x `capacity` samples.
     pub fn new(capacity: usize) -> Self {
         Self::with_sample_size(capacity, capacity.saturating_mul(10))
+    }
+
+    /// A sketch sized for `capacity` keys that halves when `decay` says so
+    /// (asked after every sample, with the samples since the last halving),
+    /// and then starts counting samples from zero.
+    pub fn with_decay_policy(capacity: usize, decay: Box<dyn DecayPolicy>) -> Self {
+        Self {
+            decay: Some(decay),
+            ..Self::with_sample_size(capacity, usize::MAX)
+        }
+    }
+
+    /// Whether `samples` samples since the last halving call for one.
+    #[inline]
+    fn due(&self, samples: usize) -> bool {
+        match &self.decay {
+            None => samples >= self.sample_size,
+            Some(decay) => decay.should_decay(samples.min(u32::MAX as usize) as u32),
+        }
     }
 
     /// A sketch sized for `capacity` keys that halves every `sample_size`
@@ -128,6 +150,7 @@ impl<K: SketchKey> TinyLFUTracker<K> {
             block_mask: blocks - 1,
             samples: Padded(AtomicUsize::new(0)),
             sample_size: sample_size.max(1),
+            decay: None,
             halving: AtomicBool::new(false),
             halvings: AtomicU64::new(0),
             _key: PhantomData,
@@ -175,7 +198,8 @@ impl<K: SketchKey> TinyLFUTracker<K> {
             return;
         }
         // ORDERING: Relaxed: the count only decides whether to halve.
-        if self.samples.load(Ordering::Relaxed) >= self.sample_size {
+        let samples = self.samples.load(Ordering::Relaxed);
+        if self.due(samples) {
             for word in self.blocks.iter().flat_map(|b| b.0.iter()) {
                 // ORDERING: Relaxed: each word is its own value. The closure
                 // never declines, so this cannot fail; a concurrent touch
@@ -185,8 +209,13 @@ impl<K: SketchKey> TinyLFUTracker<K> {
                 });
             }
             // ORDERING: Relaxed (statistic). Samples that came in meanwhile stay.
-            self.samples
-                .fetch_sub(self.sample_size - self.sample_size / 2, Ordering::Relaxed);
+            let counted = if self.decay.is_some() {
+                // A custom rule counts from zero after each halving.
+                samples
+            } else {
+                self.sample_size - self.sample_size / 2
+            };
+            self.samples.fetch_sub(counted, Ordering::Relaxed);
             self.halvings.fetch_add(1, Ordering::Relaxed);
         }
         // ORDERING: Release pairs with the Acquire above.
@@ -221,9 +250,7 @@ impl<K: SketchKey> TinyLFUTracker<K> {
     #[inline]
     fn add_samples(&self, raised: usize) {
         // ORDERING: Relaxed (statistic).
-        if raised > 0
-            && self.samples.fetch_add(raised, Ordering::Relaxed) + raised >= self.sample_size
-        {
+        if raised > 0 && self.due(self.samples.fetch_add(raised, Ordering::Relaxed) + raised) {
             self.halve();
         }
     }
@@ -271,6 +298,7 @@ impl<K: SketchKey> std::fmt::Debug for TinyLFUTracker<K> {
         f.debug_struct("TinyLFUTracker")
             .field("bytes", &self.heap_bytes())
             .field("sample_size", &self.sample_size)
+            .field("custom_decay", &self.decay.is_some())
             .field("halvings", &self.halvings())
             .finish()
     }
