@@ -8,7 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use kvblocks::frequency::{FrequencyTracker, FrequencyTrackingCapacity};
-use kvblocks::{BlockDuplicationPolicy, BlockManager, BlockRegistry, ImmutableBlock, SequenceHash};
+use kvblocks::{BlockDuplicationPolicy, BlockManager, BlockRegistry, SequenceHash};
+
+mod common;
+use common::{chain, register};
 
 #[derive(Clone)]
 struct G1;
@@ -42,28 +45,6 @@ fn tier<T: kvblocks::BlockMetadata>(registry: &BlockRegistry, blocks: usize) -> 
         .duplication_policy(BlockDuplicationPolicy::Allow)
         .build()
         .unwrap()
-}
-
-fn register<T: kvblocks::BlockMetadata>(
-    m: &BlockManager<T>,
-    hashes: &[SequenceHash],
-) -> Vec<ImmutableBlock<T>> {
-    let staged = m
-        .allocate_blocks(hashes.len())
-        .unwrap()
-        .into_iter()
-        .zip(hashes)
-        .map(|(b, h)| b.stage(*h, 4).unwrap())
-        .collect();
-    m.register_blocks(staged)
-}
-
-fn chain(len: usize, seed: u64) -> Vec<SequenceHash> {
-    let mut hashes = vec![SequenceHash::root(seed)];
-    for i in 1..len {
-        hashes.push(hashes[i - 1].extend(seed << 8 | i as u64));
-    }
-    hashes
 }
 
 fn metered_registry() -> (Arc<Metered>, BlockRegistry) {

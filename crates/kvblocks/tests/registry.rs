@@ -9,9 +9,10 @@ use std::thread;
 use std::time::Duration;
 
 use kvblocks::registry::PresenceError;
-use kvblocks::{
-    AttachmentError, BlockManager, BlockRegistry, ImmutableBlock, LifecyclePinRef, SequenceHash,
-};
+use kvblocks::{AttachmentError, BlockManager, BlockRegistry, LifecyclePinRef, SequenceHash};
+
+mod common;
+use common::{chain, register};
 
 #[derive(Clone)]
 struct G1;
@@ -27,28 +28,6 @@ fn tier<T: kvblocks::BlockMetadata>(registry: &BlockRegistry, blocks: usize) -> 
         .registry(registry.clone())
         .build()
         .unwrap()
-}
-
-fn register<T: kvblocks::BlockMetadata>(
-    m: &BlockManager<T>,
-    hashes: &[SequenceHash],
-) -> Vec<ImmutableBlock<T>> {
-    let staged = m
-        .allocate_blocks(hashes.len())
-        .unwrap()
-        .into_iter()
-        .zip(hashes)
-        .map(|(b, h)| b.stage(*h, 4).unwrap())
-        .collect();
-    m.register_blocks(staged)
-}
-
-fn chain(len: usize, seed: u64) -> Vec<SequenceHash> {
-    let mut hashes = vec![SequenceHash::root(seed)];
-    for i in 1..len {
-        hashes.push(hashes[i - 1].extend(seed << 8 | i as u64));
-    }
-    hashes
 }
 
 #[test]

@@ -15,6 +15,9 @@ use std::thread;
 
 use kvblocks::{BlockManager, BlockMetadata, BlockRegistry, ImmutableBlock, SequenceHash};
 
+mod common;
+use common::register;
+
 #[derive(Clone)]
 struct G1;
 #[derive(Clone)]
@@ -45,20 +48,6 @@ fn tier<T: BlockMetadata>(registry: &BlockRegistry) -> BlockManager<T> {
         .registry(registry.clone())
         .build()
         .unwrap()
-}
-
-fn register<T: BlockMetadata>(
-    m: &BlockManager<T>,
-    hashes: &[SequenceHash],
-) -> Vec<ImmutableBlock<T>> {
-    let staged = m
-        .allocate_blocks(hashes.len())
-        .unwrap()
-        .into_iter()
-        .zip(hashes)
-        .map(|(b, h)| b.stage(*h, 4).unwrap())
-        .collect();
-    m.register_blocks(staged)
 }
 
 /// Presence of every hash in every tier: `[tier][hash]`.
