@@ -140,6 +140,20 @@ impl TraceReport {
         }
     }
 
+    /// The table's first line for this trace: its size, the infinite-cache
+    /// hit rate and the hold mode.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "{}: {} requests, {} block refs, {} distinct blocks (infinite cache {:.1}%), hold: {}",
+            self.trace,
+            thousands(self.requests as u64),
+            thousands(self.block_refs as u64),
+            thousands(self.distinct_blocks as u64),
+            self.infinite_cache_hit_rate * 100.0,
+            self.hold_label(),
+        )
+    }
+
     /// The header's note on pool shards: empty for one pool as asked.
     fn shards_note(&self) -> String {
         let asked = if self.pool_shards == [self.pool_shards_requested] {
@@ -193,17 +207,7 @@ pub fn table(report: &Report) -> String {
         if index > 0 {
             out.push('\n');
         }
-        let _ = writeln!(
-            out,
-            "{}: {} requests, {} block refs, {} distinct blocks (infinite cache {:.1}%), hold: {}{}",
-            trace.trace,
-            thousands(trace.requests as u64),
-            thousands(trace.block_refs as u64),
-            thousands(trace.distinct_blocks as u64),
-            trace.infinite_cache_hit_rate * 100.0,
-            trace.hold_label(),
-            trace.shards_note(),
-        );
+        let _ = writeln!(out, "{}{}", trace.summary_line(), trace.shards_note());
         let header = [
             "policy",
             "capacity",

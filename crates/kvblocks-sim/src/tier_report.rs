@@ -196,17 +196,7 @@ pub fn table(report: &TieredReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", report.cost_model.describe());
     for trace in &report.traces {
-        let t = &trace.trace;
-        let _ = writeln!(
-            out,
-            "\n{}: {} requests, {} block refs, {} distinct blocks (infinite cache {:.1}%), hold: {}",
-            t.trace,
-            thousands(t.requests as u64),
-            thousands(t.block_refs as u64),
-            thousands(t.distinct_blocks as u64),
-            t.infinite_cache_hit_rate * 100.0,
-            t.hold_label(),
-        );
+        let _ = writeln!(out, "\n{}", trace.trace.summary_line());
         let header = [
             "run",
             "tier",
