@@ -40,6 +40,16 @@ async fn start_consumer(
     .expect("consumer")
 }
 
+/// Waits until `router` holds exactly the workers' registered sets; fails
+/// with the consumer's counters if it does not within [`WAIT`].
+async fn assert_router_exact(router: &Router, workers: &[Worker], consumer: &EventConsumer) {
+    assert!(
+        wait_exact(router, workers, WAIT).await,
+        "{:?}",
+        consumer.stats()
+    );
+}
+
 /// Every worker serves `requests` requests.
 fn serve_all(workers: &mut [Worker], requests: usize) {
     for worker in workers {
@@ -60,11 +70,7 @@ async fn four_workers_router_view_equals_union_of_registered_sets() {
     for _ in 0..4 {
         serve_all(&mut workers, 50);
     }
-    assert!(
-        wait_exact(&router, &workers, WAIT).await,
-        "{:?}",
-        consumer.stats()
-    );
+    assert_router_exact(&router, &workers, &consumer).await;
     let stats = consumer.stats();
     assert_eq!(
         (stats.gaps, stats.duplicates, stats.undecodable),
@@ -107,11 +113,7 @@ async fn consumer_killed_mid_stream_resumes_after_its_last_ack() {
     serve_all(&mut workers, 60);
     let consumer = start().await;
     serve_all(&mut workers, 30);
-    assert!(
-        wait_exact(&router, &workers, WAIT).await,
-        "{:?}",
-        consumer.stats()
-    );
+    assert_router_exact(&router, &workers, &consumer).await;
     let second = consumer.stats();
     // It resumed after the first one's acknowledgements, not from the
     // start. Batches the first one had pulled but not acknowledged come back
@@ -153,11 +155,7 @@ async fn a_router_that_lost_its_state_recovers_every_worker_by_replay() {
     let router = Arc::new(Router::new());
     let consumer = start_consumer(client, &settings, &durable, &router).await;
     serve_all(&mut workers, 40);
-    assert!(
-        wait_exact(&router, &workers, WAIT).await,
-        "{:?}",
-        consumer.stats()
-    );
+    assert_router_exact(&router, &workers, &consumer).await;
     let stats = consumer.stats();
     assert_eq!(stats.gaps, 4, "one per worker: {stats:?}");
     assert_eq!(stats.replay_recoveries, 4, "{stats:?}");
@@ -188,11 +186,7 @@ async fn a_gap_the_stream_cannot_fill_is_closed_by_a_snapshot() {
     let client = connect(&url).await.expect("the shared broker");
     let consumer = start_consumer(client, &settings, &durable, &router).await;
     serve_all(&mut workers, 10);
-    assert!(
-        wait_exact(&router, &workers, WAIT).await,
-        "{:?}",
-        consumer.stats()
-    );
+    assert_router_exact(&router, &workers, &consumer).await;
     let stats = consumer.stats();
     assert_eq!(stats.gaps, 4, "{stats:?}");
     assert_eq!(stats.snapshot_recoveries, 4, "{stats:?}");
@@ -221,11 +215,7 @@ async fn a_worker_restarting_with_a_new_epoch_replaces_its_old_blocks() {
     assert_eq!(old.stop().await.dropped(), 0);
     workers.push(Worker::start(&url, &settings, 3, 2, 4096).await);
     serve_all(&mut workers, 60);
-    assert!(
-        wait_exact(&router, &workers, WAIT).await,
-        "{:?}",
-        consumer.stats()
-    );
+    assert_router_exact(&router, &workers, &consumer).await;
     let stats = consumer.stats();
     assert_eq!((stats.gaps, stats.stale_epochs), (0, 0), "{stats:?}");
     let c = router.metrics().counters;
@@ -264,11 +254,7 @@ async fn a_broker_restart_mid_stream_loses_nothing_it_could_buffer() {
     serve_all(&mut workers, 40);
     broker.restart();
     serve_all(&mut workers, 40);
-    assert!(
-        wait_exact(&router, &workers, WAIT).await,
-        "{:?}",
-        consumer.stats()
-    );
+    assert_router_exact(&router, &workers, &consumer).await;
 
     // (The pull stream may ride out the restart inside the client, so
     // `reconnects` is not asserted.)
