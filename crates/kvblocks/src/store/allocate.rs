@@ -97,6 +97,48 @@ fn next_start(shards: usize) -> usize {
 /// Most shards an eviction locks before it falls back to locking them all.
 const EVICTION_SHARDS: usize = 4;
 
+/// The shards' victim hints, read once per allocation: how long ago each
+/// shard's next victim was released, for the shards that had one.
+struct VictimAges {
+    /// The clock the ages count back from.
+    now: u32,
+    ages: [u32; super::MAX_POOL_SHARDS],
+    /// Shards with an evictable slot at their last unlock, as bits.
+    present: u64,
+}
+
+impl VictimAges {
+    /// Every shard's hint as of now.
+    #[inline]
+    fn read(store: &Store, now: u32) -> Self {
+        let mut ages = [0; super::MAX_POOL_SHARDS];
+        let mut present = 0;
+        for (k, age) in ages.iter_mut().enumerate().take(store.shard_count()) {
+            if let Some(hint) = store.victim_hint(k, now) {
+                *age = hint;
+                present |= 1 << k;
+            }
+        }
+        Self { now, ages, present }
+    }
+
+    /// The shard with the oldest next victim among those not in `excluded`
+    /// (ties to the higher index), with its age.
+    #[inline]
+    fn oldest(&self, excluded: u64) -> Option<(u32, usize)> {
+        let mut bits = self.present & !excluded;
+        let mut best = None;
+        while bits != 0 {
+            let k = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if best.map_or(true, |(age, _)| self.ages[k] >= age) {
+                best = Some((self.ages[k], k));
+            }
+        }
+        best
+    }
+}
+
 impl Store {
     /// Allocates `count` slots, all or nothing, handing each to `take`: the
     /// ones from reset pools first, then the evicted ones. Returns how many
@@ -137,12 +179,15 @@ impl Store {
                     }
                 }
             }
-        } else if let Some(mut held) = self.lock_oldest_shards(count) {
+        } else {
             // 2. No free slot anywhere: evict from the few shards whose
             // victims are oldest, oldest first.
-            let from_reset = take_free_from(&mut held, count, self, &mut take);
-            self.evict_oldest_first(&mut held, count - from_reset, &mut take);
-            return Some(from_reset);
+            let hints = VictimAges::read(self, self.clock());
+            if let Some(mut held) = self.lock_oldest_shards(count, &hints) {
+                let from_reset = take_free_from(&mut held, count, self, &mut take);
+                self.evict_oldest_first(&mut held, count - from_reset, Some(&hints), &mut take);
+                return Some(from_reset);
+            }
         }
         // 3. Exactly, with every shard locked.
         let mut cores = self.lock_all();
@@ -152,31 +197,27 @@ impl Store {
         cores.rotate_left(start);
         let mut held: Vec<_> = cores.into_iter().map(Some).collect();
         let from_reset = take_free_from(&mut held, count, self, &mut take);
-        self.evict_oldest_first(&mut held, count - from_reset, &mut take);
+        self.evict_oldest_first(&mut held, count - from_reset, None, &mut take);
         // The caller's `Arc` outlives this drop (see `shard`).
         drop(Store::unlock_all(held.into_iter().flatten()));
         Some(from_reset)
     }
 
-    /// Locks the shard whose next victim is oldest (by the lock-free hints)
-    /// and, while the locked shards cannot serve `count` slots, the next
-    /// oldest ones whose locks are free, up to [`EVICTION_SHARDS`]. `None`
-    /// (nothing locked) if that does not reach `count`.
+    /// Locks the shard whose next victim is oldest (by the lock-free
+    /// `hints`) and, while the locked shards cannot serve `count` slots, the
+    /// next oldest ones whose locks are free, up to [`EVICTION_SHARDS`].
+    /// `None` (nothing locked) if that does not reach `count`.
     fn lock_oldest_shards(
         &self,
         count: usize,
+        hints: &VictimAges,
     ) -> Option<[Option<ShardGuard<'_>>; EVICTION_SHARDS]> {
-        let now = self.clock();
         let mut held = [None, None, None, None];
         let mut considered = 0u64;
         let mut available = 0;
         for place in 0..EVICTION_SHARDS {
             // The oldest hint not considered yet.
-            let oldest = (0..self.shard_count())
-                .filter(|k| considered & (1 << k) == 0)
-                .filter_map(|k| self.victim_hint(k, now).map(|age| (age, k)))
-                .max();
-            let Some((_, shard)) = oldest else {
+            let Some((_, shard)) = hints.oldest(considered) else {
                 break;
             };
             considered |= 1 << shard;
@@ -202,15 +243,16 @@ impl Store {
     /// them), each time from the shard whose next victim was released
     /// longest ago: one order over the shards, as a single pool's policy
     /// would evict. While `held` has an empty place, a shard not held whose
-    /// hint shows older victims than any held shard's is locked too, if its
-    /// lock is free.
+    /// hint (in `hints`) shows older victims than any held shard's is
+    /// locked too, if its lock is free.
     fn evict_oldest_first<'a>(
         &'a self,
         held: &mut Held<'a>,
         count: usize,
+        hints: Option<&VictimAges>,
         mut take: impl FnMut(u32),
     ) {
-        let now = self.clock();
+        let now = hints.map_or_else(|| self.clock(), |hints| hints.now);
         let age = |core: &Option<ShardGuard<'_>>| core.as_ref()?.next_victim_age(now);
         let mut ages = [None; super::MAX_POOL_SHARDS];
         let mut held_mask = 0u64;
@@ -221,12 +263,7 @@ impl Store {
             }
         }
         // The oldest shard outside `held`, by its hint.
-        let outside = |mask: u64| {
-            (0..self.shard_count())
-                .filter(|k| mask & (1 << k) == 0)
-                .filter_map(|k| self.victim_hint(k, now).map(|age| (age, k)))
-                .max()
-        };
+        let outside = |mask: u64| hints.and_then(|hints| hints.oldest(mask));
         let mut best_outside = if held.iter().any(Option::is_none) {
             outside(held_mask)
         } else {

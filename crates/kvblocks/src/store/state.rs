@@ -294,24 +294,9 @@ impl ShardState {
     ///
     /// If the policy breaks its contract: a victim that is not one of this
     /// shard's evictable slots, or no victim while some are evictable.
-    pub(crate) fn evict(&mut self, max: usize, store: &Store, mut take: impl FnMut(u32)) -> usize {
-        let mut count = 0;
-        while count < max && self.inactive > 0 {
-            let slot = self.next_victim(store);
-            let hash = store.records.hash(slot);
-            self.unregister(slot, store);
-            if self.dated() {
-                self.frontier = self.released[self.local(slot) as usize];
-            }
-            store.records.set_state(slot, SlotState::Outstanding);
-            self.outstanding += 1;
-            self.counters.allocations += 1;
-            take(slot);
-            count += 1;
-            // Last: the slot is counted and handed out whatever this does.
-            self.policy.on_forget(self.local(slot), hash);
-        }
-        count
+    #[inline]
+    pub(crate) fn evict(&mut self, max: usize, store: &Store, take: impl FnMut(u32)) -> usize {
+        self.evict_until(max, store, take, |_| false)
     }
 
     /// Evicts up to `max` slots, as [`evict`](Self::evict) does, while the
@@ -325,14 +310,45 @@ impl ShardState {
         now: u32,
         rival: Option<u32>,
         store: &Store,
-        mut take: impl FnMut(u32),
+        take: impl FnMut(u32),
     ) -> usize {
-        let Some(rival) = rival else {
-            return self.evict(max, store, take);
-        };
-        let mut count = self.evict(1.min(max), store, &mut take);
-        while count < max && self.next_victim_age(now).is_some_and(|age| age >= rival) {
-            count += self.evict(1, store, &mut take);
+        match rival {
+            None => self.evict(max, store, take),
+            Some(rival) => self.evict_until(max, store, take, |shard| {
+                shard.next_victim_age(now).map_or(true, |age| age < rival)
+            }),
+        }
+    }
+
+    /// The eviction loop: up to `max` victims, asking `stop` before each one
+    /// after the first whether to end there. One loop for both callers, so a
+    /// run of victims costs no call per victim.
+    #[inline(always)]
+    fn evict_until(
+        &mut self,
+        max: usize,
+        store: &Store,
+        mut take: impl FnMut(u32),
+        mut stop: impl FnMut(&Self) -> bool,
+    ) -> usize {
+        let mut count = 0;
+        while count < max && self.inactive > 0 {
+            if count > 0 && stop(self) {
+                break;
+            }
+            let slot = self.next_victim(store);
+            let hash = store.records.hash(slot);
+            self.unregister(slot, store);
+            if self.dated() {
+                self.frontier = self.released[self.local(slot) as usize];
+            }
+            store.records.set_state(slot, SlotState::Outstanding);
+            self.outstanding += 1;
+            self.counters.allocations += 1;
+            take(slot);
+            count += 1;
+            // Last: the slot is counted and handed out whatever this does.
+            self.policy.on_forget(self.local(slot), hash);
         }
         count
     }
