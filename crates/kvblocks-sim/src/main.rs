@@ -24,9 +24,12 @@
 //! and prefill time saved per tier (`tiered_cli`).
 //!
 //! Bad input ends with one `kvsim: error: ...` line on stderr, before any
-//! replay (plot paths included): exit code 2 for a malformed tiered flag
-//! (as clap's own usage errors), 1 for everything else. A flag that does not
-//! apply to the run gets a `kvsim: warning: ...` line.
+//! replay (plot paths included). Exit codes: 2 when clap cannot parse the
+//! command line (an unknown flag, a value of the wrong type), 1 when kvsim
+//! refuses a value it checks itself (capacities, policies, tier lists, cost
+//! model...) or a run fails (an unreadable or malformed trace, an unwritable
+//! report). A flag that does not apply to the run gets a
+//! `kvsim: warning: ...` line.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -187,20 +190,14 @@ fn main() -> ExitCode {
             eprintln!("kvsim: error: {message}");
             ExitCode::FAILURE
         }
-        Err(Failure::Usage(message)) => {
-            eprintln!("kvsim: error: {message}");
-            ExitCode::from(2)
-        }
     }
 }
 
-/// Why a command failed, which picks the exit code.
+/// Why a command failed: a value kvsim refused, or a failed run (exit
+/// code 1; clap exits with 2 on a command line it cannot parse).
 #[derive(Debug)]
 enum Failure {
-    /// Bad input or a failed run: exit code 1.
     Runtime(String),
-    /// A malformed tiered flag: exit code 2, as clap's usage errors.
-    Usage(String),
 }
 
 impl From<String> for Failure {

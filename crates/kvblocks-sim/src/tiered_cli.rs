@@ -1,9 +1,9 @@
 //! `kvsim replay --tiers ...`: the tiered replay's flags and its run, from
 //! the checked command line to the table, JSON and tier view plot.
 //!
-//! A malformed tier list, tier policy, bandwidth or cost-model value is a
-//! usage error: one `kvsim: error: ...` line and exit code 2 (what clap uses
-//! for the flags it checks itself), before any trace is loaded.
+//! A malformed tier list, tier policy, bandwidth or cost-model value is
+//! refused with one `kvsim: error: ...` line and exit code 1, as every value
+//! kvsim checks itself, before any trace is loaded.
 
 use std::io::{self, Write};
 
@@ -106,20 +106,21 @@ struct Plan {
     cost: CostModel,
 }
 
-fn usage(message: impl ToString) -> Failure {
-    Failure::Usage(message.to_string())
+/// A flag value kvsim refuses.
+fn refused(message: impl ToString) -> Failure {
+    Failure::Runtime(message.to_string())
 }
 
 fn plan(args: &TieredArgs) -> Result<Plan, Failure> {
     let mut lists: Vec<TierList> = Vec::new();
     for text in &args.tiers {
-        let list = tiers::parse_tiers(text).map_err(usage)?;
+        let list = tiers::parse_tiers(text).map_err(refused)?;
         if !lists.contains(&list) {
             lists.push(list);
         }
     }
     let lower_policies = match &args.tier_policy {
-        Some(text) => tiers::parse_tier_policies(text).map_err(usage)?,
+        Some(text) => tiers::parse_tier_policies(text).map_err(refused)?,
         None => Vec::new(),
     };
     for &(tier, _) in &lower_policies {
@@ -127,13 +128,13 @@ fn plan(args: &TieredArgs) -> Result<Plan, Failure> {
             .iter()
             .any(|list| list.tiers().iter().any(|spec| spec.tier == tier));
         if !used {
-            return Err(usage(format!(
+            return Err(refused(format!(
                 "--tier-policy: {tier} is in no --tiers list"
             )));
         }
     }
     let bandwidths = match &args.tier_bandwidth {
-        Some(text) => tiers::parse_bandwidths(text).map_err(usage)?,
+        Some(text) => tiers::parse_bandwidths(text).map_err(refused)?,
         None => Vec::new(),
     };
     let model = ModelShape {
@@ -151,7 +152,7 @@ fn plan(args: &TieredArgs) -> Result<Plan, Failure> {
         BLOCK_TOKENS,
         &bandwidths,
     )
-    .map_err(usage)?;
+    .map_err(refused)?;
     let offload = match args.offload {
         Offload::OnEvict => OffloadMode::OnEvict,
         Offload::WriteThrough => OffloadMode::WriteThrough,
@@ -164,7 +165,7 @@ fn plan(args: &TieredArgs) -> Result<Plan, Failure> {
     })
 }
 
-/// Checks the tiered flags only (usage errors before anything else).
+/// Checks the tiered flags only (refused values before anything else).
 pub fn check(args: &TieredArgs) -> Result<(), Failure> {
     plan(args).map(|_| ())
 }

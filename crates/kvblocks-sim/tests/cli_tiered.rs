@@ -1,6 +1,6 @@
 //! `kvsim replay --tiers` from the command line: a tiered run's table, JSON
 //! and plot, and every malformed tier flag refused with one line and exit
-//! code 2 before anything runs.
+//! code 1 before anything runs (2 only where clap itself cannot parse).
 
 mod common;
 
@@ -9,11 +9,11 @@ use std::process::Output;
 use common::cli::{kvsim, stderr};
 use common::scratch_dir;
 
-/// A usage error: exit code 2, one `kvsim: error:` line containing
-/// `needle`, nothing on stdout, no panic.
-fn assert_usage_error(output: &Output, needle: &str) {
+/// A refused value: exit code 1 (as for every value kvsim checks itself),
+/// one `kvsim: error:` line containing `needle`, nothing on stdout, no panic.
+fn assert_refused(output: &Output, needle: &str) {
     let text = stderr(output);
-    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert_eq!(output.status.code(), Some(1), "{text}");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {text}");
     assert!(lines[0].starts_with("kvsim: error: "), "{text}");
@@ -22,7 +22,7 @@ fn assert_usage_error(output: &Output, needle: &str) {
 }
 
 #[test]
-fn malformed_tier_lists_are_one_line_usage_errors() {
+fn malformed_tier_lists_are_refused_with_one_line() {
     let cases = [
         ("", "--tiers: empty tier list"),
         (" , ", "--tiers: empty tier list"),
@@ -40,7 +40,7 @@ fn malformed_tier_lists_are_one_line_usage_errors() {
     ];
     for (tiers, needle) in cases {
         let output = kvsim(&["replay", "--requests", "50", "--no-plot", "--tiers", tiers]);
-        assert_usage_error(&output, needle);
+        assert_refused(&output, needle);
     }
     // A later --tiers is checked as well as the first.
     let output = kvsim(&[
@@ -51,11 +51,11 @@ fn malformed_tier_lists_are_one_line_usage_errors() {
         "--tiers",
         "G1=10,G1=20",
     ]);
-    assert_usage_error(&output, "given twice");
+    assert_refused(&output, "given twice");
 }
 
 #[test]
-fn malformed_tier_policies_bandwidths_and_cost_values_are_usage_errors() {
+fn malformed_tier_policies_bandwidths_and_cost_values_are_refused() {
     let base = [
         "replay",
         "--requests",
@@ -98,10 +98,10 @@ fn malformed_tier_policies_bandwidths_and_cost_values_are_usage_errors() {
     ];
     for (extra, needle) in cases {
         let output = kvsim(&[&base[..], extra].concat());
-        assert_usage_error(&output, needle);
+        assert_refused(&output, needle);
     }
     let output = kvsim(&[&base[..], &["--recompute-us-per-token=-3"]].concat());
-    assert_usage_error(&output, "--recompute-us-per-token: -3");
+    assert_refused(&output, "--recompute-us-per-token: -3");
 }
 
 #[test]
