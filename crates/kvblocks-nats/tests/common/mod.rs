@@ -43,13 +43,48 @@ pub fn unique(test: &str) -> (StreamSettings, String) {
     (settings, format!("router_{tag}"))
 }
 
-/// Deletes a test's stream from the shared broker.
+/// Deletes a test's stream from the shared broker, and the streams of test
+/// processes that are gone (a test that panicked never reached its own
+/// delete; the process id in the name tells whose a stream was).
 pub async fn delete_stream(url: &str, settings: &StreamSettings) {
-    if let Ok(client) = connect(url).await {
-        let _ = async_nats::jetstream::new(client)
-            .delete_stream(&settings.name)
-            .await;
+    let Ok(client) = connect(url).await else {
+        return;
+    };
+    let jetstream = async_nats::jetstream::new(client);
+    let _ = jetstream.delete_stream(&settings.name).await;
+    let mut names = jetstream.stream_names();
+    let mut stale = Vec::new();
+    while let Some(Ok(name)) = futures_util::StreamExt::next(&mut names).await {
+        if stream_owner(&name).is_some_and(|pid| !process_alive(pid)) {
+            stale.push(name);
+        }
     }
+    for name in stale {
+        let _ = jetstream.delete_stream(&name).await;
+    }
+}
+
+/// The process id in a test stream's name (`KVBT_{test}_{pid}_{nanos}_{n}`,
+/// see [`unique`]), if it is one.
+fn stream_owner(name: &str) -> Option<u32> {
+    let tag = name.strip_prefix("KVBT_")?;
+    let mut fields = tag.rsplitn(4, '_');
+    let (_n, _nanos, pid) = (fields.next()?, fields.next()?, fields.next()?);
+    pid.parse().ok()
+}
+
+/// Whether process `pid` runs on this machine (the shared broker is local).
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn a_test_streams_owner_is_read_from_its_name() {
+    let (settings, _) = unique("some_test");
+    assert_eq!(stream_owner(&settings.name), Some(std::process::id()));
+    assert!(process_alive(std::process::id()));
+    assert_eq!(stream_owner("KVBLOCKS_EVENTS"), None);
+    assert_eq!(stream_owner("KVBT_x_notapid_1_2"), None);
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
