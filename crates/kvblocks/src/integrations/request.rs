@@ -108,6 +108,12 @@ impl<T: BlockMetadata> RequestSequence<T> {
     /// manager of any block it holds.
     #[inline]
     pub(crate) fn check_manager(&self, manager: &BlockManager<T>) -> Result<(), RequestError> {
+        // The manager it is bound to passed this check when it was bound
+        // (ids are never reused), so it fits: one comparison per call on
+        // the decode path.
+        if self.manager == Some(manager.id()) {
+            return Ok(());
+        }
         if manager.block_size() != self.sequence.block_size() {
             return Err(RequestError::BlockSizeMismatch {
                 sequence: self.sequence.block_size(),
@@ -283,13 +289,18 @@ impl<T: BlockMetadata> RequestSequence<T> {
                 total: manager.total_blocks(),
             });
         }
-        let Some(blocks) = manager.allocate_blocks(count) else {
-            return Err(RequestError::InsufficientBlocks {
-                needed: count,
-                available: manager.available_blocks(),
-            });
+        let insufficient = || RequestError::InsufficientBlocks {
+            needed: count,
+            available: manager.available_blocks(),
         };
-        self.assignments.extend_blocks(blocks);
+        if count == 1 {
+            // The decode path: one block, no vector.
+            let block = manager.allocate_block().ok_or_else(insufficient)?;
+            self.assignments.extend_blocks(Some(block));
+        } else {
+            let blocks = manager.allocate_blocks(count).ok_or_else(insufficient)?;
+            self.assignments.extend_blocks(blocks);
+        }
         self.manager = Some(manager.id());
         Ok(())
     }
@@ -360,6 +371,18 @@ impl<T: BlockMetadata> RequestSequence<T> {
     #[inline]
     pub fn append_token(&mut self, token: Token) -> Result<Option<usize>, RequestError> {
         self.check_remaining(1)?;
+        self.append_within_budget(token)
+    }
+
+    /// [`append_token`](Self::append_token) for a caller that has checked
+    /// the output budget (the decode path checks it before it changes
+    /// anything).
+    #[inline]
+    pub(crate) fn append_within_budget(
+        &mut self,
+        token: Token,
+    ) -> Result<Option<usize>, RequestError> {
+        debug_assert!(self.remaining_tokens() > 0);
         let filled = self.sequence.append_token(token)?;
         self.generated_tokens += 1;
         Ok(filled)
