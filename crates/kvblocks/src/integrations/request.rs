@@ -325,6 +325,30 @@ impl<T: BlockMetadata> RequestSequence<T> {
         self.assignments.stage_hashes(hashes).unwrap_or(0)
     }
 
+    /// [`stage_up_to`](Self::stage_up_to)`(blocks)` then
+    /// [`register_staged`](Self::register_staged); returns how many blocks
+    /// were registered. The caller has checked the manager. When that is
+    /// one block with nothing staged before (a block filled during decode)
+    /// it takes the one-block path.
+    pub(crate) fn register_up_to(&mut self, blocks: usize, manager: &BlockManager<T>) -> usize {
+        let filed = self.assignments.assigned_count() + self.assignments.staged_count();
+        let end = blocks.min(self.sequence.num_blocks());
+        if end == filed + 1 && self.assignments.staged_count() == 0 {
+            let hash = self.sequence.sequence_hashes()[filed];
+            match self.assignments.register_next(hash, manager) {
+                Ok(true) => return 1,
+                // Left as it was: the general path decides.
+                Ok(false) => {}
+                // Staged, as the general path leaves it.
+                Err(_) => return 0,
+            }
+        }
+        if self.stage_up_to(blocks) == 0 {
+            return 0;
+        }
+        self.register_staged(manager).unwrap_or(0)
+    }
+
     /// Registers every staged block, making it matchable by other requests;
     /// returns how many.
     ///

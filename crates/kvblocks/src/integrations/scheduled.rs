@@ -234,14 +234,8 @@ impl<T: BlockMetadata> SchedulableSequence<T> {
     /// how many. The caller has checked the manager.
     #[inline(never)]
     fn register_computed(&mut self, manager: &BlockManager<T>) -> usize {
-        if self
-            .inner
-            .stage_up_to(self.kv_position / self.inner.block_size())
-            == 0
-        {
-            return 0;
-        }
-        self.inner.register_staged(manager).unwrap_or(0)
+        let blocks = self.kv_position / self.inner.block_size();
+        self.inner.register_up_to(blocks, manager)
     }
 
     /// Where the prefill ends: the prompt's end before the first output
