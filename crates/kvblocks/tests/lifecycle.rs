@@ -127,6 +127,25 @@ fn allocation_evicts_inactive_blocks_and_reports_them() {
 }
 
 #[test]
+fn allocate_block_takes_free_slots_first_then_evicts_and_forgets_the_victim() {
+    let m = manager(3);
+    let hashes = chain(2, 9);
+    drop(register_chain(&m, &hashes));
+    let free = m.allocate_block().expect("one free slot");
+    assert_eq!(m.metrics().evictions, 0, "the free slot goes first");
+    let evicted = m.allocate_block().expect("an inactive block to evict");
+    assert_eq!(m.metrics().evictions, 1);
+    assert!(!m.contains(hashes[0]), "LRU: the first released goes first");
+    assert!(m.contains(hashes[1]));
+    assert_ne!(free.block_id(), evicted.block_id());
+    let last = m.allocate_block().expect("the last inactive block");
+    assert!(m.allocate_block().is_none(), "nothing left: None");
+    assert_eq!(m.available_blocks(), 0);
+    drop((free, evicted, last));
+    assert_eq!(m.available_blocks(), 3, "unregistered blocks go back");
+}
+
+#[test]
 fn lineage_policy_evicts_the_leaf_before_its_older_parent() {
     let m = BlockManager::<Gpu>::builder()
         .block_count(2)

@@ -271,11 +271,19 @@ impl TokenBlockSequence {
     ///
     /// [`TokenError::PositionOverflow`] if the token would fill a block past
     /// the last encodable position; the token is not added.
+    #[inline]
     pub fn append(&mut self, token: Token) -> Result<Option<usize>, TokenError> {
         if self.current.remaining() > 1 {
             self.current.tokens.push(token);
             return Ok(None);
         }
+        self.append_filling(token)
+    }
+
+    /// [`append`](Self::append) of the token that fills the tail (one in
+    /// `block_size`), out of line so the common case stays small.
+    #[inline(never)]
+    fn append_filling(&mut self, token: Token) -> Result<Option<usize>, TokenError> {
         self.check_room(1)?;
         self.current.tokens.push(token);
         self.seal_tail();
@@ -440,11 +448,20 @@ impl TokenBlockSequence {
         Ok(())
     }
 
-    /// Seals the (just filled) tail into a full block; the tail keeps its buffer.
+    /// Seals the (just filled) tail into a full block. A buffer filled to
+    /// its capacity becomes the block's tokens as it is (no copy) and the
+    /// tail takes a new one; any other is copied and kept.
     fn seal_tail(&mut self) {
         debug_assert_eq!(self.current.remaining(), 0);
-        let tokens: Box<[Token]> = self.current.tokens.as_slice().into();
-        self.current.tokens.clear();
+        let tail = &mut self.current.tokens;
+        let tokens: Box<[Token]> = if tail.len() == tail.capacity() {
+            let fresh = Vec::with_capacity(tail.capacity());
+            std::mem::replace(tail, fresh).into_boxed_slice()
+        } else {
+            let tokens = tail.as_slice().into();
+            tail.clear();
+            tokens
+        };
         let block = TokenBlock::seal(tokens, self.salt_hash, self.blocks.last());
         self.blocks.push(block);
     }

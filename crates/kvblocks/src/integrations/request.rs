@@ -108,6 +108,12 @@ impl<T: BlockMetadata> RequestSequence<T> {
     /// manager of any block it holds.
     #[inline]
     pub(crate) fn check_manager(&self, manager: &BlockManager<T>) -> Result<(), RequestError> {
+        // The manager it is bound to passed this check when it was bound
+        // (ids are never reused), so it fits: one comparison per call on
+        // the decode path.
+        if self.manager == Some(manager.id()) {
+            return Ok(());
+        }
         if manager.block_size() != self.sequence.block_size() {
             return Err(RequestError::BlockSizeMismatch {
                 sequence: self.sequence.block_size(),
@@ -283,13 +289,18 @@ impl<T: BlockMetadata> RequestSequence<T> {
                 total: manager.total_blocks(),
             });
         }
-        let Some(blocks) = manager.allocate_blocks(count) else {
-            return Err(RequestError::InsufficientBlocks {
-                needed: count,
-                available: manager.available_blocks(),
-            });
+        let insufficient = || RequestError::InsufficientBlocks {
+            needed: count,
+            available: manager.available_blocks(),
         };
-        self.assignments.extend_blocks(blocks);
+        if count == 1 {
+            // The decode path: one block, no vector.
+            let block = manager.allocate_block().ok_or_else(insufficient)?;
+            self.assignments.extend_blocks(Some(block));
+        } else {
+            let blocks = manager.allocate_blocks(count).ok_or_else(insufficient)?;
+            self.assignments.extend_blocks(blocks);
+        }
         self.manager = Some(manager.id());
         Ok(())
     }
@@ -312,6 +323,30 @@ impl<T: BlockMetadata> RequestSequence<T> {
         }
         let hashes = &self.sequence.sequence_hashes()[filed..end];
         self.assignments.stage_hashes(hashes).unwrap_or(0)
+    }
+
+    /// [`stage_up_to`](Self::stage_up_to)`(blocks)` then
+    /// [`register_staged`](Self::register_staged); returns how many blocks
+    /// were registered. The caller has checked the manager. When that is
+    /// one block with nothing staged before (a block filled during decode)
+    /// it takes the one-block path.
+    pub(crate) fn register_up_to(&mut self, blocks: usize, manager: &BlockManager<T>) -> usize {
+        let filed = self.assignments.assigned_count() + self.assignments.staged_count();
+        let end = blocks.min(self.sequence.num_blocks());
+        if end == filed + 1 && self.assignments.staged_count() == 0 {
+            let hash = self.sequence.sequence_hashes()[filed];
+            match self.assignments.register_next(hash, manager) {
+                Ok(true) => return 1,
+                // Left as it was: the general path decides.
+                Ok(false) => {}
+                // Staged, as the general path leaves it.
+                Err(_) => return 0,
+            }
+        }
+        if self.stage_up_to(blocks) == 0 {
+            return 0;
+        }
+        self.register_staged(manager).unwrap_or(0)
     }
 
     /// Registers every staged block, making it matchable by other requests;
@@ -360,6 +395,18 @@ impl<T: BlockMetadata> RequestSequence<T> {
     #[inline]
     pub fn append_token(&mut self, token: Token) -> Result<Option<usize>, RequestError> {
         self.check_remaining(1)?;
+        self.append_within_budget(token)
+    }
+
+    /// [`append_token`](Self::append_token) for a caller that has checked
+    /// the output budget (the decode path checks it before it changes
+    /// anything).
+    #[inline]
+    pub(crate) fn append_within_budget(
+        &mut self,
+        token: Token,
+    ) -> Result<Option<usize>, RequestError> {
+        debug_assert!(self.remaining_tokens() > 0);
         let filled = self.sequence.append_token(token)?;
         self.generated_tokens += 1;
         Ok(filled)

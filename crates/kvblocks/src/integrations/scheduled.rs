@@ -201,6 +201,7 @@ impl<T: BlockMetadata> SchedulableSequence<T> {
 
     /// Holds at least the blocks covering the first `tokens` tokens;
     /// returns how many it allocated.
+    #[inline]
     fn ensure_slots(
         &mut self,
         tokens: usize,
@@ -212,6 +213,18 @@ impl<T: BlockMetadata> SchedulableSequence<T> {
             self.inner.check_manager(manager)?;
             return Ok(0);
         }
+        self.allocate_slots(tokens, manager)
+    }
+
+    /// [`ensure_slots`](Self::ensure_slots) when blocks are missing (once per
+    /// block during decode), out of line.
+    #[inline(never)]
+    fn allocate_slots(
+        &mut self,
+        tokens: usize,
+        manager: &BlockManager<T>,
+    ) -> Result<usize, ScheduleError> {
+        let (held, bs) = (self.inner.held_blocks(), self.inner.block_size());
         let needed = tokens.div_ceil(bs);
         self.inner.try_allocate_blocks(needed - held, manager)?;
         Ok(needed - held)
@@ -219,16 +232,10 @@ impl<T: BlockMetadata> SchedulableSequence<T> {
 
     /// Stages and registers every block whose KV is now computed; returns
     /// how many. The caller has checked the manager.
-    #[inline]
+    #[inline(never)]
     fn register_computed(&mut self, manager: &BlockManager<T>) -> usize {
-        if self
-            .inner
-            .stage_up_to(self.kv_position / self.inner.block_size())
-            == 0
-        {
-            return 0;
-        }
-        self.inner.register_staged(manager).unwrap_or(0)
+        let blocks = self.kv_position / self.inner.block_size();
+        self.inner.register_up_to(blocks, manager)
     }
 
     /// Where the prefill ends: the prompt's end before the first output
@@ -360,7 +367,8 @@ impl<T: BlockMetadata> SchedulableSequence<T> {
         // the first unregistered one (registered = computed full blocks).
         let boundary = (self.inner.assigned_blocks() + 1) * self.inner.block_size();
         let completed = self.kv_position == boundary && self.register_computed(manager) > 0;
-        self.inner.append_token(token)?;
+        // `check_apply` checked the budget and the room for one token.
+        self.inner.append_within_budget(token)?;
         self.state = SequenceState::Idle;
         self.emit(|| SequenceEvent::DecodeApplied {
             token,
@@ -535,6 +543,26 @@ impl<T: BlockMetadata> SchedulableSequence<T> {
     /// Idle, prefilled, not complete, exactly one dangling token.
     #[inline]
     fn require_decodable(&self) -> Result<(), ScheduleError> {
+        // The common case in one pass: once a token is generated the prefill
+        // target is every token but the last, so "prefilled with one
+        // dangling token" is `kv_position + 1 == total`. (Before the first
+        // token no request is decodable.)
+        let generated = self.inner.generated_tokens();
+        if matches!(self.state, SequenceState::Idle)
+            && generated > 0
+            && generated < self.inner.max_output_tokens()
+            && self.kv_position + 1 == self.inner.total_tokens()
+        {
+            return Ok(());
+        }
+        self.not_decodable()
+    }
+
+    /// Why [`require_decodable`](Self::require_decodable) refused (out of
+    /// line; may still be `Ok`, as the full checks decide).
+    #[cold]
+    #[inline(never)]
+    fn not_decodable(&self) -> Result<(), ScheduleError> {
         self.require_idle()?;
         if !self.is_prefill_complete() {
             return Err(ScheduleError::PrefillNotComplete {

@@ -118,6 +118,21 @@ impl<T: BlockMetadata> BlockManager<T> {
         self.allocate(count, None)
     }
 
+    /// One writable block: [`allocate_blocks`](Self::allocate_blocks)`(1)`
+    /// without the vector (a request's next block during decode).
+    pub fn allocate_block(&self) -> Option<MutableBlock<T>> {
+        let store = &self.store;
+        let mut slot = None;
+        let from_reset = store.allocate_slots(1, |s| slot = Some(s))?;
+        let slot = slot?;
+        if from_reset == 0 {
+            // Evicted: its stale index entry goes before it is handed out.
+            store.forget_evicted(std::iter::once(slot), |_| {});
+        }
+        store.events.flush_if_wanted();
+        Some(MutableBlock::new(StoreRef::new(store), slot))
+    }
+
     /// Like [`allocate_blocks`](Self::allocate_blocks), also returning the
     /// hashes of the blocks it evicted.
     ///
@@ -213,22 +228,14 @@ impl<T: BlockMetadata> BlockManager<T> {
         let (handle, slot, hash) = block.into_parts();
         let store = &self.store;
         store.prepare_registration(slot, hash);
-        let mut registered = None;
-        let mut new_primary = false;
-        store.register_slots([(slot, hash)], |r, _, new| {
-            registered = Some(r);
-            new_primary = new;
-        });
+        let (registered, new_primary) = store.register_slot(slot, hash);
         store.events.flush_if_wanted();
         if let (Some(tracker), true) = (&self.tracker, new_primary) {
             self.registry
                 .shared
                 .touch_new_registrations(&**tracker, store, &[hash]);
         }
-        match registered {
-            Some(registered) => Ok(ImmutableBlock::from_registered(handle, registered, hash)),
-            None => unreachable!("register_slots reports every slot it is given"),
-        }
+        Ok(ImmutableBlock::from_registered(handle, registered, hash))
     }
 
     /// [`register_blocks`](Self::register_blocks), with a batch holding a

@@ -394,6 +394,50 @@ impl<T: BlockMetadata> LogicalBlockAssignments<T> {
         Ok(count)
     }
 
+    /// Stages the oldest unassigned block under `hash` and registers it at
+    /// once (a block filled during decode): [`stage_hashes`](Self::stage_hashes)
+    /// of one key then [`try_register`](Self::try_register), without the
+    /// staged queue in between. Returns whether a block was registered:
+    /// `false` (nothing changed) if blocks are staged already, no block is
+    /// unassigned or `hash` is not for the next position.
+    ///
+    /// # Errors
+    ///
+    /// [`LogicalBlockAssignmentError::ForeignManager`] if the block came from
+    /// another manager; it stays staged, as after the two calls.
+    pub(crate) fn register_next(
+        &mut self,
+        hash: SequenceHash,
+        manager: &BlockManager<T>,
+    ) -> Result<bool, LogicalBlockAssignmentError<T>> {
+        if !self.staged.is_empty() || hash.position() != self.assigned.len() as u64 {
+            return Ok(false);
+        }
+        let Some((id, block)) = self.unassigned.pop_front() else {
+            return Ok(false);
+        };
+        let size = block.block_size();
+        let complete = match block.stage(hash, size) {
+            Ok(complete) => complete,
+            // Unreachable: the size is the guard's own. Put it back.
+            Err(err) => {
+                self.unassigned.push_front((id, err.into_block()));
+                return Ok(false);
+            }
+        };
+        match manager.try_register_block(complete) {
+            Ok(registered) => {
+                self.push_assigned(registered);
+                Ok(true)
+            }
+            Err(err) => {
+                let (error, block) = foreign(err);
+                self.staged.push_back((id, block));
+                Err(error)
+            }
+        }
+    }
+
     /// Files a freshly registered block after the assigned ones; under
     /// `Reject` it may be another slot than the staged one it replaces.
     fn push_assigned(&mut self, block: ImmutableBlock<T>) {

@@ -156,12 +156,21 @@ impl Store {
                 return None;
             }
             let from_reset = core.take_free(count, self, &mut take);
-            let mut removals = Removals::new(self);
-            core.evict(count - from_reset, self, |slot| {
-                removals.add_slot(slot);
-                take(slot);
-            });
-            removals.push_all();
+            if count > from_reset {
+                if self.events.enabled() {
+                    let mut removals = Removals::new(self);
+                    core.evict(count - from_reset, self, |slot| {
+                        removals.add_slot(slot);
+                        take(slot);
+                    });
+                    removals.push_all();
+                } else {
+                    // No removal to report: no buffer to fill (a one-block
+                    // allocation would pay more for its setup than for the
+                    // eviction).
+                    core.evict(count - from_reset, self, &mut take);
+                }
+            }
             return Some(from_reset);
         }
         // The clock that dates releases (see `evict_oldest_first`).

@@ -44,6 +44,21 @@ struct Pending {
     stray: Option<u32>,
 }
 
+impl Pending {
+    /// `slot` staged under `hash`, nothing known yet.
+    #[inline]
+    fn new(slot: u32, hash: SequenceHash) -> Self {
+        Self {
+            slot,
+            hash,
+            insert: Insert::Added,
+            outcome: None,
+            new_primary: false,
+            stray: None,
+        }
+    }
+}
+
 impl Store {
     /// Registers staged `(slot, hash)` pairs whose records already hold their
     /// hashes ([`Store::prepare_registration`]), handing each outcome, hash
@@ -56,14 +71,7 @@ impl Store {
     ) {
         let mut held = ShardCursor::new(self);
         let mut staged = staged.into_iter().peekable();
-        let blank = Pending {
-            slot: 0,
-            hash: SequenceHash::from_valid_u128(0),
-            insert: Insert::Added,
-            outcome: None,
-            new_primary: false,
-            stray: None,
-        };
+        let blank = Pending::new(0, SequenceHash::from_valid_u128(0));
         let mut chunk = [blank; CHUNK];
         while let Some(&(first, _)) = staged.peek() {
             let shard = self.shard_of(first);
@@ -71,40 +79,70 @@ impl Store {
             while len < CHUNK {
                 match staged.peek() {
                     Some(&(slot, hash)) if self.shard_of(slot) == shard => {
-                        chunk[len] = Pending {
-                            slot,
-                            hash,
-                            ..blank
-                        };
+                        chunk[len] = Pending::new(slot, hash);
                         len += 1;
                         staged.next();
                     }
                     _ => break,
                 }
             }
-            let chunk = &mut chunk[..len];
-            self.insert_chunk(&mut held, shard, chunk);
-            if chunk.iter().any(|p| p.outcome.is_none()) {
-                held.unlock();
-                let strays = chunk.iter_mut().filter_map(|p| p.stray.take());
-                // The caller's `Arc` outlives this drop (see `shard`).
-                self.release_handles(strays).finish();
-                for pending in chunk.iter_mut().filter(|p| p.outcome.is_none()) {
-                    let (outcome, new_primary) =
-                        self.register_exclusive(pending.slot, pending.hash);
-                    pending.outcome = Some(outcome);
-                    pending.new_primary = new_primary;
-                }
-            }
-            for pending in chunk.iter() {
-                if let Some(outcome) = pending.outcome {
-                    done(outcome, pending.hash, pending.new_primary);
-                }
-            }
+            self.register_chunk(&mut held, shard, &mut chunk[..len], &mut done);
         }
         // A `Reject` dedup may leave a shard idle; the caller's `Arc`
         // outlives this drop (see `shard`).
         drop(held.finish());
+    }
+
+    /// [`register_slots`](Self::register_slots) for one slot (a block
+    /// filled during decode): the same steps on a one-slot chunk, without
+    /// the batch's chunk array to fill. Returns the outcome and whether the
+    /// slot became the hash's primary.
+    pub(crate) fn register_slot(
+        self: &Arc<Self>,
+        slot: u32,
+        hash: SequenceHash,
+    ) -> (Registered, bool) {
+        let mut held = ShardCursor::new(self);
+        let mut chunk = [Pending::new(slot, hash)];
+        let mut result = None;
+        self.register_chunk(&mut held, self.shard_of(slot), &mut chunk, |r, _, new| {
+            result = Some((r, new));
+        });
+        // As in `register_slots`.
+        drop(held.finish());
+        match result {
+            Some(result) => result,
+            None => unreachable!("register_chunk reports every slot it is given"),
+        }
+    }
+
+    /// Registers the slots of `chunk` (all in `shard`), handing each
+    /// outcome to `done` in order.
+    #[inline]
+    fn register_chunk(
+        self: &Arc<Self>,
+        held: &mut ShardCursor<'_>,
+        shard: usize,
+        chunk: &mut [Pending],
+        mut done: impl FnMut(Registered, SequenceHash, bool),
+    ) {
+        self.insert_chunk(held, shard, chunk);
+        if chunk.iter().any(|p| p.outcome.is_none()) {
+            held.unlock();
+            let strays = chunk.iter_mut().filter_map(|p| p.stray.take());
+            // The caller's `Arc` outlives this drop (see `shard`).
+            self.release_handles(strays).finish();
+            for pending in chunk.iter_mut().filter(|p| p.outcome.is_none()) {
+                let (outcome, new_primary) = self.register_exclusive(pending.slot, pending.hash);
+                pending.outcome = Some(outcome);
+                pending.new_primary = new_primary;
+            }
+        }
+        for pending in chunk.iter() {
+            if let Some(outcome) = pending.outcome {
+                done(outcome, pending.hash, pending.new_primary);
+            }
+        }
     }
 
     /// Inserts the chunk's entries and finishes every registration that needs
