@@ -107,6 +107,21 @@ impl Loop {
 
 fn main() {
     let requests = requests();
+    // `KVBLOCKS_PROFILE=with|without [KVBLOCKS_PROFILE_REQUESTS=n]` serves
+    // n requests (default 20,000) with one variant and nothing else: run it
+    // under callgrind at two request counts and divide the difference by
+    // the blocks between them for instructions per block.
+    if let Some(variant) = std::env::var_os("KVBLOCKS_PROFILE") {
+        let count = std::env::var("KVBLOCKS_PROFILE_REQUESTS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(20_000usize);
+        let mut serving = Loop::new(variant == "with");
+        for _ in 0..count {
+            serving.serve(&requests);
+        }
+        return;
+    }
     // `KVBLOCKS_ALTERNATING_ONLY=1` skips criterion (for profiling).
     if std::env::var_os("KVBLOCKS_ALTERNATING_ONLY").is_none() {
         let mut c = Criterion::default().configure_from_args();

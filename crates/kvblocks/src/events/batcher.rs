@@ -11,6 +11,7 @@
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
+use super::buffer::RunEvents;
 use super::protocol::{EventKind, KvCacheEvent, KvCacheEvents, StoredBlock};
 use crate::{LogicalLayoutHandle, SequenceHash};
 
@@ -214,7 +215,6 @@ impl EventBatcher {
     /// each, but a run of one kind and tier at a time.
     pub fn push_all(&mut self, events: &[KvCacheEvent], now: Instant, out: &mut impl FnMut(Batch)) {
         self.poll(now, out);
-        let max = self.config.max_batch_size.get();
         let mut rest = events;
         while let Some(first) = rest.first() {
             let (kind, tier) = (first.kind(), first.tier());
@@ -222,36 +222,95 @@ impl EventBatcher {
                 .iter()
                 .take_while(|e| e.kind() == kind && e.tier() == tier)
                 .count();
-            let (mut run, tail) = rest.split_at(run);
+            let (run, tail) = rest.split_at(run);
             rest = tail;
-            if kind == EventKind::Clear {
-                for &event in run {
-                    self.push(event, now, out);
-                }
-                continue;
-            }
-            if let Some(open) = &self.open {
-                if open.kind != kind || open.tier != tier {
-                    self.stats.by_switch += 1;
-                    self.close(out);
-                }
-            }
-            while !run.is_empty() {
-                let room = max - self.pending();
-                let (taken, left) = run.split_at(room.min(run.len()));
-                run = left;
-                let open = self.open_for(kind, tier, now, taken.len());
-                for event in taken {
-                    match *event {
-                        KvCacheEvent::Create { block, .. } => open.creates.push(block),
-                        KvCacheEvent::Remove { hash, .. } => open.removes.push(hash),
-                        KvCacheEvent::Clear { .. } => {}
+            match kind {
+                EventKind::Clear => {
+                    for &event in run {
+                        self.push(event, now, out);
                     }
                 }
-                if self.pending() >= max {
-                    self.stats.by_size += 1;
-                    self.close(out);
+                EventKind::Create => {
+                    let blocks: Vec<_> = run
+                        .iter()
+                        .filter_map(|e| match *e {
+                            KvCacheEvent::Create { block, .. } => Some(block),
+                            _ => None,
+                        })
+                        .collect();
+                    self.push_run(tier, RunEvents::Create(&blocks), now, out);
                 }
+                EventKind::Remove => {
+                    let hashes: Vec<_> = run
+                        .iter()
+                        .filter_map(|e| match *e {
+                            KvCacheEvent::Remove { hash, .. } => Some(hash),
+                            _ => None,
+                        })
+                        .collect();
+                    self.push_run(tier, RunEvents::Remove(&hashes), now, out);
+                }
+            }
+        }
+    }
+
+    /// Adds one run of events of one kind in `tier` at time `now`, like
+    /// [`push`](Self::push) for each, copying the run a slice at a time.
+    /// The open batch's deadline is not checked: [`poll`](Self::poll) first
+    /// (once for all the runs pushed at one `now`).
+    pub(crate) fn push_run(
+        &mut self,
+        tier: LogicalLayoutHandle,
+        run: RunEvents<'_>,
+        now: Instant,
+        out: &mut impl FnMut(Batch),
+    ) {
+        match run {
+            RunEvents::Clear => self.push(KvCacheEvent::Clear { tier }, now, out),
+            RunEvents::Create(blocks) => {
+                self.fill(EventKind::Create, tier, blocks, now, out, |open| {
+                    &mut open.creates
+                })
+            }
+            RunEvents::Remove(hashes) => {
+                self.fill(EventKind::Remove, tier, hashes, now, out, |open| {
+                    &mut open.removes
+                })
+            }
+        }
+    }
+
+    /// Copies `run` (events of `kind` in `tier`) into open batches, closing
+    /// them on a switch and on the size limit; `payload` picks the vector
+    /// of the open batch that takes them.
+    fn fill<T: Copy>(
+        &mut self,
+        kind: EventKind,
+        tier: LogicalLayoutHandle,
+        mut run: &[T],
+        now: Instant,
+        out: &mut impl FnMut(Batch),
+        payload: fn(&mut Open) -> &mut Vec<T>,
+    ) {
+        if run.is_empty() {
+            return;
+        }
+        if let Some(open) = &self.open {
+            if open.kind != kind || open.tier != tier {
+                self.stats.by_switch += 1;
+                self.close(out);
+            }
+        }
+        let max = self.config.max_batch_size.get();
+        while !run.is_empty() {
+            let room = max - self.pending();
+            let (taken, left) = run.split_at(room.min(run.len()));
+            run = left;
+            let open = self.open_for(kind, tier, now, taken.len());
+            payload(open).extend_from_slice(taken);
+            if self.pending() >= max {
+                self.stats.by_size += 1;
+                self.close(out);
             }
         }
     }

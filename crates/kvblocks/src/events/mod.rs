@@ -58,6 +58,7 @@
 //! ```
 
 pub mod batcher;
+mod buffer;
 pub mod emitter;
 pub mod manager;
 pub mod policy;

@@ -76,8 +76,7 @@ impl StoredBlock {
 /// Whether `child` is the block right after `parent` in one sequence, as far
 /// as the key can tell: the next position and a matching parent fragment.
 pub fn is_parent_of(parent: SequenceHash, child: SequenceHash) -> bool {
-    child.position() == parent.position() + 1
-        && child.parent_fragment() == parent.parent_fragment_for_child_position(child.position())
+    parent.hash_as_parent_of(child).is_some()
 }
 
 /// One change to a worker's registered set (kvbm-logical's `KvCacheEvent`,
