@@ -100,11 +100,11 @@ impl EventBuffer {
 
     /// Hands `f` each run from `cursor` up to run index `until`, in order,
     /// and advances `cursor` past them.
-    pub(crate) fn for_each_run(
-        &self,
+    pub(crate) fn for_each_run<'a>(
+        &'a self,
         cursor: &mut Cursor,
         until: usize,
-        mut f: impl FnMut(LogicalLayoutHandle, RunEvents<'_>),
+        mut f: impl FnMut(LogicalLayoutHandle, RunEvents<'a>),
     ) {
         let until = until.min(self.runs.len());
         while cursor.run < until {
