@@ -134,26 +134,48 @@ impl EventEmitter {
         parent_of_first: Option<SequenceHash>,
         hashes: &[SequenceHash],
     ) -> bool {
+        self.stored_from(tier, parent_of_first, hashes.iter().copied())
+    }
+
+    /// [`stored`](Self::stored) for hashes the caller yields one by one (the
+    /// store's registration, which picks its new primaries out of a chunk
+    /// without copying them into a slice first).
+    #[inline]
+    pub(crate) fn stored_from(
+        &self,
+        tier: LogicalLayoutHandle,
+        parent_of_first: Option<SequenceHash>,
+        hashes: impl Iterator<Item = SequenceHash>,
+    ) -> bool {
         let Some(shared) = &self.shared else {
             return false;
+        };
+        let mut previous = parent_of_first;
+        let mut offered = 0u64;
+        let mut link = |hash: SequenceHash| {
+            offered += 1;
+            let parent = previous.and_then(|p| p.hash_as_parent_of(hash));
+            previous = Some(hash);
+            StoredBlock { hash, parent }
         };
         let mut pending = shared.pending.lock();
         let creates = &mut pending.events.creates;
         let before = creates.len();
-        creates.reserve(hashes.len());
-        let mut previous = parent_of_first;
-        for &hash in hashes {
-            let parent = previous.and_then(|p| p.hash_as_parent_of(hash));
-            previous = Some(hash);
-            if shared.filter.keeps(hash) {
-                creates.push(StoredBlock { hash, parent });
+        if shared.filter.keeps_all() {
+            creates.extend(hashes.map(link));
+        } else {
+            for hash in hashes {
+                let block = link(hash);
+                if shared.filter.keeps(hash) {
+                    creates.push(block);
+                }
             }
         }
         let kept = creates.len() - before;
         pending.events.close_push(EventKind::Create, tier, kept);
         let kept = kept as u64;
         pending.emitted += kept;
-        pending.filtered += hashes.len() as u64 - kept;
+        pending.filtered += offered - kept;
         pending.events.len() >= shared.flush_hint
     }
 
