@@ -1,8 +1,14 @@
 //! The batcher: turns a stream of single events into batches of one kind and
-//! one tier.
+//! one tier, or, configured with
+//! [`with_mixed_kinds`](BatchingConfig::with_mixed_kinds), of stores and
+//! removals of one tier together in their order.
 //!
 //! A batch is closed when it reaches the size limit, when an event of another
-//! kind or tier arrives, or when its window has passed. The core crate has no
+//! kind (one-kind batches only) or tier arrives, before and after a clear, or
+//! when its window has passed. One-kind batches are what kvbm-logical's
+//! format carries; a serving loop alternates evictions and registrations, so
+//! they close every few events, and mixed batches cost a tenth as many
+//! allocations and publishes (BENCHMARKS.md, "Event emission"). The core crate has no
 //! runtime and no timer, so time is whatever `Instant` the caller passes in:
 //! the deadline is checked when an event is pushed and when the caller polls.
 //! This module never sends anything; closed batches go to the caller's
@@ -12,7 +18,7 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use super::buffer::RunEvents;
-use super::protocol::{EventKind, KvCacheEvent, KvCacheEvents, StoredBlock};
+use super::protocol::{BlockChange, EventKind, KvCacheEvent, KvCacheEvents, StoredBlock};
 use crate::{LogicalLayoutHandle, SequenceHash};
 
 /// When a batch is closed.
@@ -22,6 +28,10 @@ pub struct BatchingConfig {
     pub window: Duration,
     /// Most events in a batch (default 1024).
     pub max_batch_size: NonZeroUsize,
+    /// Whether stores and removals of one tier share a batch
+    /// ([`KvCacheEvents::Mixed`]) instead of closing it at each switch
+    /// (default `false`: kvbm-logical's format carries one kind per batch).
+    pub mixed_kinds: bool,
 }
 
 impl Default for BatchingConfig {
@@ -29,6 +39,7 @@ impl Default for BatchingConfig {
         Self {
             window: Duration::from_millis(10),
             max_batch_size: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            mixed_kinds: false,
         }
     }
 }
@@ -44,6 +55,21 @@ impl BatchingConfig {
     pub fn with_max_size(mut self, size: NonZeroUsize) -> Self {
         self.max_batch_size = size;
         self
+    }
+
+    /// This configuration with stores and removals of one tier in one batch
+    /// (`true`) or in batches of one kind (`false`).
+    pub fn with_mixed_kinds(mut self, mixed: bool) -> Self {
+        self.mixed_kinds = mixed;
+        self
+    }
+
+    /// The kind of batch an event of `kind` goes into.
+    fn batch_kind(&self, kind: EventKind) -> EventKind {
+        match kind {
+            EventKind::Create | EventKind::Remove if self.mixed_kinds => EventKind::Mixed,
+            other => other,
+        }
     }
 }
 
@@ -63,7 +89,8 @@ pub struct BatcherStats {
     pub by_size: u64,
     /// Closed because their window passed.
     pub by_deadline: u64,
-    /// Closed because an event of another kind or tier arrived.
+    /// Closed because an event of another kind (one-kind batches) or tier
+    /// arrived.
     pub by_switch: u64,
     /// Closed by an explicit flush.
     pub by_flush: u64,
@@ -77,11 +104,12 @@ struct Open {
     deadline: Instant,
     creates: Vec<StoredBlock>,
     removes: Vec<SequenceHash>,
+    changes: Vec<BlockChange>,
 }
 
 impl Open {
     fn len(&self) -> usize {
-        self.creates.len() + self.removes.len()
+        self.creates.len() + self.removes.len() + self.changes.len()
     }
 }
 
@@ -106,6 +134,8 @@ pub struct EventBatcher {
     config: BatchingConfig,
     open: Option<Open>,
     stats: BatcherStats,
+    /// Events the caller said it is about to push (see `expect`).
+    coming: usize,
 }
 
 impl EventBatcher {
@@ -115,7 +145,15 @@ impl EventBatcher {
             config,
             open: None,
             stats: BatcherStats::default(),
+            coming: 0,
         }
+    }
+
+    /// Tells the batcher that `events` block events follow, so a mixed
+    /// batch is allocated once at the size it will reach instead of growing
+    /// run by run (a one-kind batch takes its run's size exactly anyway).
+    pub(crate) fn expect(&mut self, events: usize) {
+        self.coming = events;
     }
 
     /// The configuration.
@@ -141,7 +179,7 @@ impl EventBatcher {
     /// Adds one event at time `now`, handing every batch this closes to `out`.
     pub fn push(&mut self, event: KvCacheEvent, now: Instant, out: &mut impl FnMut(Batch)) {
         self.poll(now, out);
-        let (kind, tier) = (event.kind(), event.tier());
+        let (kind, tier) = (self.config.batch_kind(event.kind()), event.tier());
         if let Some(open) = &self.open {
             if open.kind != kind || open.tier != tier {
                 self.stats.by_switch += 1;
@@ -158,10 +196,18 @@ impl EventBatcher {
                 return;
             }
             KvCacheEvent::Create { block, .. } => {
-                self.open_for(kind, tier, now, 1).creates.push(block)
+                let open = self.open_for(kind, tier, now, 1);
+                match kind {
+                    EventKind::Mixed => open.changes.push(BlockChange::Stored(block)),
+                    _ => open.creates.push(block),
+                }
             }
             KvCacheEvent::Remove { hash, .. } => {
-                self.open_for(kind, tier, now, 1).removes.push(hash)
+                let open = self.open_for(kind, tier, now, 1);
+                match kind {
+                    EventKind::Mixed => open.changes.push(BlockChange::Removed(hash)),
+                    _ => open.removes.push(hash),
+                }
             }
         }
         if self.pending() >= self.config.max_batch_size.get() {
@@ -202,10 +248,12 @@ impl EventBatcher {
             deadline: now + window,
             creates: Vec::new(),
             removes: Vec::new(),
+            changes: Vec::new(),
         });
         match kind {
             EventKind::Create => open.creates.reserve(expected),
             EventKind::Remove => open.removes.reserve(expected),
+            EventKind::Mixed => open.changes.reserve(expected),
             EventKind::Clear => {}
         }
         open
@@ -225,7 +273,8 @@ impl EventBatcher {
             let (run, tail) = rest.split_at(run);
             rest = tail;
             match kind {
-                EventKind::Clear => {
+                // A single event is never of the mixed kind.
+                EventKind::Clear | EventKind::Mixed => {
                     for &event in run {
                         self.push(event, now, out);
                     }
@@ -265,24 +314,37 @@ impl EventBatcher {
         now: Instant,
         out: &mut impl FnMut(Batch),
     ) {
+        let mixed = self.config.mixed_kinds;
         match run {
             RunEvents::Clear => self.push(KvCacheEvent::Clear { tier }, now, out),
+            RunEvents::Create(blocks) if mixed => {
+                self.fill(EventKind::Mixed, tier, blocks, now, out, |open, blocks| {
+                    open.changes
+                        .extend(blocks.iter().map(|&block| BlockChange::Stored(block)))
+                })
+            }
             RunEvents::Create(blocks) => {
-                self.fill(EventKind::Create, tier, blocks, now, out, |open| {
-                    &mut open.creates
+                self.fill(EventKind::Create, tier, blocks, now, out, |open, blocks| {
+                    open.creates.extend_from_slice(blocks)
+                })
+            }
+            RunEvents::Remove(hashes) if mixed => {
+                self.fill(EventKind::Mixed, tier, hashes, now, out, |open, hashes| {
+                    open.changes
+                        .extend(hashes.iter().map(|&hash| BlockChange::Removed(hash)))
                 })
             }
             RunEvents::Remove(hashes) => {
-                self.fill(EventKind::Remove, tier, hashes, now, out, |open| {
-                    &mut open.removes
+                self.fill(EventKind::Remove, tier, hashes, now, out, |open, hashes| {
+                    open.removes.extend_from_slice(hashes)
                 })
             }
         }
     }
 
-    /// Copies `run` (events of `kind` in `tier`) into open batches, closing
-    /// them on a switch and on the size limit; `payload` picks the vector
-    /// of the open batch that takes them.
+    /// Copies `run` (events for a batch of `kind` in `tier`) into open
+    /// batches, closing them on a switch and on the size limit; `extend`
+    /// adds a piece of the run to the open batch.
     fn fill<T: Copy>(
         &mut self,
         kind: EventKind,
@@ -290,7 +352,7 @@ impl EventBatcher {
         mut run: &[T],
         now: Instant,
         out: &mut impl FnMut(Batch),
-        payload: fn(&mut Open) -> &mut Vec<T>,
+        extend: fn(&mut Open, &[T]),
     ) {
         if run.is_empty() {
             return;
@@ -306,8 +368,13 @@ impl EventBatcher {
             let room = max - self.pending();
             let (taken, left) = run.split_at(room.min(run.len()));
             run = left;
-            let open = self.open_for(kind, tier, now, taken.len());
-            payload(open).extend_from_slice(taken);
+            let expected = match kind {
+                EventKind::Mixed => taken.len().max(self.coming.min(room)),
+                _ => taken.len(),
+            };
+            self.coming = self.coming.saturating_sub(taken.len());
+            let open = self.open_for(kind, tier, now, expected);
+            extend(open, taken);
             if self.pending() >= max {
                 self.stats.by_size += 1;
                 self.close(out);
@@ -322,6 +389,7 @@ impl EventBatcher {
         let events = match open.kind {
             EventKind::Create => KvCacheEvents::Create(open.creates),
             EventKind::Remove => KvCacheEvents::Remove(open.removes),
+            EventKind::Mixed => KvCacheEvents::Mixed(open.changes),
             EventKind::Clear => KvCacheEvents::Clear,
         };
         out(Batch {

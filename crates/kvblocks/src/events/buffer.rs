@@ -8,13 +8,24 @@
 //! buffer and nothing else: it never batches, filters or locks (the emitter
 //! holds its lock around every call).
 
-use super::protocol::{EventKind, StoredBlock};
+use super::protocol::StoredBlock;
 use crate::{LogicalLayoutHandle, SequenceHash};
+
+/// The kind of the events of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunKind {
+    /// Stored blocks.
+    Create,
+    /// Removed hashes.
+    Remove,
+    /// A clear.
+    Clear,
+}
 
 /// Consecutive events of one kind and one tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Run {
-    kind: EventKind,
+    kind: RunKind,
     tier: LogicalLayoutHandle,
     /// Events in the run (1 for a clear).
     len: usize,
@@ -63,13 +74,13 @@ impl EventBuffer {
     /// were pushed for `tier`: they extend the last run when it has the same
     /// kind and tier and is not sealed, else they open a run.
     #[inline]
-    pub(crate) fn close_push(&mut self, kind: EventKind, tier: LogicalLayoutHandle, count: usize) {
+    pub(crate) fn close_push(&mut self, kind: RunKind, tier: LogicalLayoutHandle, count: usize) {
         if count == 0 {
             return;
         }
         if self.runs.len() > self.sealed {
             if let Some(last) = self.runs.last_mut() {
-                if last.kind == kind && last.tier == tier && kind != EventKind::Clear {
+                if last.kind == kind && last.tier == tier && kind != RunKind::Clear {
                     last.len += count;
                     return;
                 }
@@ -85,7 +96,7 @@ impl EventBuffer {
     /// Appends a clear of `tier` (a run of its own).
     pub(crate) fn push_clear(&mut self, tier: LogicalLayoutHandle) {
         self.runs.push(Run {
-            kind: EventKind::Clear,
+            kind: RunKind::Clear,
             tier,
             len: 1,
         });
@@ -111,17 +122,17 @@ impl EventBuffer {
             let run = self.runs[cursor.run];
             cursor.run += 1;
             let events = match run.kind {
-                EventKind::Create => {
+                RunKind::Create => {
                     let start = cursor.create;
                     cursor.create += run.len;
                     RunEvents::Create(&self.creates[start..cursor.create])
                 }
-                EventKind::Remove => {
+                RunKind::Remove => {
                     let start = cursor.remove;
                     cursor.remove += run.len;
                     RunEvents::Remove(&self.removes[start..cursor.remove])
                 }
-                EventKind::Clear => RunEvents::Clear,
+                RunKind::Clear => RunEvents::Clear,
             };
             f(run.tier, events);
         }
@@ -164,14 +175,14 @@ mod tests {
         );
         let mut buffer = EventBuffer::default();
         buffer.creates.push(StoredBlock::orphan(a));
-        buffer.close_push(EventKind::Create, G1, 1);
+        buffer.close_push(RunKind::Create, G1, 1);
         buffer.creates.push(StoredBlock::orphan(b));
-        buffer.close_push(EventKind::Create, G1, 1);
+        buffer.close_push(RunKind::Create, G1, 1);
         buffer.removes.push(a);
-        buffer.close_push(EventKind::Remove, G1, 1);
+        buffer.close_push(RunKind::Remove, G1, 1);
         buffer.removes.push(c);
-        buffer.close_push(EventKind::Remove, G2, 1);
-        buffer.close_push(EventKind::Remove, G2, 0);
+        buffer.close_push(RunKind::Remove, G2, 1);
+        buffer.close_push(RunKind::Remove, G2, 0);
         buffer.push_clear(G2);
         buffer.push_clear(G2);
         assert_eq!(buffer.len(), 4);
@@ -197,10 +208,10 @@ mod tests {
         let (a, b) = (SequenceHash::root(1), SequenceHash::root(2));
         let mut buffer = EventBuffer::default();
         buffer.removes.push(a);
-        buffer.close_push(EventKind::Remove, G1, 1);
+        buffer.close_push(RunKind::Remove, G1, 1);
         let at = buffer.seal();
         buffer.removes.push(b);
-        buffer.close_push(EventKind::Remove, G1, 1);
+        buffer.close_push(RunKind::Remove, G1, 1);
         assert_eq!(buffer.runs(), 2);
 
         let mut cursor = Cursor::default();

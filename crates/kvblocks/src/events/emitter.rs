@@ -36,9 +36,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::buffer::EventBuffer;
+use super::buffer::{EventBuffer, RunKind};
 use super::policy::Filter;
-use super::protocol::{EventKind, StoredBlock};
+use super::protocol::StoredBlock;
 use super::replay::TierSnapshot;
 use crate::{LogicalLayoutHandle, SequenceHash};
 
@@ -172,7 +172,7 @@ impl EventEmitter {
             }
         }
         let kept = creates.len() - before;
-        pending.events.close_push(EventKind::Create, tier, kept);
+        pending.events.close_push(RunKind::Create, tier, kept);
         let kept = kept as u64;
         pending.emitted += kept;
         pending.filtered += offered - kept;
@@ -194,7 +194,7 @@ impl EventEmitter {
                 .filter(|block| shared.filter.keeps(block.hash)),
         );
         let kept = creates.len() - before;
-        pending.events.close_push(EventKind::Create, tier, kept);
+        pending.events.close_push(RunKind::Create, tier, kept);
         let kept = kept as u64;
         pending.emitted += kept;
         pending.filtered += blocks.len() as u64 - kept;
@@ -216,7 +216,7 @@ impl EventEmitter {
             removes.extend(hashes.iter().filter(|&&hash| shared.filter.keeps(hash)));
         }
         let kept = removes.len() - before;
-        pending.events.close_push(EventKind::Remove, tier, kept);
+        pending.events.close_push(RunKind::Remove, tier, kept);
         let kept = kept as u64;
         pending.emitted += kept;
         pending.filtered += hashes.len() as u64 - kept;

@@ -388,6 +388,7 @@ impl EventsManager {
             barriers,
         } = state;
         batcher.poll(now, &mut |batch| outbox.publish(batch));
+        batcher.expect(events.len());
         let mut cursor = Cursor::default();
         for barrier in barriers.drain(..) {
             events.for_each_run(&mut cursor, barrier.at, |tier, run| {
