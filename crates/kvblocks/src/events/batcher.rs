@@ -460,6 +460,7 @@ mod tests {
         fn pushing_a_slice_batches_like_pushing_one_by_one(
             kinds in proptest::collection::vec(0..5u8, 0..60),
             max in 1..7usize,
+            mixed in proptest::prelude::any::<bool>(),
         ) {
             let events: Vec<_> = kinds.iter().enumerate().map(|(i, k)| match k {
                 0 | 1 => create(i as u64),
@@ -467,7 +468,9 @@ mod tests {
                 3 => remove(i as u64, G2),
                 _ => KvCacheEvent::Clear { tier: G2 },
             }).collect();
-            let config = BatchingConfig::default().with_max_size(NonZeroUsize::new(max).unwrap());
+            let config = BatchingConfig::default()
+                .with_max_size(NonZeroUsize::new(max).unwrap())
+                .with_mixed_kinds(mixed);
             let now = Instant::now();
             let (mut one, mut all) = (Vec::new(), Vec::new());
             let mut a = EventBatcher::new(config);
@@ -497,6 +500,71 @@ mod tests {
         );
         let lens: Vec<_> = out.iter().map(|b| (b.tier, b.events.len())).collect();
         assert_eq!(lens, [(G1, 2), (G1, 1), (G2, 1), (G1, 1)]);
+    }
+
+    #[test]
+    fn mixed_batches_keep_stores_and_removals_in_order_and_close_on_a_tier_switch() {
+        let config = BatchingConfig::default().with_mixed_kinds(true);
+        let out = run(
+            config,
+            &[
+                (create(1), 0),
+                (remove(5, G1), 0),
+                (create(2), 0),
+                (remove(6, G2), 0),
+                (KvCacheEvent::Clear { tier: G2 }, 0),
+                (create(3), 0),
+            ],
+        );
+        let hash = |p: u64| SequenceHash::new(p * 31 + 7, Some(3), p);
+        let stored = |p: u64| BlockChange::Stored(StoredBlock::orphan(hash(p)));
+        assert_eq!(
+            out,
+            [
+                Batch {
+                    tier: G1,
+                    events: KvCacheEvents::Mixed(vec![
+                        stored(1),
+                        BlockChange::Removed(hash(5)),
+                        stored(2)
+                    ]),
+                },
+                Batch {
+                    tier: G2,
+                    events: KvCacheEvents::Mixed(vec![BlockChange::Removed(hash(6))]),
+                },
+                Batch {
+                    tier: G2,
+                    events: KvCacheEvents::Clear,
+                },
+                Batch {
+                    tier: G1,
+                    events: KvCacheEvents::Mixed(vec![stored(3)]),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_run_pushed_after_an_announcement_fills_one_allocation() {
+        let config = BatchingConfig::default().with_mixed_kinds(true);
+        let mut batcher = EventBatcher::new(config);
+        let now = Instant::now();
+        let blocks: Vec<_> = (0..40)
+            .map(|p| StoredBlock::orphan(SequenceHash::root(p)))
+            .collect();
+        let hashes: Vec<_> = (100..140).map(SequenceHash::root).collect();
+        let mut out = Vec::new();
+        batcher.expect(80);
+        batcher.push_run(G1, RunEvents::Create(&blocks), now, &mut |b| out.push(b));
+        let reserved = batcher.open.as_ref().map(|open| open.changes.capacity());
+        batcher.push_run(G1, RunEvents::Remove(&hashes), now, &mut |b| out.push(b));
+        batcher.flush(&mut |b| out.push(b));
+        assert_eq!(reserved, Some(80), "the first run reserved for both");
+        let KvCacheEvents::Mixed(changes) = &out[0].events else {
+            panic!("expected one mixed batch, got {out:?}");
+        };
+        assert_eq!((out.len(), changes.len(), changes.capacity()), (1, 80, 80));
     }
 
     #[test]

@@ -71,8 +71,8 @@ pub use emitter::{EventEmitter, SnapshotTicket};
 pub use manager::{epoch_from_clock, EventsManager, EventsManagerBuilder, EventsStats};
 pub use policy::{AllEventsPolicy, EventEmissionPolicy, PowerOfTwoPolicy};
 pub use protocol::{
-    is_parent_of, BlockChange, EventKind, InstanceId, KvCacheEvent, KvCacheEvents, KvbmCacheEvents, StoredBlock,
-    StreamPosition,
+    is_parent_of, BlockChange, EventKind, InstanceId, KvCacheEvent, KvCacheEvents, KvbmCacheEvents,
+    StoredBlock, StreamPosition,
 };
 pub use replay::{RegisteredSet, ReplayError, TierSnapshot, WorkerSnapshot};
 pub use sink::{BroadcastReceiver, BroadcastSink, EventSink, RecvError, SinkError};
