@@ -18,7 +18,9 @@
 //! - [`emitter`]: [`EventEmitter`], the handle the store pushes to, under its
 //!   own locks, in nanoseconds.
 //! - [`batcher`]: [`EventBatcher`], closing batches on size, on a kind or tier
-//!   switch and on a deadline driven by the caller's clock.
+//!   switch and on a deadline driven by the caller's clock; or, with
+//!   [`BatchingConfig::with_mixed_kinds`], keeping stores and removals of one
+//!   tier in one batch in their order ([`KvCacheEvents::Mixed`]).
 //! - [`manager`]: [`EventsManager`], which flushes the emitters' buffer through
 //!   the batcher, assigns stream positions and publishes to every
 //!   [`EventSink`], outside every lock of the store.
