@@ -7,8 +7,9 @@
 //! kind (one-kind batches only) or tier arrives, before and after a clear, or
 //! when its window has passed. One-kind batches are what kvbm-logical's
 //! format carries; a serving loop alternates evictions and registrations, so
-//! they close every few events, and mixed batches cost a tenth as many
-//! allocations and publishes (BENCHMARKS.md, "Event emission"). The core crate has no
+//! they close every ~16 events, each with its allocations and its publish,
+//! where a mixed batch runs to the size limit (BENCHMARKS.md, "Event
+//! emission", has what that costs). The core crate has no
 //! runtime and no timer, so time is whatever `Instant` the caller passes in:
 //! the deadline is checked when an event is pushed and when the caller polls.
 //! This module never sends anything; closed batches go to the caller's
