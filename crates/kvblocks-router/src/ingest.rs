@@ -204,5 +204,11 @@ fn events_of(tier: LogicalLayoutHandle, events: &KvCacheEvents) -> Vec<IndexEven
         }],
         KvCacheEvents::Clear => vec![IndexEvent::Cleared { tier: Some(tier) }],
         KvCacheEvents::Shutdown => Vec::new(),
+        // Stores and removals in their order: each run as its own kind.
+        KvCacheEvents::Mixed(_) => events
+            .by_kind()
+            .iter()
+            .flat_map(|part| events_of(tier, part))
+            .collect(),
     }
 }

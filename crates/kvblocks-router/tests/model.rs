@@ -32,7 +32,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(id: u128, epoch: u64, max_batch: usize) -> Self {
+    fn start(id: u128, epoch: u64, max_batch: usize, mixed: bool) -> Self {
         let events = EventsManager::builder()
             .instance_id(id)
             .block_size(16)
@@ -40,7 +40,9 @@ impl Worker {
             .track_registered(true)
             .broadcast_capacity(1 << 16)
             .batching(
-                BatchingConfig::default().with_max_size(NonZeroUsize::new(max_batch).unwrap()),
+                BatchingConfig::default()
+                    .with_max_size(NonZeroUsize::new(max_batch).unwrap())
+                    .with_mixed_kinds(mixed),
             )
             .build();
         let rx = events.subscribe();
@@ -204,6 +206,7 @@ proptest! {
     fn overlap_scores_match_the_workers_sets_through_loss_restarts_and_removals(
         ops in proptest::collection::vec(op(), 1..60),
         max_batch in 1..6usize,
+        mixed in any::<bool>(),
         pad_past_64_slots in any::<bool>(),
     ) {
         let router = Router::with_apply_slice(3);
@@ -222,7 +225,7 @@ proptest! {
                 router.apply(&batch).unwrap();
             }
         }
-        let mut workers: Vec<Worker> = (0..3).map(|w| Worker::start(w as u128 + 1, 1, max_batch)).collect();
+        let mut workers: Vec<Worker> = (0..3).map(|w| Worker::start(w as u128 + 1, 1, max_batch, mixed)).collect();
         let mut expected = Expected::new();
         for op in &ops {
             match *op {
@@ -237,7 +240,7 @@ proptest! {
                 }
                 Op::Restart { worker } => {
                     let (id, epoch) = (workers[worker].id, workers[worker].epoch);
-                    workers[worker] = Worker::start(id, epoch + 1, max_batch);
+                    workers[worker] = Worker::start(id, epoch + 1, max_batch, mixed);
                     // The new incarnation says hello, so the router learns of the restart.
                     workers[worker].clear(0);
                 }

@@ -134,7 +134,8 @@ pub fn sequence_hash_as_tokens_hash(hash: SequenceHash) -> u64 {
 
 /// Our batch as Dynamo events of `worker_id` / `dp_rank`, numbered from
 /// `*next_event_id` on (which is advanced): one `stored` per run of
-/// parent-child blocks, one `removed`, one `cleared`; a shutdown gives none.
+/// parent-child blocks, one `removed`, one `cleared`; a shutdown gives none;
+/// a mixed batch gives those of its runs, in order.
 pub fn from_kvblocks(
     batch: &KvbmCacheEvents,
     worker_id: u64,
@@ -143,27 +144,33 @@ pub fn from_kvblocks(
     tokens_hash: impl Fn(SequenceHash) -> u64,
 ) -> Vec<RouterEvent> {
     let mut data = Vec::new();
-    match &batch.events {
-        KvCacheEvents::Create(blocks) => {
-            for run in crate::chain_runs(blocks) {
-                data.push(KvCacheEventData::Stored(KvCacheStoreData {
-                    parent_hash: run[0].parent,
-                    start_position: u32::try_from(run[0].hash.position()).ok(),
-                    blocks: run
-                        .iter()
-                        .map(|b| KvCacheStoredBlockData {
-                            block_hash: b.hash.current_sequence_hash(),
-                            tokens_hash: tokens_hash(b.hash),
-                        })
-                        .collect(),
-                }));
+    for part in batch.events.by_kind() {
+        match &*part {
+            KvCacheEvents::Create(blocks) => {
+                for run in crate::chain_runs(blocks) {
+                    data.push(KvCacheEventData::Stored(KvCacheStoreData {
+                        parent_hash: run[0].parent,
+                        start_position: u32::try_from(run[0].hash.position()).ok(),
+                        blocks: run
+                            .iter()
+                            .map(|b| KvCacheStoredBlockData {
+                                block_hash: b.hash.current_sequence_hash(),
+                                tokens_hash: tokens_hash(b.hash),
+                            })
+                            .collect(),
+                    }));
+                }
             }
+            KvCacheEvents::Remove(hashes) => {
+                data.push(KvCacheEventData::Removed(KvCacheRemoveData {
+                    block_hashes: hashes.iter().map(|h| h.current_sequence_hash()).collect(),
+                }))
+            }
+            KvCacheEvents::Clear => data.push(KvCacheEventData::Cleared),
+            KvCacheEvents::Shutdown => {}
+            // `by_kind` splits a mixed batch into its runs.
+            KvCacheEvents::Mixed(_) => {}
         }
-        KvCacheEvents::Remove(hashes) => data.push(KvCacheEventData::Removed(KvCacheRemoveData {
-            block_hashes: hashes.iter().map(|h| h.current_sequence_hash()).collect(),
-        })),
-        KvCacheEvents::Clear => data.push(KvCacheEventData::Cleared),
-        KvCacheEvents::Shutdown => {}
     }
     data.into_iter()
         .map(|data| {
@@ -216,6 +223,55 @@ fn line_offset(bytes: &[u8], line: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kvblocks::events::{BlockChange, StoredBlock, StreamPosition};
+
+    #[test]
+    fn a_mixed_batch_gives_its_runs_in_order_with_consecutive_ids() {
+        let root = SequenceHash::root(1);
+        let child = root.extend(2);
+        let batch = KvbmCacheEvents {
+            events: KvCacheEvents::Mixed(vec![
+                BlockChange::Removed(SequenceHash::root(7)),
+                BlockChange::Stored(StoredBlock::orphan(root)),
+                BlockChange::Stored(StoredBlock {
+                    hash: child,
+                    parent: Some(root.current_sequence_hash()),
+                }),
+                BlockChange::Removed(root),
+            ]),
+            instance_id: 3,
+            tier: kvblocks::LogicalLayoutHandle::G1,
+            block_size: 16,
+            position: StreamPosition { epoch: 1, seq: 0 },
+        };
+        let mut next = 10;
+        let events = from_kvblocks(&batch, 3, 0, &mut next, sequence_hash_as_tokens_hash);
+        let shapes: Vec<_> = events
+            .iter()
+            .map(|e| match &e.event.data {
+                KvCacheEventData::Stored(s) => (e.event.event_id, "stored", s.blocks.len()),
+                KvCacheEventData::Removed(r) => (e.event.event_id, "removed", r.block_hashes.len()),
+                KvCacheEventData::Cleared => (e.event.event_id, "cleared", 0),
+            })
+            .collect();
+        assert_eq!(
+            shapes,
+            [(10, "removed", 1), (11, "stored", 2), (12, "removed", 1)]
+        );
+        assert_eq!(next, 13);
+
+        let vllm = crate::vllm::from_kvblocks(&batch, 0.0);
+        let kinds: Vec<_> = vllm
+            .events
+            .iter()
+            .map(|e| match e {
+                crate::vllm::VllmEvent::BlockStored(s) => ("stored", s.block_hashes.len()),
+                crate::vllm::VllmEvent::BlockRemoved(r) => ("removed", r.block_hashes.len()),
+                crate::vllm::VllmEvent::AllBlocksCleared { .. } => ("cleared", 0),
+            })
+            .collect();
+        assert_eq!(kinds, [("removed", 1), ("stored", 2), ("removed", 1)]);
+    }
 
     #[test]
     fn the_json_has_dynamos_field_names() {

@@ -22,11 +22,16 @@
 //! { "events": .., "instance_id": .., "tier": "G1", "block_size": 16,
 //!   "epoch": e, "seq": s, "parents": [nil | u64, ...] }   parents: creates only
 //! events also = "Clear"                                   (kvbm cannot read it)
+//!             | { "Mixed": [ { "Create": [..] } | { "Remove": [..] }, .. ] }
+//!                 a mixed batch as its runs in order; parents: every stored
+//!                 block's, in order (kvbm cannot read it either)
 //! ```
 //!
 //! [`decode`] reads both, and the map form without the extension.
 
-use kvblocks::events::{InstanceId, KvCacheEvents, KvbmCacheEvents, StoredBlock, StreamPosition};
+use kvblocks::events::{
+    BlockChange, InstanceId, KvCacheEvents, KvbmCacheEvents, StoredBlock, StreamPosition,
+};
 use kvblocks::{LogicalLayoutHandle, SequenceHash};
 
 use crate::error::{bounded_name, DecodeError, DecodeErrorKind, EncodeError};
@@ -110,8 +115,38 @@ fn write_events(
             KvbmEncoding::Compat => return Err(EncodeError::NotRepresentable("a clear")),
             KvbmEncoding::Extended => msgpack::write_str(out, "Clear"),
         },
+        KvCacheEvents::Mixed(_) => {
+            if mode == KvbmEncoding::Compat {
+                return Err(EncodeError::NotRepresentable("a batch of mixed kinds"));
+            }
+            let parts = events.by_kind();
+            msgpack::write_map_len(out, 1);
+            msgpack::write_str(out, "Mixed");
+            msgpack::write_array_len(out, parts.len());
+            for part in &parts {
+                write_events(out, part, mode)?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The parents of a batch's stored blocks, in order (`None` for a batch
+/// that stores nothing).
+fn stored_parents(events: &KvCacheEvents) -> Option<Vec<Option<u64>>> {
+    match events {
+        KvCacheEvents::Create(blocks) => Some(blocks.iter().map(|b| b.parent).collect()),
+        KvCacheEvents::Mixed(changes) => Some(
+            changes
+                .iter()
+                .filter_map(|change| match change {
+                    BlockChange::Stored(block) => Some(block.parent),
+                    BlockChange::Removed(_) => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 /// Appends `batch` as one frame to `out`.
@@ -131,10 +166,7 @@ pub fn encode_into(
             write_u128(out, batch.instance_id);
         }
         KvbmEncoding::Extended => {
-            let parents = match &batch.events {
-                KvCacheEvents::Create(blocks) => Some(blocks),
-                _ => None,
-            };
+            let parents = stored_parents(&batch.events);
             msgpack::write_map_len(out, 6 + usize::from(parents.is_some()));
             msgpack::write_str(out, "events");
             write_events(out, &batch.events, mode)?;
@@ -148,11 +180,11 @@ pub fn encode_into(
             msgpack::write_uint(out, batch.position.epoch);
             msgpack::write_str(out, "seq");
             msgpack::write_uint(out, batch.position.seq);
-            if let Some(blocks) = parents {
+            if let Some(parents) = parents {
                 msgpack::write_str(out, "parents");
-                msgpack::write_array_len(out, blocks.len());
-                for block in blocks {
-                    match block.parent {
+                msgpack::write_array_len(out, parents.len());
+                for parent in parents {
+                    match parent {
                         Some(parent) => msgpack::write_uint(out, parent),
                         None => msgpack::write_nil(out),
                     }
@@ -227,6 +259,15 @@ pub(crate) fn read_hashes(reader: &mut Reader<'_>) -> Result<Vec<SequenceHash>, 
 }
 
 fn read_events(reader: &mut Reader<'_>) -> Result<KvCacheEvents, DecodeError> {
+    read_events_at(reader, true)
+}
+
+/// One `events` value; `mixed_allowed` is false inside a mixed batch (a
+/// part is one kind, never another mixed batch).
+fn read_events_at(
+    reader: &mut Reader<'_>,
+    mixed_allowed: bool,
+) -> Result<KvCacheEvents, DecodeError> {
     let start = reader.offset();
     let unknown = |name: &str| DecodeError {
         offset: start,
@@ -258,6 +299,7 @@ fn read_events(reader: &mut Reader<'_>) -> Result<KvCacheEvents, DecodeError> {
                 _ => match reader.read_str()? {
                     "Create" => true,
                     "Remove" => false,
+                    "Mixed" if mixed_allowed => return read_mixed(reader),
                     other => return Err(unknown(other)),
                 },
             };
@@ -269,6 +311,32 @@ fn read_events(reader: &mut Reader<'_>) -> Result<KvCacheEvents, DecodeError> {
             })
         }
     }
+}
+
+/// The parts of a mixed batch, as one list of changes in order.
+fn read_mixed(reader: &mut Reader<'_>) -> Result<KvCacheEvents, DecodeError> {
+    let parts = reader.read_array_len()?;
+    let mut changes = Vec::new();
+    for _ in 0..parts {
+        let start = reader.offset();
+        match read_events_at(reader, false)? {
+            KvCacheEvents::Create(blocks) => {
+                changes.extend(blocks.into_iter().map(BlockChange::Stored));
+            }
+            KvCacheEvents::Remove(hashes) => {
+                changes.extend(hashes.into_iter().map(BlockChange::Removed));
+            }
+            _ => {
+                return Err(DecodeError {
+                    offset: start,
+                    kind: DecodeErrorKind::Inconsistent(
+                        "a part of a mixed batch is a store or a removal",
+                    ),
+                })
+            }
+        }
+    }
+    Ok(KvCacheEvents::Mixed(changes))
 }
 
 /// Reads one frame: kvbm-logical's own (array or map) or an extended one.
@@ -343,14 +411,29 @@ fn read_map_frame(reader: &mut Reader<'_>) -> Result<KvbmFrame, DecodeError> {
     let mut events = events.ok_or_else(|| reader.error(DecodeErrorKind::MissingField("events")))?;
     let instance_id =
         instance_id.ok_or_else(|| reader.error(DecodeErrorKind::MissingField("instance_id")))?;
-    if let (Some(parents), KvCacheEvents::Create(blocks)) = (parents, &mut events) {
-        if parents.len() != blocks.len() {
-            return Err(reader.error(DecodeErrorKind::Inconsistent(
-                "parents and created blocks differ in length",
-            )));
-        }
-        for (block, parent) in blocks.iter_mut().zip(parents) {
-            block.parent = parent;
+    if let Some(parents) = parents {
+        let stored: Option<Vec<&mut StoredBlock>> = match &mut events {
+            KvCacheEvents::Create(blocks) => Some(blocks.iter_mut().collect()),
+            KvCacheEvents::Mixed(changes) => Some(
+                changes
+                    .iter_mut()
+                    .filter_map(|change| match change {
+                        BlockChange::Stored(block) => Some(block),
+                        BlockChange::Removed(_) => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        if let Some(mut stored) = stored {
+            if parents.len() != stored.len() {
+                return Err(reader.error(DecodeErrorKind::Inconsistent(
+                    "parents and created blocks differ in length",
+                )));
+            }
+            for (block, parent) in stored.iter_mut().zip(parents) {
+                block.parent = parent;
+            }
         }
     }
     let header = match (tier, block_size, epoch, seq) {
@@ -403,6 +486,52 @@ mod tests {
         let clear = batch(KvCacheEvents::Clear);
         let bytes = encode(&clear, KvbmEncoding::Extended).unwrap();
         assert_eq!(decode(&bytes).unwrap().into_batch(), Some(clear));
+    }
+
+    #[test]
+    fn mixed_batches_round_trip_in_extended_frames_and_are_refused_in_compat_ones() {
+        let root = SequenceHash::root(5);
+        let child = root.extend(6);
+        let original = batch(KvCacheEvents::Mixed(vec![
+            BlockChange::Stored(StoredBlock::orphan(root)),
+            BlockChange::Removed(SequenceHash::root(9)),
+            BlockChange::Removed(SequenceHash::root(10)),
+            BlockChange::Stored(StoredBlock {
+                hash: child,
+                parent: Some(root.current_sequence_hash()),
+            }),
+        ]));
+        let bytes = encode(&original, KvbmEncoding::Extended).unwrap();
+        assert_eq!(decode(&bytes).unwrap().into_batch(), Some(original.clone()));
+        assert_eq!(
+            encode(&original, KvbmEncoding::Compat),
+            Err(EncodeError::NotRepresentable("a batch of mixed kinds"))
+        );
+        let only_removals = batch(KvCacheEvents::Mixed(vec![BlockChange::Removed(root)]));
+        let bytes = encode(&only_removals, KvbmEncoding::Extended).unwrap();
+        assert_eq!(decode(&bytes).unwrap().into_batch(), Some(only_removals));
+    }
+
+    #[test]
+    fn a_mixed_batch_inside_a_mixed_batch_is_an_error() {
+        let mut out = Vec::new();
+        msgpack::write_map_len(&mut out, 2);
+        msgpack::write_str(&mut out, "events");
+        msgpack::write_map_len(&mut out, 1);
+        msgpack::write_str(&mut out, "Mixed");
+        msgpack::write_array_len(&mut out, 1);
+        msgpack::write_map_len(&mut out, 1);
+        msgpack::write_str(&mut out, "Mixed");
+        msgpack::write_array_len(&mut out, 0);
+        msgpack::write_str(&mut out, "instance_id");
+        write_u128(&mut out, 1);
+        assert!(matches!(
+            decode(&out),
+            Err(DecodeError {
+                kind: DecodeErrorKind::UnknownVariant(_),
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -112,30 +112,37 @@ pub fn medium_of_tier(tier: LogicalLayoutHandle) -> &'static str {
 /// Our batch as vLLM events, stamped `ts`: a store becomes one
 /// `BlockStored` per run of parent-child blocks, a removal one
 /// `BlockRemoved`, a clear `AllBlocksCleared` (with our `medium` key in map
-/// style), a shutdown nothing.
+/// style), a shutdown nothing; a mixed batch gives those of its runs, in
+/// order (one `KVEventBatch` holds kinds mixed).
 pub fn from_kvblocks(batch: &KvbmCacheEvents, ts: f64) -> VllmBatch {
     let medium = Some(medium_of_tier(batch.tier).to_string());
     let mut events = Vec::new();
-    match &batch.events {
-        KvCacheEvents::Create(blocks) => {
-            for run in crate::chain_runs(blocks) {
-                events.push(VllmEvent::BlockStored(BlockStored {
-                    block_hashes: run.iter().map(|b| b.hash.current_sequence_hash()).collect(),
-                    parent_block_hash: run[0].parent,
-                    token_ids: Vec::new(),
-                    block_size: batch.block_size,
-                    lora_id: None,
-                    medium: medium.clone(),
-                    lora_name: None,
-                }));
+    for part in batch.events.by_kind() {
+        match &*part {
+            KvCacheEvents::Create(blocks) => {
+                for run in crate::chain_runs(blocks) {
+                    events.push(VllmEvent::BlockStored(BlockStored {
+                        block_hashes: run.iter().map(|b| b.hash.current_sequence_hash()).collect(),
+                        parent_block_hash: run[0].parent,
+                        token_ids: Vec::new(),
+                        block_size: batch.block_size,
+                        lora_id: None,
+                        medium: medium.clone(),
+                        lora_name: None,
+                    }));
+                }
             }
+            KvCacheEvents::Remove(hashes) => events.push(VllmEvent::BlockRemoved(BlockRemoved {
+                block_hashes: hashes.iter().map(|h| h.current_sequence_hash()).collect(),
+                medium: medium.clone(),
+            })),
+            KvCacheEvents::Clear => events.push(VllmEvent::AllBlocksCleared {
+                medium: medium.clone(),
+            }),
+            KvCacheEvents::Shutdown => {}
+            // `by_kind` splits a mixed batch into its runs.
+            KvCacheEvents::Mixed(_) => {}
         }
-        KvCacheEvents::Remove(hashes) => events.push(VllmEvent::BlockRemoved(BlockRemoved {
-            block_hashes: hashes.iter().map(|h| h.current_sequence_hash()).collect(),
-            medium,
-        })),
-        KvCacheEvents::Clear => events.push(VllmEvent::AllBlocksCleared { medium }),
-        KvCacheEvents::Shutdown => {}
     }
     VllmBatch {
         ts,

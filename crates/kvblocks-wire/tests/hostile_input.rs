@@ -4,7 +4,7 @@
 //! `fuzz/` has the cargo-fuzz targets for longer runs, and `fuzz/corpus/`
 //! the seed frames, which this test also decodes.
 
-use kvblocks::events::{KvCacheEvents, KvbmCacheEvents, StoredBlock, StreamPosition};
+use kvblocks::events::{BlockChange, KvCacheEvents, KvbmCacheEvents, StoredBlock, StreamPosition};
 use kvblocks::{LogicalLayoutHandle, SequenceHash};
 use kvblocks_wire::kvbm::{self, KvbmEncoding};
 use kvblocks_wire::{dynamo, snapshot, vllm};
@@ -47,13 +47,26 @@ fn sample_batches() -> Vec<KvbmCacheEvents> {
         },
     };
     vec![
-        batch(KvCacheEvents::Create(blocks), LogicalLayoutHandle::G1),
+        batch(
+            KvCacheEvents::Create(blocks.clone()),
+            LogicalLayoutHandle::G1,
+        ),
         batch(
             KvCacheEvents::Remove(chain[5..].to_vec()),
             LogicalLayoutHandle::G2,
         ),
         batch(KvCacheEvents::Clear, LogicalLayoutHandle::G3),
         batch(KvCacheEvents::Shutdown, LogicalLayoutHandle::G1),
+        batch(
+            KvCacheEvents::Mixed(vec![
+                BlockChange::Removed(chain[20]),
+                BlockChange::Stored(blocks[1]),
+                BlockChange::Stored(blocks[2]),
+                BlockChange::Removed(chain[1]),
+                BlockChange::Stored(StoredBlock::orphan(chain[7])),
+            ]),
+            LogicalLayoutHandle::G2,
+        ),
     ]
 }
 

@@ -6,9 +6,13 @@
 //! 64 requests (as a 1 ms tick would at ~60k requests/s) and drained by a
 //! receiver.
 //!
-//! Under load the two criterion runs see different machines, so after them
-//! the bench alternates the two variants in rounds of 2048 requests and
-//! prints the median ns per block of each and their ratio: the figure
+//! The events manager batches one kind at a time (the default, what
+//! kvbm-logical's format carries) or, in the third variant, stores and
+//! removals together (`BatchingConfig::with_mixed_kinds`).
+//!
+//! Under load the criterion runs see different machines, so after them
+//! the bench alternates the three variants in rounds of 2048 requests and
+//! prints the median ns per block of each and their ratios: the figures
 //! BENCHMARKS.md records ("Event emission").
 
 use std::collections::VecDeque;
@@ -18,7 +22,7 @@ use std::time::Instant;
 use criterion::{Criterion, Throughput};
 use std::sync::Arc;
 
-use kvblocks::events::{BroadcastReceiver, EventsManager};
+use kvblocks::events::{BatchingConfig, BroadcastReceiver, EventsManager};
 use kvblocks::{BlockManager, EvictionPolicyKind, ImmutableBlock, SequenceHash};
 
 #[derive(Clone)]
@@ -38,6 +42,27 @@ fn requests() -> Vec<Vec<SequenceHash>> {
         .collect()
 }
 
+/// How a serving loop reports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Events {
+    /// No events manager.
+    Off,
+    /// Batches of one kind (the default).
+    OneKind,
+    /// Stores and removals in one batch.
+    Mixed,
+}
+
+impl Events {
+    fn name(self) -> &'static str {
+        match self {
+            Events::Off => "without_events",
+            Events::OneKind => "with_events",
+            Events::Mixed => "with_events_mixed_batches",
+        }
+    }
+}
+
 /// One serving loop, with or without events.
 struct Loop {
     manager: BlockManager<Gpu>,
@@ -49,11 +74,13 @@ struct Loop {
 }
 
 impl Loop {
-    fn new(emit: bool) -> Self {
+    fn new(mode: Events) -> Self {
+        let emit = mode != Events::Off;
         let events = Arc::new(
             EventsManager::builder()
                 .instance_id(1)
                 .block_size(16)
+                .batching(BatchingConfig::default().with_mixed_kinds(mode == Events::Mixed))
                 .build(),
         );
         let rx = events.subscribe();
@@ -107,28 +134,47 @@ impl Loop {
 
 fn main() {
     let requests = requests();
+    // `KVBLOCKS_PROFILE=with|mixed|without [KVBLOCKS_PROFILE_REQUESTS=n]` serves
+    // n requests (default 20,000) with one variant and nothing else: run it
+    // under callgrind at two request counts and divide the difference by
+    // the blocks between them for instructions per block.
+    if let Some(variant) = std::env::var_os("KVBLOCKS_PROFILE") {
+        let count = std::env::var("KVBLOCKS_PROFILE_REQUESTS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(20_000usize);
+        let mode = if variant == "with" {
+            Events::OneKind
+        } else if variant == "mixed" {
+            Events::Mixed
+        } else {
+            Events::Off
+        };
+        let mut serving = Loop::new(mode);
+        for _ in 0..count {
+            serving.serve(&requests);
+        }
+        return;
+    }
     // `KVBLOCKS_ALTERNATING_ONLY=1` skips criterion (for profiling).
     if std::env::var_os("KVBLOCKS_ALTERNATING_ONLY").is_none() {
         let mut c = Criterion::default().configure_from_args();
         let mut group = c.benchmark_group("serving_loop_lru");
         group.throughput(Throughput::Elements(32));
-        for emit in [false, true] {
-            let mut serving = Loop::new(emit);
-            group.bench_function(
-                if emit {
-                    "with_events"
-                } else {
-                    "without_events"
-                },
-                |b| b.iter(|| serving.serve(&requests)),
-            );
+        for mode in [Events::Off, Events::OneKind, Events::Mixed] {
+            let mut serving = Loop::new(mode);
+            group.bench_function(mode.name(), |b| b.iter(|| serving.serve(&requests)));
         }
         group.finish();
         c.final_summary();
     }
 
-    let mut loops = [Loop::new(false), Loop::new(true)];
-    let mut samples = [Vec::new(), Vec::new()];
+    let mut loops = [
+        Loop::new(Events::Off),
+        Loop::new(Events::OneKind),
+        Loop::new(Events::Mixed),
+    ];
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..31 {
         for (variant, serving) in loops.iter_mut().enumerate() {
             let start = Instant::now();
@@ -144,9 +190,10 @@ fn main() {
         s.sort_by(f64::total_cmp);
         s[s.len() / 2]
     };
-    let (without, with) = (median(&mut samples[0]), median(&mut samples[1]));
+    let [without, with, mixed] = samples.each_mut().map(median);
     println!(
-        "alternating rounds, median ns per block: without events {without:.1}, with events {with:.1} ({:+.1}%)",
-        100.0 * (with / without - 1.0)
+        "alternating rounds, median ns per block: without events {without:.1}, with events {with:.1} ({:+.1}%), mixed batches {mixed:.1} ({:+.1}%)",
+        100.0 * (with / without - 1.0),
+        100.0 * (mixed / without - 1.0)
     );
 }

@@ -153,6 +153,7 @@ proptest! {
         max_batch in 1..12usize,
         window_ms in 1..6u64,
         slow_capacity in 1..4usize,
+        mixed in any::<bool>(),
     ) {
         let events = EventsManager::builder()
             .instance_id(9)
@@ -160,7 +161,8 @@ proptest! {
             .epoch(3)
             .batching(BatchingConfig::default()
                 .with_max_size(NonZeroUsize::new(max_batch).unwrap())
-                .with_window(Duration::from_millis(window_ms)))
+                .with_window(Duration::from_millis(window_ms))
+                .with_mixed_kinds(mixed))
             .broadcast_capacity(4096)
             .track_registered(true)
             .build();

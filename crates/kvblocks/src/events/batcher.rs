@@ -1,8 +1,15 @@
 //! The batcher: turns a stream of single events into batches of one kind and
-//! one tier.
+//! one tier, or, configured with
+//! [`with_mixed_kinds`](BatchingConfig::with_mixed_kinds), of stores and
+//! removals of one tier together in their order.
 //!
 //! A batch is closed when it reaches the size limit, when an event of another
-//! kind or tier arrives, or when its window has passed. The core crate has no
+//! kind (one-kind batches only) or tier arrives, before and after a clear, or
+//! when its window has passed. One-kind batches are what kvbm-logical's
+//! format carries; a serving loop alternates evictions and registrations, so
+//! they close every ~16 events, each with its allocations and its publish,
+//! where a mixed batch runs to the size limit (BENCHMARKS.md, "Event
+//! emission", has what that costs). The core crate has no
 //! runtime and no timer, so time is whatever `Instant` the caller passes in:
 //! the deadline is checked when an event is pushed and when the caller polls.
 //! This module never sends anything; closed batches go to the caller's
@@ -11,7 +18,8 @@
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
-use super::protocol::{EventKind, KvCacheEvent, KvCacheEvents, StoredBlock};
+use super::buffer::RunEvents;
+use super::protocol::{BlockChange, EventKind, KvCacheEvent, KvCacheEvents, StoredBlock};
 use crate::{LogicalLayoutHandle, SequenceHash};
 
 /// When a batch is closed.
@@ -21,6 +29,10 @@ pub struct BatchingConfig {
     pub window: Duration,
     /// Most events in a batch (default 1024).
     pub max_batch_size: NonZeroUsize,
+    /// Whether stores and removals of one tier share a batch
+    /// ([`KvCacheEvents::Mixed`]) instead of closing it at each switch
+    /// (default `false`: kvbm-logical's format carries one kind per batch).
+    pub mixed_kinds: bool,
 }
 
 impl Default for BatchingConfig {
@@ -28,6 +40,7 @@ impl Default for BatchingConfig {
         Self {
             window: Duration::from_millis(10),
             max_batch_size: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            mixed_kinds: false,
         }
     }
 }
@@ -43,6 +56,21 @@ impl BatchingConfig {
     pub fn with_max_size(mut self, size: NonZeroUsize) -> Self {
         self.max_batch_size = size;
         self
+    }
+
+    /// This configuration with stores and removals of one tier in one batch
+    /// (`true`) or in batches of one kind (`false`).
+    pub fn with_mixed_kinds(mut self, mixed: bool) -> Self {
+        self.mixed_kinds = mixed;
+        self
+    }
+
+    /// The kind of batch an event of `kind` goes into.
+    fn batch_kind(&self, kind: EventKind) -> EventKind {
+        match kind {
+            EventKind::Create | EventKind::Remove if self.mixed_kinds => EventKind::Mixed,
+            other => other,
+        }
     }
 }
 
@@ -62,7 +90,8 @@ pub struct BatcherStats {
     pub by_size: u64,
     /// Closed because their window passed.
     pub by_deadline: u64,
-    /// Closed because an event of another kind or tier arrived.
+    /// Closed because an event of another kind (one-kind batches) or tier
+    /// arrived.
     pub by_switch: u64,
     /// Closed by an explicit flush.
     pub by_flush: u64,
@@ -76,11 +105,12 @@ struct Open {
     deadline: Instant,
     creates: Vec<StoredBlock>,
     removes: Vec<SequenceHash>,
+    changes: Vec<BlockChange>,
 }
 
 impl Open {
     fn len(&self) -> usize {
-        self.creates.len() + self.removes.len()
+        self.creates.len() + self.removes.len() + self.changes.len()
     }
 }
 
@@ -105,6 +135,8 @@ pub struct EventBatcher {
     config: BatchingConfig,
     open: Option<Open>,
     stats: BatcherStats,
+    /// Events the caller said it is about to push (see `expect`).
+    coming: usize,
 }
 
 impl EventBatcher {
@@ -114,7 +146,15 @@ impl EventBatcher {
             config,
             open: None,
             stats: BatcherStats::default(),
+            coming: 0,
         }
+    }
+
+    /// Tells the batcher that `events` block events follow, so a mixed
+    /// batch is allocated once at the size it will reach instead of growing
+    /// run by run (a one-kind batch takes its run's size exactly anyway).
+    pub(crate) fn expect(&mut self, events: usize) {
+        self.coming = events;
     }
 
     /// The configuration.
@@ -140,7 +180,7 @@ impl EventBatcher {
     /// Adds one event at time `now`, handing every batch this closes to `out`.
     pub fn push(&mut self, event: KvCacheEvent, now: Instant, out: &mut impl FnMut(Batch)) {
         self.poll(now, out);
-        let (kind, tier) = (event.kind(), event.tier());
+        let (kind, tier) = (self.config.batch_kind(event.kind()), event.tier());
         if let Some(open) = &self.open {
             if open.kind != kind || open.tier != tier {
                 self.stats.by_switch += 1;
@@ -157,10 +197,18 @@ impl EventBatcher {
                 return;
             }
             KvCacheEvent::Create { block, .. } => {
-                self.open_for(kind, tier, now, 1).creates.push(block)
+                let open = self.open_for(kind, tier, now, 1);
+                match kind {
+                    EventKind::Mixed => open.changes.push(BlockChange::Stored(block)),
+                    _ => open.creates.push(block),
+                }
             }
             KvCacheEvent::Remove { hash, .. } => {
-                self.open_for(kind, tier, now, 1).removes.push(hash)
+                let open = self.open_for(kind, tier, now, 1);
+                match kind {
+                    EventKind::Mixed => open.changes.push(BlockChange::Removed(hash)),
+                    _ => open.removes.push(hash),
+                }
             }
         }
         if self.pending() >= self.config.max_batch_size.get() {
@@ -201,10 +249,12 @@ impl EventBatcher {
             deadline: now + window,
             creates: Vec::new(),
             removes: Vec::new(),
+            changes: Vec::new(),
         });
         match kind {
             EventKind::Create => open.creates.reserve(expected),
             EventKind::Remove => open.removes.reserve(expected),
+            EventKind::Mixed => open.changes.reserve(expected),
             EventKind::Clear => {}
         }
         open
@@ -214,7 +264,6 @@ impl EventBatcher {
     /// each, but a run of one kind and tier at a time.
     pub fn push_all(&mut self, events: &[KvCacheEvent], now: Instant, out: &mut impl FnMut(Batch)) {
         self.poll(now, out);
-        let max = self.config.max_batch_size.get();
         let mut rest = events;
         while let Some(first) = rest.first() {
             let (kind, tier) = (first.kind(), first.tier());
@@ -222,36 +271,114 @@ impl EventBatcher {
                 .iter()
                 .take_while(|e| e.kind() == kind && e.tier() == tier)
                 .count();
-            let (mut run, tail) = rest.split_at(run);
+            let (run, tail) = rest.split_at(run);
             rest = tail;
-            if kind == EventKind::Clear {
-                for &event in run {
-                    self.push(event, now, out);
-                }
-                continue;
-            }
-            if let Some(open) = &self.open {
-                if open.kind != kind || open.tier != tier {
-                    self.stats.by_switch += 1;
-                    self.close(out);
-                }
-            }
-            while !run.is_empty() {
-                let room = max - self.pending();
-                let (taken, left) = run.split_at(room.min(run.len()));
-                run = left;
-                let open = self.open_for(kind, tier, now, taken.len());
-                for event in taken {
-                    match *event {
-                        KvCacheEvent::Create { block, .. } => open.creates.push(block),
-                        KvCacheEvent::Remove { hash, .. } => open.removes.push(hash),
-                        KvCacheEvent::Clear { .. } => {}
+            match kind {
+                // A single event is never of the mixed kind.
+                EventKind::Clear | EventKind::Mixed => {
+                    for &event in run {
+                        self.push(event, now, out);
                     }
                 }
-                if self.pending() >= max {
-                    self.stats.by_size += 1;
-                    self.close(out);
+                EventKind::Create => {
+                    let blocks: Vec<_> = run
+                        .iter()
+                        .filter_map(|e| match *e {
+                            KvCacheEvent::Create { block, .. } => Some(block),
+                            _ => None,
+                        })
+                        .collect();
+                    self.push_run(tier, RunEvents::Create(&blocks), now, out);
                 }
+                EventKind::Remove => {
+                    let hashes: Vec<_> = run
+                        .iter()
+                        .filter_map(|e| match *e {
+                            KvCacheEvent::Remove { hash, .. } => Some(hash),
+                            _ => None,
+                        })
+                        .collect();
+                    self.push_run(tier, RunEvents::Remove(&hashes), now, out);
+                }
+            }
+        }
+    }
+
+    /// Adds one run of events of one kind in `tier` at time `now`, like
+    /// [`push`](Self::push) for each, copying the run a slice at a time.
+    /// The open batch's deadline is not checked: [`poll`](Self::poll) first
+    /// (once for all the runs pushed at one `now`).
+    pub(crate) fn push_run(
+        &mut self,
+        tier: LogicalLayoutHandle,
+        run: RunEvents<'_>,
+        now: Instant,
+        out: &mut impl FnMut(Batch),
+    ) {
+        let mixed = self.config.mixed_kinds;
+        match run {
+            RunEvents::Clear => self.push(KvCacheEvent::Clear { tier }, now, out),
+            RunEvents::Create(blocks) if mixed => {
+                self.fill(EventKind::Mixed, tier, blocks, now, out, |open, blocks| {
+                    open.changes
+                        .extend(blocks.iter().map(|&block| BlockChange::Stored(block)))
+                })
+            }
+            RunEvents::Create(blocks) => {
+                self.fill(EventKind::Create, tier, blocks, now, out, |open, blocks| {
+                    open.creates.extend_from_slice(blocks)
+                })
+            }
+            RunEvents::Remove(hashes) if mixed => {
+                self.fill(EventKind::Mixed, tier, hashes, now, out, |open, hashes| {
+                    open.changes
+                        .extend(hashes.iter().map(|&hash| BlockChange::Removed(hash)))
+                })
+            }
+            RunEvents::Remove(hashes) => {
+                self.fill(EventKind::Remove, tier, hashes, now, out, |open, hashes| {
+                    open.removes.extend_from_slice(hashes)
+                })
+            }
+        }
+    }
+
+    /// Copies `run` (events for a batch of `kind` in `tier`) into open
+    /// batches, closing them on a switch and on the size limit; `extend`
+    /// adds a piece of the run to the open batch.
+    fn fill<T: Copy>(
+        &mut self,
+        kind: EventKind,
+        tier: LogicalLayoutHandle,
+        mut run: &[T],
+        now: Instant,
+        out: &mut impl FnMut(Batch),
+        extend: fn(&mut Open, &[T]),
+    ) {
+        if run.is_empty() {
+            return;
+        }
+        if let Some(open) = &self.open {
+            if open.kind != kind || open.tier != tier {
+                self.stats.by_switch += 1;
+                self.close(out);
+            }
+        }
+        let max = self.config.max_batch_size.get();
+        while !run.is_empty() {
+            let room = max - self.pending();
+            let (taken, left) = run.split_at(room.min(run.len()));
+            run = left;
+            let expected = match kind {
+                EventKind::Mixed => taken.len().max(self.coming.min(room)),
+                _ => taken.len(),
+            };
+            self.coming = self.coming.saturating_sub(taken.len());
+            let open = self.open_for(kind, tier, now, expected);
+            extend(open, taken);
+            if self.pending() >= max {
+                self.stats.by_size += 1;
+                self.close(out);
             }
         }
     }
@@ -263,6 +390,7 @@ impl EventBatcher {
         let events = match open.kind {
             EventKind::Create => KvCacheEvents::Create(open.creates),
             EventKind::Remove => KvCacheEvents::Remove(open.removes),
+            EventKind::Mixed => KvCacheEvents::Mixed(open.changes),
             EventKind::Clear => KvCacheEvents::Clear,
         };
         out(Batch {
@@ -333,6 +461,7 @@ mod tests {
         fn pushing_a_slice_batches_like_pushing_one_by_one(
             kinds in proptest::collection::vec(0..5u8, 0..60),
             max in 1..7usize,
+            mixed in proptest::prelude::any::<bool>(),
         ) {
             let events: Vec<_> = kinds.iter().enumerate().map(|(i, k)| match k {
                 0 | 1 => create(i as u64),
@@ -340,7 +469,9 @@ mod tests {
                 3 => remove(i as u64, G2),
                 _ => KvCacheEvent::Clear { tier: G2 },
             }).collect();
-            let config = BatchingConfig::default().with_max_size(NonZeroUsize::new(max).unwrap());
+            let config = BatchingConfig::default()
+                .with_max_size(NonZeroUsize::new(max).unwrap())
+                .with_mixed_kinds(mixed);
             let now = Instant::now();
             let (mut one, mut all) = (Vec::new(), Vec::new());
             let mut a = EventBatcher::new(config);
@@ -370,6 +501,71 @@ mod tests {
         );
         let lens: Vec<_> = out.iter().map(|b| (b.tier, b.events.len())).collect();
         assert_eq!(lens, [(G1, 2), (G1, 1), (G2, 1), (G1, 1)]);
+    }
+
+    #[test]
+    fn mixed_batches_keep_stores_and_removals_in_order_and_close_on_a_tier_switch() {
+        let config = BatchingConfig::default().with_mixed_kinds(true);
+        let out = run(
+            config,
+            &[
+                (create(1), 0),
+                (remove(5, G1), 0),
+                (create(2), 0),
+                (remove(6, G2), 0),
+                (KvCacheEvent::Clear { tier: G2 }, 0),
+                (create(3), 0),
+            ],
+        );
+        let hash = |p: u64| SequenceHash::new(p * 31 + 7, Some(3), p);
+        let stored = |p: u64| BlockChange::Stored(StoredBlock::orphan(hash(p)));
+        assert_eq!(
+            out,
+            [
+                Batch {
+                    tier: G1,
+                    events: KvCacheEvents::Mixed(vec![
+                        stored(1),
+                        BlockChange::Removed(hash(5)),
+                        stored(2)
+                    ]),
+                },
+                Batch {
+                    tier: G2,
+                    events: KvCacheEvents::Mixed(vec![BlockChange::Removed(hash(6))]),
+                },
+                Batch {
+                    tier: G2,
+                    events: KvCacheEvents::Clear,
+                },
+                Batch {
+                    tier: G1,
+                    events: KvCacheEvents::Mixed(vec![stored(3)]),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_run_pushed_after_an_announcement_fills_one_allocation() {
+        let config = BatchingConfig::default().with_mixed_kinds(true);
+        let mut batcher = EventBatcher::new(config);
+        let now = Instant::now();
+        let blocks: Vec<_> = (0..40)
+            .map(|p| StoredBlock::orphan(SequenceHash::root(p)))
+            .collect();
+        let hashes: Vec<_> = (100..140).map(SequenceHash::root).collect();
+        let mut out = Vec::new();
+        batcher.expect(80);
+        batcher.push_run(G1, RunEvents::Create(&blocks), now, &mut |b| out.push(b));
+        let reserved = batcher.open.as_ref().map(|open| open.changes.capacity());
+        batcher.push_run(G1, RunEvents::Remove(&hashes), now, &mut |b| out.push(b));
+        batcher.flush(&mut |b| out.push(b));
+        assert_eq!(reserved, Some(80), "the first run reserved for both");
+        let KvCacheEvents::Mixed(changes) = &out[0].events else {
+            panic!("expected one mixed batch, got {out:?}");
+        };
+        assert_eq!((out.len(), changes.len(), changes.capacity()), (1, 80, 80));
     }
 
     #[test]

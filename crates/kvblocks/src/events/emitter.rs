@@ -36,14 +36,15 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::buffer::{EventBuffer, RunKind};
 use super::policy::Filter;
-use super::protocol::{is_parent_of, KvCacheEvent, StoredBlock};
+use super::protocol::StoredBlock;
 use super::replay::TierSnapshot;
 use crate::{LogicalLayoutHandle, SequenceHash};
 
 /// A snapshot the store asked for, to be completed by the next flush.
 pub(crate) struct Barrier {
-    /// Events pushed before the barrier.
+    /// Runs of the buffer pushed before the barrier.
     pub(crate) at: usize,
     pub(crate) ticket: SnapshotTicket,
     pub(crate) tiers: Vec<TierSnapshot>,
@@ -52,7 +53,7 @@ pub(crate) struct Barrier {
 /// The buffer emitters push to.
 #[derive(Default)]
 pub(crate) struct Pending {
-    pub(crate) events: Vec<KvCacheEvent>,
+    pub(crate) events: EventBuffer,
     pub(crate) barriers: Vec<Barrier>,
     pub(crate) emitted: u64,
     pub(crate) filtered: u64,
@@ -133,28 +134,48 @@ impl EventEmitter {
         parent_of_first: Option<SequenceHash>,
         hashes: &[SequenceHash],
     ) -> bool {
+        self.stored_from(tier, parent_of_first, hashes.iter().copied())
+    }
+
+    /// [`stored`](Self::stored) for hashes the caller yields one by one (the
+    /// store's registration, which picks its new primaries out of a chunk
+    /// without copying them into a slice first).
+    #[inline]
+    pub(crate) fn stored_from(
+        &self,
+        tier: LogicalLayoutHandle,
+        parent_of_first: Option<SequenceHash>,
+        hashes: impl Iterator<Item = SequenceHash>,
+    ) -> bool {
         let Some(shared) = &self.shared else {
             return false;
         };
-        let mut pending = shared.pending.lock();
-        pending.events.reserve(hashes.len());
         let mut previous = parent_of_first;
-        let mut kept = 0u64;
-        for &hash in hashes {
-            let parent = previous
-                .filter(|&p| is_parent_of(p, hash))
-                .map(|p| p.current_sequence_hash());
+        let mut offered = 0u64;
+        let mut link = |hash: SequenceHash| {
+            offered += 1;
+            let parent = previous.and_then(|p| p.hash_as_parent_of(hash));
             previous = Some(hash);
-            if shared.filter.keeps(hash) {
-                kept += 1;
-                pending.events.push(KvCacheEvent::Create {
-                    block: StoredBlock { hash, parent },
-                    tier,
-                });
+            StoredBlock { hash, parent }
+        };
+        let mut pending = shared.pending.lock();
+        let creates = &mut pending.events.creates;
+        let before = creates.len();
+        if shared.filter.keeps_all() {
+            creates.extend(hashes.map(link));
+        } else {
+            for hash in hashes {
+                let block = link(hash);
+                if shared.filter.keeps(hash) {
+                    creates.push(block);
+                }
             }
         }
+        let kept = creates.len() - before;
+        pending.events.close_push(RunKind::Create, tier, kept);
+        let kept = kept as u64;
         pending.emitted += kept;
-        pending.filtered += hashes.len() as u64 - kept;
+        pending.filtered += offered - kept;
         pending.events.len() >= shared.flush_hint
     }
 
@@ -165,14 +186,16 @@ impl EventEmitter {
             return false;
         };
         let mut pending = shared.pending.lock();
-        let before = pending.events.len();
-        pending.events.extend(
+        let creates = &mut pending.events.creates;
+        let before = creates.len();
+        creates.extend(
             blocks
                 .iter()
-                .filter(|block| shared.filter.keeps(block.hash))
-                .map(|&block| KvCacheEvent::Create { block, tier }),
+                .filter(|block| shared.filter.keeps(block.hash)),
         );
-        let kept = (pending.events.len() - before) as u64;
+        let kept = creates.len() - before;
+        pending.events.close_push(RunKind::Create, tier, kept);
+        let kept = kept as u64;
         pending.emitted += kept;
         pending.filtered += blocks.len() as u64 - kept;
         pending.events.len() >= shared.flush_hint
@@ -185,22 +208,16 @@ impl EventEmitter {
             return false;
         };
         let mut pending = shared.pending.lock();
-        let before = pending.events.len();
+        let removes = &mut pending.events.removes;
+        let before = removes.len();
         if shared.filter.keeps_all() {
-            pending.events.extend(
-                hashes
-                    .iter()
-                    .map(|&hash| KvCacheEvent::Remove { hash, tier }),
-            );
+            removes.extend_from_slice(hashes);
         } else {
-            pending.events.extend(
-                hashes
-                    .iter()
-                    .filter(|&&hash| shared.filter.keeps(hash))
-                    .map(|&hash| KvCacheEvent::Remove { hash, tier }),
-            );
+            removes.extend(hashes.iter().filter(|&&hash| shared.filter.keeps(hash)));
         }
-        let kept = (pending.events.len() - before) as u64;
+        let kept = removes.len() - before;
+        pending.events.close_push(RunKind::Remove, tier, kept);
+        let kept = kept as u64;
         pending.emitted += kept;
         pending.filtered += hashes.len() as u64 - kept;
         pending.events.len() >= shared.flush_hint
@@ -213,7 +230,7 @@ impl EventEmitter {
             return false;
         };
         let mut pending = shared.pending.lock();
-        pending.events.push(KvCacheEvent::Clear { tier });
+        pending.events.push_clear(tier);
         pending.emitted += 1;
         true
     }
@@ -238,7 +255,7 @@ impl EventEmitter {
         let mut pending = shared.pending.lock();
         let ticket = SnapshotTicket(pending.next_ticket);
         pending.next_ticket += 1;
-        let at = pending.events.len();
+        let at = pending.events.seal();
         pending.barriers.push(Barrier { at, ticket, tiers });
         Some(ticket)
     }

@@ -15,9 +15,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use super::batcher::{Batch, BatcherStats, BatchingConfig, EventBatcher};
+use super::buffer::{Cursor, EventBuffer};
 use super::emitter::{Barrier, EventEmitter, Pending, Shared, SnapshotTicket};
 use super::policy::{EventEmissionPolicy, Filter, PowerOfTwoPolicy};
-use super::protocol::{InstanceId, KvCacheEvent, KvCacheEvents, KvbmCacheEvents, StreamPosition};
+use super::protocol::{InstanceId, KvCacheEvents, KvbmCacheEvents, StreamPosition};
 use super::replay::{RegisteredSet, WorkerSnapshot};
 use super::sink::{BroadcastReceiver, BroadcastSink, EventSink};
 
@@ -166,7 +167,7 @@ impl EventsManagerBuilder {
                     stats: EventsStats::default(),
                     shut_down: false,
                 },
-                events: Vec::new(),
+                events: EventBuffer::default(),
                 barriers: Vec::new(),
             }),
         }
@@ -236,7 +237,7 @@ struct FlushState {
     batcher: EventBatcher,
     outbox: Outbox,
     /// The emitters' previous buffer, kept for its capacity.
-    events: Vec<KvCacheEvent>,
+    events: EventBuffer,
     barriers: Vec<Barrier>,
 }
 
@@ -386,16 +387,19 @@ impl EventsManager {
             events,
             barriers,
         } = state;
-        let mut done = 0;
+        batcher.poll(now, &mut |batch| outbox.publish(batch));
+        batcher.expect(events.len());
+        let mut cursor = Cursor::default();
         for barrier in barriers.drain(..) {
-            batcher.push_all(&events[done..barrier.at], now, &mut |batch| {
-                outbox.publish(batch)
+            events.for_each_run(&mut cursor, barrier.at, |tier, run| {
+                batcher.push_run(tier, run, now, &mut |batch| outbox.publish(batch))
             });
-            done = barrier.at;
             batcher.flush(&mut |batch| outbox.publish(batch));
             outbox.complete(barrier);
         }
-        batcher.push_all(&events[done..], now, &mut |batch| outbox.publish(batch));
+        events.for_each_run(&mut cursor, usize::MAX, |tier, run| {
+            batcher.push_run(tier, run, now, &mut |batch| outbox.publish(batch))
+        });
         events.clear();
         if all {
             batcher.flush(&mut |batch| outbox.publish(batch));

@@ -18,7 +18,9 @@
 //! - [`emitter`]: [`EventEmitter`], the handle the store pushes to, under its
 //!   own locks, in nanoseconds.
 //! - [`batcher`]: [`EventBatcher`], closing batches on size, on a kind or tier
-//!   switch and on a deadline driven by the caller's clock.
+//!   switch and on a deadline driven by the caller's clock; or, with
+//!   [`BatchingConfig::with_mixed_kinds`], keeping stores and removals of one
+//!   tier in one batch in their order ([`KvCacheEvents::Mixed`]).
 //! - [`manager`]: [`EventsManager`], which flushes the emitters' buffer through
 //!   the batcher, assigns stream positions and publishes to every
 //!   [`EventSink`], outside every lock of the store.
@@ -58,6 +60,7 @@
 //! ```
 
 pub mod batcher;
+mod buffer;
 pub mod emitter;
 pub mod manager;
 pub mod policy;
@@ -70,8 +73,8 @@ pub use emitter::{EventEmitter, SnapshotTicket};
 pub use manager::{epoch_from_clock, EventsManager, EventsManagerBuilder, EventsStats};
 pub use policy::{AllEventsPolicy, EventEmissionPolicy, PowerOfTwoPolicy};
 pub use protocol::{
-    is_parent_of, EventKind, InstanceId, KvCacheEvent, KvCacheEvents, KvbmCacheEvents, StoredBlock,
-    StreamPosition,
+    is_parent_of, BlockChange, EventKind, InstanceId, KvCacheEvent, KvCacheEvents, KvbmCacheEvents,
+    StoredBlock, StreamPosition,
 };
 pub use replay::{RegisteredSet, ReplayError, TierSnapshot, WorkerSnapshot};
 pub use sink::{BroadcastReceiver, BroadcastSink, EventSink, RecvError, SinkError};

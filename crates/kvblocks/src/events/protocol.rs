@@ -13,7 +13,13 @@
 //! - a [`StreamPosition`] on every batch: an epoch that names the worker's
 //!   incarnation and a sequence number that counts batches within it, so the
 //!   pair never goes backwards, also across a restart;
-//! - a [`KvCacheEvents::Clear`] for a reset of a whole tier's pool.
+//! - a [`KvCacheEvents::Clear`] for a reset of a whole tier's pool;
+//! - [`KvCacheEvents::Mixed`], stores and removals of one tier in one batch,
+//!   in the order they happened (vLLM's `KVEventBatch` mixes kinds the same
+//!   way), for a batcher configured with
+//!   [`with_mixed_kinds`](super::BatchingConfig::with_mixed_kinds).
+
+use std::borrow::Cow;
 
 use crate::{LogicalLayoutHandle, SequenceHash};
 
@@ -76,8 +82,7 @@ impl StoredBlock {
 /// Whether `child` is the block right after `parent` in one sequence, as far
 /// as the key can tell: the next position and a matching parent fragment.
 pub fn is_parent_of(parent: SequenceHash, child: SequenceHash) -> bool {
-    child.position() == parent.position() + 1
-        && child.parent_fragment() == parent.parent_fragment_for_child_position(child.position())
+    parent.hash_as_parent_of(child).is_some()
 }
 
 /// One change to a worker's registered set (kvbm-logical's `KvCacheEvent`,
@@ -123,7 +128,8 @@ impl KvCacheEvent {
     }
 }
 
-/// The kind of a batch: a batch never mixes kinds (or tiers).
+/// The kind of a batch: one kind of event, or stores and removals mixed
+/// (never two tiers, never a clear with anything else).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
     /// Stores.
@@ -132,6 +138,17 @@ pub enum EventKind {
     Remove,
     /// A clear of a whole tier.
     Clear,
+    /// Stores and removals in the order they happened.
+    Mixed,
+}
+
+/// One block's change in a batch of mixed kinds ([`KvCacheEvents::Mixed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlockChange {
+    /// The block was registered.
+    Stored(StoredBlock),
+    /// The block left the tier.
+    Removed(SequenceHash),
 }
 
 /// Events of one kind, batched (kvbm-logical's `KvCacheEvents`, plus
@@ -151,6 +168,11 @@ pub enum KvCacheEvents {
     Clear,
     /// The publisher is shutting down: nothing follows in this epoch.
     Shutdown,
+    /// Stores and removals in the order they happened (only from a batcher
+    /// configured with
+    /// [`with_mixed_kinds`](super::BatchingConfig::with_mixed_kinds);
+    /// kvbm-logical's own format cannot carry it).
+    Mixed(Vec<BlockChange>),
 }
 
 impl KvCacheEvents {
@@ -159,8 +181,65 @@ impl KvCacheEvents {
         match self {
             Self::Create(blocks) => blocks.len(),
             Self::Remove(hashes) => hashes.len(),
+            Self::Mixed(changes) => changes.len(),
             Self::Clear | Self::Shutdown => 0,
         }
+    }
+
+    /// The batch as batches of one kind each, in order: the batch itself,
+    /// or a mixed batch's runs of stores and of removals (for a consumer or
+    /// an encoding that handles one kind at a time).
+    ///
+    /// ```
+    /// use kvblocks::events::{BlockChange, KvCacheEvents, StoredBlock};
+    /// use kvblocks::SequenceHash;
+    ///
+    /// let (a, b) = (SequenceHash::root(1), SequenceHash::root(2));
+    /// let mixed = KvCacheEvents::Mixed(vec![
+    ///     BlockChange::Stored(StoredBlock::orphan(a)),
+    ///     BlockChange::Removed(b),
+    ///     BlockChange::Removed(a),
+    /// ]);
+    /// let parts: Vec<_> = mixed.by_kind().into_iter().map(|p| p.into_owned()).collect();
+    /// assert_eq!(parts, [
+    ///     KvCacheEvents::Create(vec![StoredBlock::orphan(a)]),
+    ///     KvCacheEvents::Remove(vec![b, a]),
+    /// ]);
+    /// ```
+    pub fn by_kind(&self) -> Vec<Cow<'_, KvCacheEvents>> {
+        let Self::Mixed(changes) = self else {
+            return vec![Cow::Borrowed(self)];
+        };
+        let same_kind = |a: &BlockChange, b: &BlockChange| {
+            matches!(
+                (a, b),
+                (BlockChange::Stored(_), BlockChange::Stored(_))
+                    | (BlockChange::Removed(_), BlockChange::Removed(_))
+            )
+        };
+        changes
+            .chunk_by(same_kind)
+            .map(|run| {
+                Cow::Owned(match run[0] {
+                    BlockChange::Stored(_) => KvCacheEvents::Create(
+                        run.iter()
+                            .filter_map(|c| match *c {
+                                BlockChange::Stored(block) => Some(block),
+                                BlockChange::Removed(_) => None,
+                            })
+                            .collect(),
+                    ),
+                    BlockChange::Removed(_) => KvCacheEvents::Remove(
+                        run.iter()
+                            .filter_map(|c| match *c {
+                                BlockChange::Removed(hash) => Some(hash),
+                                BlockChange::Stored(_) => None,
+                            })
+                            .collect(),
+                    ),
+                })
+            })
+            .collect()
     }
 
     /// Whether the batch names no block.
@@ -198,6 +277,14 @@ mod tests {
         assert!(!is_parent_of(child, root));
         assert!(!is_parent_of(SequenceHash::root(13), child));
         assert!(!is_parent_of(root, other));
+    }
+
+    #[test]
+    fn a_block_change_costs_no_more_than_a_stored_block() {
+        assert_eq!(
+            std::mem::size_of::<BlockChange>(),
+            std::mem::size_of::<StoredBlock>()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use super::protocol::{InstanceId, KvCacheEvents, KvbmCacheEvents, StreamPosition};
+use super::protocol::{BlockChange, InstanceId, KvCacheEvents, KvbmCacheEvents, StreamPosition};
 use crate::{LogicalLayoutHandle, SequenceHash};
 
 /// One tier's blocks in a snapshot.
@@ -220,6 +220,20 @@ impl RegisteredSet {
                 for &hash in hashes {
                     if !set.remove(&hash) && first_error.is_none() {
                         first_error = Some(ReplayError::RemovedUnknown { tier, hash });
+                    }
+                }
+            }
+            KvCacheEvents::Mixed(changes) => {
+                for change in changes {
+                    let (hash, known) = match *change {
+                        BlockChange::Stored(block) => (block.hash, set.insert(block.hash)),
+                        BlockChange::Removed(hash) => (hash, set.remove(&hash)),
+                    };
+                    if !known && first_error.is_none() {
+                        first_error = Some(match change {
+                            BlockChange::Stored(_) => ReplayError::StoredTwice { tier, hash },
+                            BlockChange::Removed(_) => ReplayError::RemovedUnknown { tier, hash },
+                        });
                     }
                 }
             }

@@ -196,6 +196,39 @@ impl SequenceHash {
         self.current_sequence_hash() & low_mask(bits)
     }
 
+    /// This block's 64-bit sequence hash if it is `child`'s parent as far
+    /// as the keys can tell (`child` sits at the next position and stores
+    /// this block's fragment), else `None`.
+    ///
+    /// The same answer as comparing [`position`](Self::position) and
+    /// [`parent_fragment_for_child_position`](Self::parent_fragment_for_child_position),
+    /// with a path for the common case, both keys in mode 0, that reads the
+    /// fixed mode-0 layout instead of looking the layout up several times
+    /// (the event emitter asks this once per stored block).
+    #[inline]
+    pub const fn hash_as_parent_of(&self, child: SequenceHash) -> Option<u64> {
+        let (parent, key) = (self.0, child.0);
+        if (parent | key) >> 126 == 0 {
+            // Mode 0 on both sides: [ 0: 2 ][ position: 8 ][ hash: 64 ][ fragment: 54 ].
+            const FRAGMENT: u64 = (1 << 54) - 1;
+            let hash = (parent >> 54) as u64;
+            let next_position = (key >> 118) as u32 == (parent >> 118) as u32 + 1;
+            return if next_position && (key as u64) & FRAGMENT == hash & FRAGMENT {
+                Some(hash)
+            } else {
+                None
+            };
+        }
+        let position = child.position();
+        if position == self.position() + 1
+            && child.parent_fragment() == self.parent_fragment_for_child_position(position)
+        {
+            Some(self.current_sequence_hash())
+        } else {
+            None
+        }
+    }
+
     /// The packed 128-bit value.
     #[inline(always)]
     pub const fn as_u128(&self) -> u128 {
@@ -280,6 +313,43 @@ mod tests {
         assert!(SequenceHash::try_from_u128(u128::MAX).is_err());
         let ok = SequenceHash::new(7, Some(3), 300);
         assert_eq!(SequenceHash::try_from_u128(ok.as_u128()), Ok(ok));
+    }
+
+    /// The general answer, from the layout lookups alone.
+    fn parent_link_by_layout(parent: SequenceHash, child: SequenceHash) -> Option<u64> {
+        (child.position() == parent.position() + 1
+            && child.parent_fragment()
+                == parent.parent_fragment_for_child_position(child.position()))
+        .then(|| parent.current_sequence_hash())
+    }
+
+    proptest::proptest! {
+        /// The mode-0 path answers what the layout lookups answer: for real
+        /// parent/child pairs around every mode boundary, for pairs one bit
+        /// off, and for unrelated keys.
+        #[test]
+        fn hash_as_parent_of_matches_the_layout(
+            current in proptest::prelude::any::<u64>(),
+            grandparent in proptest::prelude::any::<u64>(),
+            block in proptest::prelude::any::<u64>(),
+            position in proptest::prop_oneof![0..300u64, 65_400..65_700u64, MAX_POSITION - 300..MAX_POSITION - 1],
+            flip in 0..128u32,
+            raw in proptest::prelude::any::<(u128, u128)>(),
+        ) {
+            let parent = SequenceHash::new(current, Some(grandparent), position);
+            let child = parent.extend(block);
+            proptest::prop_assert_eq!(parent.hash_as_parent_of(child), Some(current));
+            for (a, b) in [
+                (parent, child),
+                (child, parent),
+                (parent, SequenceHash(child.0 ^ (1u128 << flip))),
+                (SequenceHash(parent.0 ^ (1u128 << flip)), child),
+                (SequenceHash(raw.0 & (u128::MAX >> 1)), SequenceHash(raw.1 & (u128::MAX >> 1))),
+                (SequenceHash(raw.0 >> 2), SequenceHash(raw.1 >> 2)),
+            ] {
+                proptest::prop_assert_eq!(a.hash_as_parent_of(b), parent_link_by_layout(a, b));
+            }
+        }
     }
 
     #[test]

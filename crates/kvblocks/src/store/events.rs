@@ -82,6 +82,13 @@ impl StoreEvents {
         }
     }
 
+    /// `hashes` became primaries (under the lock that made them so), as an
+    /// iterator (no slice to fill first).
+    #[inline]
+    pub(crate) fn stored_from(&self, hashes: impl Iterator<Item = SequenceHash>) {
+        self.note(self.emitter.stored_from(self.tier, None, hashes));
+    }
+
     /// `hashes` left the registered set (under the lock that took them).
     #[inline]
     pub(crate) fn removed(&self, hashes: &[SequenceHash]) {

@@ -171,13 +171,12 @@ impl Store {
         }
         // The chunk's new primaries, reported under the shard lock.
         if self.events.enabled() {
-            let mut stored = [SequenceHash::from_valid_u128(0); CHUNK];
-            let mut len = 0;
-            for pending in chunk.iter().filter(|p| p.insert == Insert::Added) {
-                stored[len] = pending.hash;
-                len += 1;
-            }
-            self.events.stored(&stored[..len]);
+            self.events.stored_from(
+                chunk
+                    .iter()
+                    .filter(|p| p.insert == Insert::Added)
+                    .map(|p| p.hash),
+            );
         }
     }
 
