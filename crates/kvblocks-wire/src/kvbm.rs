@@ -206,6 +206,50 @@ pub fn encode(batch: &KvbmCacheEvents, mode: KvbmEncoding) -> Result<Vec<u8>, En
     Ok(out)
 }
 
+/// `batch` in kvbm-logical's own format, as the frames kvbm-logical would
+/// have sent for it: one frame for a batch of one kind, and one per run of
+/// one kind, in order, for a batch of mixed kinds
+/// ([`BatchingConfig::with_mixed_kinds`](kvblocks::events::BatchingConfig::with_mixed_kinds)),
+/// so a manager batching mixed kinds still feeds a kvbm-logical consumer.
+///
+/// # Errors
+///
+/// [`EncodeError::NotRepresentable`] for a clear, which kvbm-logical's
+/// format cannot say.
+///
+/// ```
+/// use kvblocks::events::{BlockChange, KvCacheEvents, StoredBlock};
+/// use kvblocks::SequenceHash;
+/// use kvblocks_wire::kvbm::{compat_frames, decode};
+/// # use kvblocks::events::{KvbmCacheEvents, StreamPosition};
+/// # use kvblocks::LogicalLayoutHandle;
+/// let (a, b) = (SequenceHash::root(1), SequenceHash::root(2));
+/// let events = KvCacheEvents::Mixed(vec![
+///     BlockChange::Stored(StoredBlock::orphan(a)),
+///     BlockChange::Removed(b),
+///     BlockChange::Removed(a),
+/// ]);
+/// # let batch = KvbmCacheEvents { events, instance_id: 7, tier: LogicalLayoutHandle::G1,
+/// #     block_size: 16, position: StreamPosition { epoch: 1, seq: 0 } };
+/// let frames = compat_frames(&batch).unwrap();
+/// assert_eq!(frames.len(), 2);
+/// assert_eq!(decode(&frames[1]).unwrap().events, KvCacheEvents::Remove(vec![b, a]));
+/// ```
+pub fn compat_frames(batch: &KvbmCacheEvents) -> Result<Vec<Vec<u8>>, EncodeError> {
+    batch
+        .events
+        .by_kind()
+        .into_iter()
+        .map(|part| {
+            let mut out = Vec::with_capacity(48 + 18 * part.len());
+            msgpack::write_array_len(&mut out, 2);
+            write_events(&mut out, &part, KvbmEncoding::Compat)?;
+            write_u128(&mut out, batch.instance_id);
+            Ok(out)
+        })
+        .collect()
+}
+
 pub(crate) fn read_u128(reader: &mut Reader<'_>) -> Result<u128, DecodeError> {
     match reader.peek_kind()? {
         Kind::Bin => {
@@ -468,6 +512,45 @@ mod tests {
             block_size: 32,
             position: StreamPosition { epoch: 9, seq: 300 },
         }
+    }
+
+    #[test]
+    fn a_mixed_batch_goes_to_kvbm_as_one_compat_frame_per_run_in_order() {
+        let hashes: Vec<SequenceHash> = (1..=5).map(SequenceHash::root).collect();
+        let changes = vec![
+            BlockChange::Stored(StoredBlock::orphan(hashes[0])),
+            BlockChange::Stored(StoredBlock::orphan(hashes[1])),
+            BlockChange::Removed(hashes[2]),
+            BlockChange::Stored(StoredBlock::orphan(hashes[3])),
+            BlockChange::Removed(hashes[4]),
+            BlockChange::Removed(hashes[0]),
+        ];
+        let mixed = batch(KvCacheEvents::Mixed(changes));
+        let frames = compat_frames(&mixed).unwrap();
+        let decoded: Vec<KvCacheEvents> = frames
+            .iter()
+            .map(|frame| {
+                let frame = decode(frame).unwrap();
+                assert_eq!(frame.instance_id, mixed.instance_id);
+                assert!(frame.header.is_none(), "kvbm-logical's own shape");
+                frame.events
+            })
+            .collect();
+        let expected: Vec<KvCacheEvents> = mixed
+            .events
+            .by_kind()
+            .into_iter()
+            .map(|part| part.into_owned())
+            .collect();
+        assert_eq!(decoded, expected);
+        assert_eq!(decoded.len(), 4);
+        // A batch of one kind is the one frame `encode` writes.
+        let single = batch(KvCacheEvents::Remove(hashes.clone()));
+        assert_eq!(
+            compat_frames(&single).unwrap(),
+            vec![encode(&single, KvbmEncoding::Compat).unwrap()]
+        );
+        assert!(compat_frames(&batch(KvCacheEvents::Clear)).is_err());
     }
 
     #[test]
