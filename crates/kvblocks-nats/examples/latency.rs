@@ -86,15 +86,17 @@ struct Clock {
 
 impl Clock {
     fn observe(&self, batch: &KvbmCacheEvents) {
-        let KvCacheEvents::Create(blocks) = &batch.events else {
-            return;
-        };
         let now = Instant::now();
         let mut registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
         let mut latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
-        for block in blocks {
-            if let Some(at) = registered.remove(&block.hash.current_sequence_hash()) {
-                latencies.push(now - at);
+        for part in batch.events.by_kind() {
+            let KvCacheEvents::Create(blocks) = part.as_ref() else {
+                continue;
+            };
+            for block in blocks {
+                if let Some(at) = registered.remove(&block.hash.current_sequence_hash()) {
+                    latencies.push(now - at);
+                }
             }
         }
     }

@@ -316,7 +316,9 @@ impl BlockTable {
         *bits &= !bit;
         if *bits == 0 {
             self.overflow.remove(&(key, word));
-            if self.overflow.len() * 8 < self.overflow.capacity() {
+            // `capacity()` counts free places only: a table full of removal
+            // marks reports none, so an empty map is freed whatever it says.
+            if self.overflow.is_empty() || self.overflow.len() * 8 < self.overflow.capacity() {
                 self.overflow.shrink_to(self.overflow.len() * 2);
             }
         }

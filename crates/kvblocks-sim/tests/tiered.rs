@@ -8,7 +8,7 @@ mod common;
 use common::hand_trace;
 use std::sync::Arc;
 
-use kvblocks::events::{EventsManager, KvCacheEvents};
+use kvblocks::events::{BlockChange, EventsManager, KvCacheEvents};
 use kvblocks::{BlockRegistry, EvictionPolicyKind, LogicalLayoutHandle};
 use kvblocks_sim::prepare::PreparedTrace;
 use kvblocks_sim::schedule::HoldMode;
@@ -263,6 +263,14 @@ fn the_evictions_counted_are_the_removals_the_stores_report() {
             match &batch.events {
                 KvCacheEvents::Create(blocks) => created[tier] += blocks.len() as u64,
                 KvCacheEvents::Remove(hashes) => removed[tier] += hashes.len() as u64,
+                KvCacheEvents::Mixed(changes) => {
+                    for change in changes {
+                        match change {
+                            BlockChange::Stored(_) => created[tier] += 1,
+                            BlockChange::Removed(_) => removed[tier] += 1,
+                        }
+                    }
+                }
                 other => panic!("unexpected batch {other:?}"),
             }
         }

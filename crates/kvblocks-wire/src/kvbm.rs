@@ -13,7 +13,8 @@
 //! ```
 //!
 //! [`KvbmEncoding::Compat`] writes exactly those bytes (tier, block size,
-//! stream position and parents are dropped; a clear cannot be expressed).
+//! stream position and parents are dropped; a clear cannot be expressed; a
+//! batch of mixed kinds goes as [`compat_frames`], one frame per run).
 //! [`KvbmEncoding::Extended`] writes the same struct as a map, which
 //! kvbm-logical's decoder also accepts (serde ignores the extra keys), with
 //! the extension in extra keys:

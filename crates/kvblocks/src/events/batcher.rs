@@ -1,7 +1,8 @@
-//! The batcher: turns a stream of single events into batches of one kind and
-//! one tier, or, configured with
-//! [`with_mixed_kinds`](BatchingConfig::with_mixed_kinds), of stores and
-//! removals of one tier together in their order.
+//! The batcher: turns a stream of single events into batches of one tier:
+//! by default stores and removals together in their order (a batch that
+//! holds only one kind closes as that kind), or, with
+//! [`with_mixed_kinds(false)`](BatchingConfig::with_mixed_kinds), of one
+//! kind each, as kvbm-logical batches.
 //!
 //! A batch is closed when it reaches the size limit, when an event of another
 //! kind (one-kind batches only) or tier arrives, before and after a clear, or
@@ -30,8 +31,13 @@ pub struct BatchingConfig {
     /// Most events in a batch (default 1024).
     pub max_batch_size: NonZeroUsize,
     /// Whether stores and removals of one tier share a batch
-    /// ([`KvCacheEvents::Mixed`]) instead of closing it at each switch
-    /// (default `false`: kvbm-logical's format carries one kind per batch).
+    /// ([`KvCacheEvents::Mixed`] when it holds both; a batch that holds one
+    /// kind still closes as `Create` or `Remove`) instead of closing it at
+    /// each switch. Default `true`: a serving loop alternates evictions and
+    /// registrations, and one-kind batches cost it about 4 points more
+    /// (BENCHMARKS.md, "Event emission"). `false` gives kvbm-logical's
+    /// batching exactly; either way, `kvblocks_wire::kvbm::compat_frames`
+    /// writes any batch as kvbm-logical's own frames.
     pub mixed_kinds: bool,
 }
 
@@ -40,7 +46,7 @@ impl Default for BatchingConfig {
         Self {
             window: Duration::from_millis(10),
             max_batch_size: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
-            mixed_kinds: false,
+            mixed_kinds: true,
         }
     }
 }
@@ -390,13 +396,45 @@ impl EventBatcher {
         let events = match open.kind {
             EventKind::Create => KvCacheEvents::Create(open.creates),
             EventKind::Remove => KvCacheEvents::Remove(open.removes),
-            EventKind::Mixed => KvCacheEvents::Mixed(open.changes),
+            EventKind::Mixed => one_kind_if_uniform(open.changes),
             EventKind::Clear => KvCacheEvents::Clear,
         };
         out(Batch {
             tier: open.tier,
             events,
         });
+    }
+}
+
+/// A closed mixed batch as a batch of one kind when it holds only stores or
+/// only removals (the shape kvbm-logical's consumers know), else as it is.
+fn one_kind_if_uniform(changes: Vec<BlockChange>) -> KvCacheEvents {
+    let stores = changes
+        .iter()
+        .filter(|change| matches!(change, BlockChange::Stored(_)))
+        .count();
+    if stores == changes.len() {
+        KvCacheEvents::Create(
+            changes
+                .into_iter()
+                .filter_map(|change| match change {
+                    BlockChange::Stored(block) => Some(block),
+                    BlockChange::Removed(_) => None,
+                })
+                .collect(),
+        )
+    } else if stores == 0 {
+        KvCacheEvents::Remove(
+            changes
+                .into_iter()
+                .filter_map(|change| match change {
+                    BlockChange::Removed(hash) => Some(hash),
+                    BlockChange::Stored(_) => None,
+                })
+                .collect(),
+        )
+    } else {
+        KvCacheEvents::Mixed(changes)
     }
 }
 
@@ -445,7 +483,7 @@ mod tests {
     #[test]
     fn events_keep_the_order_they_were_pushed_in() {
         let out = run(
-            BatchingConfig::default(),
+            BatchingConfig::default().with_mixed_kinds(false),
             &[(create(10), 0), (create(5), 0), (create(15), 0)],
         );
         let KvCacheEvents::Create(blocks) = &out[0].events else {
@@ -490,7 +528,7 @@ mod tests {
     #[test]
     fn a_kind_or_tier_switch_closes_the_batch() {
         let out = run(
-            BatchingConfig::default(),
+            BatchingConfig::default().with_mixed_kinds(false),
             &[
                 (create(1), 0),
                 (create(2), 0),
@@ -530,9 +568,10 @@ mod tests {
                         stored(2)
                     ]),
                 },
+                // One kind only: closed as that kind.
                 Batch {
                     tier: G2,
-                    events: KvCacheEvents::Mixed(vec![BlockChange::Removed(hash(6))]),
+                    events: KvCacheEvents::Remove(vec![hash(6)]),
                 },
                 Batch {
                     tier: G2,
@@ -540,7 +579,7 @@ mod tests {
                 },
                 Batch {
                     tier: G1,
-                    events: KvCacheEvents::Mixed(vec![stored(3)]),
+                    events: KvCacheEvents::Create(vec![StoredBlock::orphan(hash(3))]),
                 },
             ]
         );
@@ -600,7 +639,7 @@ mod tests {
     #[test]
     fn a_clear_closes_the_open_batch_and_stands_alone() {
         let out = run(
-            BatchingConfig::default(),
+            BatchingConfig::default().with_mixed_kinds(false),
             &[
                 (create(1), 0),
                 (KvCacheEvent::Clear { tier: G1 }, 0),

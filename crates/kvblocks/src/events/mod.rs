@@ -17,10 +17,11 @@
 //!   [`PowerOfTwoPolicy`]).
 //! - [`emitter`]: [`EventEmitter`], the handle the store pushes to, under its
 //!   own locks, in nanoseconds.
-//! - [`batcher`]: [`EventBatcher`], closing batches on size, on a kind or tier
-//!   switch and on a deadline driven by the caller's clock; or, with
-//!   [`BatchingConfig::with_mixed_kinds`], keeping stores and removals of one
-//!   tier in one batch in their order ([`KvCacheEvents::Mixed`]).
+//! - [`batcher`]: [`EventBatcher`], closing batches on size, on a tier switch
+//!   and on a deadline driven by the caller's clock, with stores and removals
+//!   of one tier in one batch in their order ([`KvCacheEvents::Mixed`] when
+//!   it holds both kinds); with [`BatchingConfig::with_mixed_kinds`]`(false)`
+//!   also on a kind switch, as kvbm-logical batches.
 //! - [`manager`]: [`EventsManager`], which flushes the emitters' buffer through
 //!   the batcher, assigns stream positions and publishes to every
 //!   [`EventSink`], outside every lock of the store.

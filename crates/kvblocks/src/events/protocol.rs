@@ -16,8 +16,8 @@
 //! - a [`KvCacheEvents::Clear`] for a reset of a whole tier's pool;
 //! - [`KvCacheEvents::Mixed`], stores and removals of one tier in one batch,
 //!   in the order they happened (vLLM's `KVEventBatch` mixes kinds the same
-//!   way), for a batcher configured with
-//!   [`with_mixed_kinds`](super::BatchingConfig::with_mixed_kinds).
+//!   way): what the batcher closes by default when a batch holds both kinds
+//!   (see [`with_mixed_kinds`](super::BatchingConfig::with_mixed_kinds)).
 
 use std::borrow::Cow;
 
@@ -168,10 +168,10 @@ pub enum KvCacheEvents {
     Clear,
     /// The publisher is shutting down: nothing follows in this epoch.
     Shutdown,
-    /// Stores and removals in the order they happened (only from a batcher
-    /// configured with
-    /// [`with_mixed_kinds`](super::BatchingConfig::with_mixed_kinds);
-    /// kvbm-logical's own format cannot carry it).
+    /// Stores and removals in the order they happened (from a batcher with
+    /// [`with_mixed_kinds`](super::BatchingConfig::with_mixed_kinds), the
+    /// default, when a batch holds both kinds; kvbm-logical's own frame
+    /// cannot carry it: `kvblocks_wire::kvbm::compat_frames` splits it).
     Mixed(Vec<BlockChange>),
 }
 
