@@ -63,7 +63,7 @@
 //! The real cache pays what leaf-first LRU pays (a parent table probe per
 //! registration and forget, list moves) plus a stamp compare per eviction,
 //! one fixed-seed hash per registration and forget, which both picks the
-//! sample and files the key in the ghosts (`hedge/ghosts.rs`: 4 bytes an
+//! sample and files the key in the ghosts (`hedge/ghosts.rs`: 2 bytes an
 //! entry, one 16-byte set read per registration and written per forget);
 //! one reference in `rate` also goes through both miniatures (a table
 //! probe and the same list moves each). Everything is sized in
@@ -71,12 +71,12 @@
 //! eviction", "Replay cost per block") has the cost against LRU's, before
 //! and after these cuts.
 //!
-//! What the cuts were (callgrind, `kvsim replay`, instructions against
-//! LRU's): not observing hits (every match of an active block used to take
-//! the shard lock and a policy call), the ghosts in place of a 20-byte
-//! history entry with its own hash (a 2.6 MB table at 40,000 slots, now
-//! 512 KB), no tree in the sampled miniatures, one 16-byte record per slot
-//! for the place, reuse and stamp in place of three arrays.
+//! The cuts (what callgrind showed on `kvsim replay`): Hedge no longer
+//! observes hits (each match of an active block took the shard lock and
+//! a policy call); the ghosts replace a 20-byte history entry with its own
+//! hash (2.6 MB at 40,000 slots, now 256 KB); the sampled miniatures keep
+//! no tree; the place, reuse bit and stamp of a slot share one 8-byte word
+//! instead of three arrays.
 
 mod ghosts;
 mod mini;

@@ -2,9 +2,11 @@
 //! history (a block that registers again while remembered is on its second
 //! use).
 //!
-//! Presence only, as small as it can be: a 32-bit tag per entry, four
+//! Presence only, as small as it can be: a 16-bit tag per entry, eight
 //! entries to a 16-byte set (four sets to a cache line), sets a power of
-//! two, sized once. A set is a FIFO: an insert shifts its tags back one
+//! two, sized once: 4 bytes a slot for twice as many entries as slots.
+//! (A tag of 15 useful bits in a set of eight makes one probe in about
+//! 4,000 a false "left recently": a wrong guess, not a wrong eviction.) A set is a FIFO: an insert shifts its tags back one
 //! way and drops the last; a `take` closes the gap it leaves, so the
 //! entries that leave first are always the oldest. A probe reads one set,
 //! never allocates, and costs the same whatever the keys (crafted keys can
@@ -13,16 +15,16 @@
 //! The caller hands in a 64-bit hash of the key under a fixed seed
 //! ([`super::Hedge`] computes it once per registration and also samples
 //! with it), so a replay repeats exactly. The set comes from its low bits
-//! and the tag from bits 16-47, which the sampler (bits 48 and up) does
+//! and the tag from bits 16-31, which the sampler (bits 48 and up) does
 //! not read.
 
 /// Ways per set.
-const WAYS: usize = 4;
+const WAYS: usize = 8;
 
 /// Block hashes to "left recently", oldest-first replacement per set.
 pub(super) struct Ghosts {
     /// Tags per set, newest first (0: empty, always after the used ways).
-    sets: Vec<[u32; WAYS]>,
+    sets: Vec<[u16; WAYS]>,
     /// `sets.len() - 1`.
     mask: usize,
 }
@@ -39,8 +41,8 @@ impl Ghosts {
 
     /// The set and nonzero tag of a key hashed as `hash`.
     #[inline]
-    fn locate(&self, hash: u64) -> (usize, u32) {
-        ((hash as usize) & self.mask, (hash >> 16) as u32 | 1)
+    fn locate(&self, hash: u64) -> (usize, u16) {
+        ((hash as usize) & self.mask, (hash >> 16) as u16 | 1)
     }
 
     /// Remembers the key hashed as `hash` as the newest of its set.
@@ -48,7 +50,8 @@ impl Ghosts {
     pub(super) fn insert(&mut self, hash: u64) {
         let (index, tag) = self.locate(hash);
         let set = &mut self.sets[index];
-        *set = [tag, set[0], set[1], set[2]];
+        set.copy_within(..WAYS - 1, 1);
+        set[0] = tag;
     }
 
     /// Forgets the key hashed as `hash`; whether it was remembered.
@@ -73,23 +76,25 @@ mod tests {
     fn remembers_recent_keys_and_forgets_the_oldest_of_a_full_set() {
         // One set; odd tags, so `| 1` leaves them apart.
         let key = |tag: u64| tag << 16;
-        let mut ghosts = Ghosts::new(4);
-        for tag in [1, 3, 5, 7, 9, 11] {
+        let mut ghosts = Ghosts::new(WAYS);
+        let tags: Vec<u64> = (0..WAYS as u64 + 2).map(|i| 2 * i + 1).collect();
+        for &tag in &tags {
             ghosts.insert(key(tag));
         }
-        // The four newest stay; each is taken once.
-        assert!(!ghosts.take(key(1)) && !ghosts.take(key(3)));
-        assert!(ghosts.take(key(7)));
-        assert!(!ghosts.take(key(7)));
+        // The newest `WAYS` stay; each is taken once.
+        assert!(!ghosts.take(key(tags[0])) && !ghosts.take(key(tags[1])));
+        assert!(ghosts.take(key(tags[4])));
+        assert!(!ghosts.take(key(tags[4])));
         // The gap closed: one more insert drops nothing still remembered.
-        ghosts.insert(key(13));
-        assert!([5, 9, 11, 13].iter().all(|&tag| ghosts.take(key(tag))));
+        ghosts.insert(key(101));
+        let kept = tags[2..].iter().filter(|&&t| t != tags[4]).chain([&101]);
+        assert!(kept.into_iter().all(|&tag| ghosts.take(key(tag))));
         assert_eq!(ghosts.sets[0], [0; WAYS]);
     }
 
     #[test]
     fn keys_in_other_sets_do_not_push_each_other_out() {
-        let mut ghosts = Ghosts::new(64);
+        let mut ghosts = Ghosts::new(16 * WAYS);
         assert_eq!(ghosts.mask, 15);
         for hash in 0..16u64 {
             ghosts.insert(hash | 0xABCD_0000);

@@ -52,14 +52,53 @@ enum Place {
     Pinned = 3,
 }
 
-/// What a slot's hooks read and write, side by side (one cache line).
+/// What a slot's hooks read and write, in one word (8 bytes a slot, so
+/// the hot per-slot state of a large pool stays small): the release stamp
+/// above bit 3, then the reuse bit, then the place.
 #[derive(Clone, Copy)]
-struct Meta {
-    /// Release stamp.
-    stamp: u64,
-    place: Place,
+struct Meta(u64);
+
+impl Meta {
+    /// Not registered, or pinned: no stamp, not reused.
+    const PINNED: Meta = Meta(Place::Pinned as u64);
+    const REUSED: u64 = 1 << 2;
+    const STAMP_SHIFT: u32 = 3;
+
+    #[inline]
+    fn stamp(self) -> u64 {
+        self.0 >> Self::STAMP_SHIFT
+    }
+
+    #[inline]
+    fn place(self) -> Place {
+        match self.0 & 3 {
+            0 => Place::Once,
+            1 => Place::Twice,
+            2 => Place::Inner,
+            _ => Place::Pinned,
+        }
+    }
+
     /// Found again after a release (or remembered by the ghosts).
-    reused: bool,
+    #[inline]
+    fn reused(self) -> bool {
+        self.0 & Self::REUSED != 0
+    }
+
+    #[inline]
+    fn with_stamp(self, stamp: u64) -> Meta {
+        Meta(stamp << Self::STAMP_SHIFT | self.0 & 7)
+    }
+
+    #[inline]
+    fn with_place(self, place: Place) -> Meta {
+        Meta(self.0 & !3 | place as u64)
+    }
+
+    #[inline]
+    fn with_reused(self, reused: bool) -> Meta {
+        Meta(self.0 & !Self::REUSED | u64::from(reused) << 2)
+    }
 }
 
 /// The lists and the block tree.
@@ -91,14 +130,7 @@ impl Orders {
             tree: tree.then(|| BlockTree::new(slots)),
             links: Links::new(slots),
             lists: [List::new(), List::new(), List::new()],
-            meta: vec![
-                Meta {
-                    stamp: 0,
-                    place: Place::Pinned,
-                    reused: false,
-                };
-                slots
-            ],
+            meta: vec![Meta::PINNED; slots],
             clock: 0,
             protection: 8 * slots as u64,
             ghosts: Ghosts::new(2 * slots),
@@ -116,7 +148,7 @@ impl Orders {
     fn class(&self, slot: u32) -> Place {
         if self.children(slot) > 0 {
             Place::Inner
-        } else if self.meta[slot as usize].reused {
+        } else if self.meta[slot as usize].reused() {
             Place::Twice
         } else {
             Place::Once
@@ -125,7 +157,9 @@ impl Orders {
 
     #[inline]
     fn unlink(&mut self, slot: u32) {
-        let place = std::mem::replace(&mut self.meta[slot as usize].place, Place::Pinned);
+        let meta = &mut self.meta[slot as usize];
+        let place = meta.place();
+        *meta = meta.with_place(Place::Pinned);
         if place != Place::Pinned {
             self.lists[place as usize].remove(&mut self.links, slot);
         }
@@ -134,7 +168,7 @@ impl Orders {
     /// Moves an evictable `slot` to the list its children call for; a slot
     /// that became a leaf goes first, no newer than that list's front.
     fn reclassify(&mut self, slot: u32) {
-        let from = self.meta[slot as usize].place;
+        let from = self.meta[slot as usize].place();
         let wanted = self.class(slot);
         if from == Place::Pinned || from == wanted {
             return;
@@ -149,16 +183,15 @@ impl Orders {
         } else {
             let front = list.front();
             list.push_front(&mut self.links, slot);
-            let own = self.meta[slot as usize].stamp;
+            let own = self.meta[slot as usize].stamp();
             if front == NIL {
                 own
             } else {
-                own.min(self.meta[front as usize].stamp)
+                own.min(self.meta[front as usize].stamp())
             }
         };
         let meta = &mut self.meta[slot as usize];
-        meta.stamp = stamp;
-        meta.place = wanted;
+        *meta = meta.with_stamp(stamp).with_place(wanted);
     }
 
     /// `slot` now holds `hash`, whose fixed-seed hash is `fingerprint`
@@ -167,8 +200,7 @@ impl Orders {
     pub(crate) fn on_register(&mut self, slot: u32, hash: SequenceHash, fingerprint: u64) {
         let reused = self.ghosts.take(fingerprint);
         let meta = &mut self.meta[slot as usize];
-        meta.place = Place::Pinned;
-        meta.reused = reused;
+        *meta = meta.with_place(Place::Pinned).with_reused(reused);
         if let Some(parent) = self
             .tree
             .as_mut()
@@ -184,8 +216,7 @@ impl Orders {
         self.clock += 1;
         let place = self.class(slot);
         let meta = &mut self.meta[slot as usize];
-        meta.stamp = self.clock;
-        meta.place = place;
+        *meta = meta.with_stamp(self.clock).with_place(place);
         self.lists[place as usize].push_back(&mut self.links, slot);
     }
 
@@ -196,7 +227,8 @@ impl Orders {
     /// here first.)
     #[inline]
     pub(crate) fn on_reacquire(&mut self, slot: u32) {
-        self.meta[slot as usize].reused = true;
+        let meta = &mut self.meta[slot as usize];
+        *meta = meta.with_reused(true);
         self.unlink(slot);
     }
 
@@ -212,9 +244,9 @@ impl Orders {
             (o, t) => match order {
                 // A reused leaf idle for eight pools' worth of releases has
                 // outlived its protection.
-                Order::OnceFirst if self.clock - self.meta[t as usize].stamp > self.protection => t,
+                Order::OnceFirst if self.clock - self.meta[t as usize].stamp() > self.protection => t,
                 Order::OnceFirst => o,
-                Order::LeafLru if self.meta[t as usize].stamp < self.meta[o as usize].stamp => t,
+                Order::LeafLru if self.meta[t as usize].stamp() < self.meta[o as usize].stamp() => t,
                 Order::LeafLru => o,
             },
         };
@@ -235,7 +267,8 @@ impl Orders {
     pub(crate) fn forget(&mut self, slot: u32, fingerprint: u64) {
         self.ghosts.insert(fingerprint);
         self.unlink(slot);
-        self.meta[slot as usize].reused = false;
+        let meta = &mut self.meta[slot as usize];
+        *meta = meta.with_reused(false);
         if let Some(parent) = self.tree.as_mut().and_then(|tree| tree.forget(slot)) {
             self.reclassify(parent);
         }
@@ -262,26 +295,26 @@ impl Orders {
             while slot != NIL {
                 let s = slot as usize;
                 let meta = self.meta[s];
-                if meta.place != place || self.class(slot) != place {
+                if meta.place() != place || self.class(slot) != place {
                     return Err(format!(
                         "orders: slot {slot} in {place:?} list is placed {:?}, belongs in {:?}",
-                        meta.place,
+                        meta.place(),
                         self.class(slot)
                     ));
                 }
-                if place != Place::Inner && meta.stamp < last {
+                if place != Place::Inner && meta.stamp() < last {
                     return Err(format!(
                         "orders: {place:?} list out of release order at slot {slot}"
                     ));
                 }
-                last = meta.stamp;
+                last = meta.stamp();
                 count += 1;
                 if count > list.len() {
                     return Err(format!("orders: {place:?} list longer than its count"));
                 }
                 slot = self.links.next(slot);
             }
-            let tally = self.meta.iter().filter(|m| m.place == place).count();
+            let tally = self.meta.iter().filter(|m| m.place() == place).count();
             if count != list.len() || tally != count {
                 return Err(format!(
                     "orders: {place:?} list holds {count}, counts {}, places say {tally}",
