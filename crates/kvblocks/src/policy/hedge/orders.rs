@@ -244,9 +244,15 @@ impl Orders {
             (o, t) => match order {
                 // A reused leaf idle for eight pools' worth of releases has
                 // outlived its protection.
-                Order::OnceFirst if self.clock - self.meta[t as usize].stamp() > self.protection => t,
+                Order::OnceFirst
+                    if self.clock - self.meta[t as usize].stamp() > self.protection =>
+                {
+                    t
+                }
                 Order::OnceFirst => o,
-                Order::LeafLru if self.meta[t as usize].stamp() < self.meta[o as usize].stamp() => t,
+                Order::LeafLru if self.meta[t as usize].stamp() < self.meta[o as usize].stamp() => {
+                    t
+                }
                 Order::LeafLru => o,
             },
         };
