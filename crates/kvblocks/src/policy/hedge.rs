@@ -37,8 +37,14 @@
 //! sampled when its key's hash under a fixed seed falls in one bucket of
 //! `rate` (so a replay repeats exactly). Each miniature has `slots / rate`
 //! slots, `rate` a power of two near `slots / 1024`: 1 up to 1,024 slots,
-//! else between 4 and 64. A registration or a hit of a sampled block is a
-//! reference to both miniatures, a hit there if the key is resident. The
+//! else between 4 and 64. A registration of a sampled block, or a match
+//! that finds it evictable (`on_reacquire`), is a reference to both
+//! miniatures, a hit there if the key is resident. Hits on a block some
+//! request still pins are the same use as that request's, as once-first
+//! counts uses, so Hedge does not observe hits at all and the store pins
+//! active blocks for a match without its lock, as under LRU. A miniature
+//! keeps a block tree only when it samples every key (`rate` 1): in a
+//! sample of at most one key in four, a block's parent is seldom there. The
 //! order whose miniature scores more hits, decayed per sampled reference
 //! with a half-life of two miniature pools, leads; a challenger must beat
 //! the leader by 5% and by a few hits, so near ties do not flap.
@@ -56,13 +62,23 @@
 //!
 //! The real cache pays what leaf-first LRU pays (a parent table probe per
 //! registration and forget, list moves) plus a stamp compare per eviction,
-//! one fixed-seed hash and one history probe per registration and a
-//! history insert per forget; one reference in `rate` also goes through
-//! both miniatures (a table probe and the same list moves each).
-//! Everything is sized in [`Hedge::new`]; no hook allocates. Measured side
-//! by side, that is 1.7-1.9x LRU's replay cost per block, over the 1.5x
-//! the issue allowed (`BENCHMARKS.md`, "Adaptive eviction").
+//! one fixed-seed hash per registration and forget, which both picks the
+//! sample and files the key in the ghosts (`hedge/ghosts.rs`: 2 bytes an
+//! entry, one 16-byte set read per registration and written per forget);
+//! one reference in `rate` also goes through both miniatures (a table
+//! probe and the same list moves each). Everything is sized in
+//! [`Hedge::new`]; no hook allocates. `BENCHMARKS.md` ("Adaptive
+//! eviction", "Replay cost per block") has the cost against LRU's, before
+//! and after these cuts.
+//!
+//! The cuts (what callgrind showed on `kvsim replay`): Hedge no longer
+//! observes hits (each match of an active block took the shard lock and
+//! a policy call); the ghosts replace a 20-byte history entry with its own
+//! hash (2.6 MB at 40,000 slots, now 256 KB); the sampled miniatures keep
+//! no tree; the place, reuse bit and stamp of a slot share one 8-byte word
+//! instead of three arrays.
 
+mod ghosts;
 mod mini;
 mod orders;
 #[cfg(test)]
@@ -100,7 +116,8 @@ const MIN_RATE: usize = 4;
 /// At most one key in this many is sampled.
 const MAX_RATE: usize = 64;
 
-/// Seed of the sampling hash (digits of pi: any dense constant will do).
+/// Seed of the fingerprint hash, which picks the sample and files keys in
+/// the ghosts (digits of pi: any dense constant will do).
 const SAMPLER_SEED: [u64; 2] = [0x243F_6A88_85A3_08D3, 0x1319_8A2E_0370_7344];
 
 /// Follows whichever of leaf-first LRU and once-first scores more hits in
@@ -121,7 +138,8 @@ pub struct Hedge {
     decay: f64,
     /// Keys whose sampling hash has these bits clear are sampled.
     sample_mask: u64,
-    /// Picks the sample: fixed, so that a replay repeats exactly.
+    /// Fingerprints keys, to pick the sample and for the ghosts: fixed, so
+    /// that a replay repeats exactly.
     sampler: KeyHasher,
     /// Hashes keys for the miniature tables (random seed, flooding).
     hasher: KeyHasher,
@@ -143,11 +161,13 @@ impl Hedge {
         let mini = (slots / rate).max(1);
         let hasher = KeyHasher::random();
         Self {
-            orders: Orders::new(slots),
+            orders: Orders::new(slots, true),
             leader: 0,
             sampled: vec![false; slots],
             keys: vec![SequenceHash::default(); slots],
-            minis: ORDERS.map(|order| Mini::new(order, mini, hasher)),
+            // A sample of one key in `rate` seldom holds a block's parent
+            // with it: the miniatures keep a tree only if it holds every key.
+            minis: ORDERS.map(|order| Mini::new(order, mini, rate == 1)),
             score: [0.0; EXPERTS],
             decay: 0.5f64.powf(1.0 / (2 * mini) as f64),
             // The sample uses the sampling hash's high bits.
@@ -168,12 +188,18 @@ impl Hedge {
         self.switches
     }
 
+    /// `key`'s fixed-seed hash: the sample and the ghosts read it.
+    #[inline]
+    fn fingerprint(&self, key: SequenceHash) -> u64 {
+        self.sampler.hash_u128(key.as_u128())
+    }
+
     /// One reference to a sampled key: both miniature caches see it, the
     /// scores move and the leader may change.
-    fn reference(&mut self, key: SequenceHash) {
+    fn reference(&mut self, key: SequenceHash, fingerprint: u64) {
         let hash = self.hasher.hash_u128(key.as_u128());
         for (mini, score) in self.minis.iter_mut().zip(&mut self.score) {
-            let hit = mini.reference(key, hash);
+            let hit = mini.reference(key, hash, fingerprint);
             *score = *score * self.decay + f64::from(u8::from(hit));
         }
         let challenger = 1 - self.leader;
@@ -191,43 +217,54 @@ impl EvictionPolicy for Hedge {
     }
 
     fn on_register(&mut self, slot: u32, hash: SequenceHash) {
-        self.orders.on_register(slot, hash);
-        let sampled = self.sampler.hash_u128(hash.as_u128()) & self.sample_mask == 0;
+        let fingerprint = self.fingerprint(hash);
+        self.orders.on_register(slot, hash, fingerprint);
+        let sampled = fingerprint & self.sample_mask == 0;
         self.sampled[slot as usize] = sampled;
         if sampled {
             self.keys[slot as usize] = hash;
-            self.reference(hash);
+            self.reference(hash, fingerprint);
         }
     }
 
-    fn on_hit(&mut self, slot: u32) {
-        if self.sampled[slot as usize] {
-            self.reference(self.keys[slot as usize]);
-        }
-        self.orders.on_hit(slot);
+    /// Hits on pinned blocks are not needed (see `on_reacquire`), so the
+    /// store pins active blocks for a match without its lock, as for LRU.
+    fn observes_hits(&self) -> bool {
+        false
     }
 
+    #[inline]
     fn on_release(&mut self, slot: u32) {
         self.orders.on_release(slot);
     }
 
+    /// A use after a release: the block counts as reused, and a sampled
+    /// one is a reference to the miniatures. (Hits on a pinned block are
+    /// the same use as the one pinning it, as LRU-K's correlated reference
+    /// period has them.)
     fn on_reacquire(&mut self, slot: u32) {
+        if self.sampled[slot as usize] {
+            let key = self.keys[slot as usize];
+            self.reference(key, self.fingerprint(key));
+        }
         self.orders.on_reacquire(slot);
     }
 
+    #[inline]
     fn evict(&mut self) -> Option<u32> {
         self.orders.evict(ORDERS[self.leader])
     }
 
     fn on_forget(&mut self, slot: u32, hash: SequenceHash) {
         // `sampled[slot]` is stale from here and rewritten at registration.
-        self.orders.forget(slot, hash);
+        self.orders.forget(slot, self.fingerprint(hash));
     }
 
     fn on_discard(&mut self, slot: u32, hash: SequenceHash) {
-        self.orders.forget(slot, hash);
+        self.orders.forget(slot, self.fingerprint(hash));
     }
 
+    #[inline]
     fn peek_victim(&self) -> Option<u32> {
         self.orders.peek(ORDERS[self.leader])
     }

@@ -7,13 +7,14 @@
 //! key to mini slot, an [`Orders`] over the mini slots, and a free list. It
 //! sees the sampled references in the order the store reports them and
 //! says which were hits. A sampled block's parent is seldom sampled, so
-//! the leaf-first rule rarely applies inside it; it compares the two
-//! orders on reuse alone.
+//! the leaf-first rule would rarely apply inside it: it keeps a block tree
+//! only when the sample is every key, and otherwise compares the two
+//! orders on reuse alone. It remembers each resident key's table hash and
+//! fingerprint, so an eviction hashes nothing.
 
 use hashbrown::HashTable;
 
 use super::orders::{Order, Orders};
-use crate::keyhash::KeyHasher;
 use crate::SequenceHash;
 
 /// A miniature cache under one order.
@@ -24,23 +25,25 @@ pub(super) struct Mini {
     table: HashTable<u32>,
     /// Key per mini slot (meaningful while resident).
     keys: Vec<SequenceHash>,
+    /// Per mini slot: the key's table hash and its fixed-seed fingerprint
+    /// (kept, so an eviction hashes nothing).
+    hashes: Vec<(u64, u64)>,
     /// Never-used mini slots.
     free: Vec<u32>,
-    hasher: KeyHasher,
 }
 
 impl Mini {
-    /// A miniature cache of `slots` slots evicting by `order`; `hasher`
-    /// hashes keys for its table.
-    pub(super) fn new(order: Order, slots: usize, hasher: KeyHasher) -> Self {
+    /// A miniature cache of `slots` slots evicting by `order`, leaf-first
+    /// if `tree` (worth it only when every key is in the sample).
+    pub(super) fn new(order: Order, slots: usize, tree: bool) -> Self {
         Self {
-            orders: Orders::new(slots),
+            orders: Orders::new(slots, tree),
             order,
             // Twice the entries ever held: hashbrown never reallocates then.
             table: HashTable::with_capacity(2 * slots),
             keys: vec![SequenceHash::default(); slots],
+            hashes: vec![(0, 0); slots],
             free: (0..slots as u32).rev().collect(),
-            hasher,
         }
     }
 
@@ -50,18 +53,12 @@ impl Mini {
         self.keys.len()
     }
 
-    /// References `key` (hashed as `hash` by the shared hasher); whether
-    /// it was resident (a hit).
-    pub(super) fn reference(&mut self, key: SequenceHash, hash: u64) -> bool {
-        self.touch(key, hash)
-    }
-
-    /// Finds `key`, or registers it (evicting if full); whether it was
-    /// resident.
-    fn touch(&mut self, key: SequenceHash, hash: u64) -> bool {
+    /// References `key` (hashed as `hash` by the shared hasher, as
+    /// `fingerprint` by the fixed-seed one): finds it, or registers it
+    /// (evicting if full). Whether it was resident (a hit).
+    pub(super) fn reference(&mut self, key: SequenceHash, hash: u64, fingerprint: u64) -> bool {
         let keys = &self.keys;
         if let Some(&slot) = self.table.find(hash, |&s| keys[s as usize] == key) {
-            self.orders.on_hit(slot);
             self.orders.on_reacquire(slot);
             self.orders.on_release(slot);
             return true;
@@ -73,20 +70,20 @@ impl Mini {
                 let Some(victim) = self.orders.evict(self.order) else {
                     return false;
                 };
-                let old_hash = self.hasher.hash_u128(self.keys[victim as usize].as_u128());
+                let (old_hash, old_fingerprint) = self.hashes[victim as usize];
                 if let Ok(entry) = self.table.find_entry(old_hash, |&s| s == victim) {
                     entry.remove();
                 }
-                self.orders.forget(victim, self.keys[victim as usize]);
+                self.orders.forget(victim, old_fingerprint);
                 victim
             }
         };
         self.keys[slot as usize] = key;
-        let (keys, hasher) = (&self.keys, self.hasher);
-        self.table.insert_unique(hash, slot, |&s| {
-            hasher.hash_u128(keys[s as usize].as_u128())
-        });
-        self.orders.on_register(slot, key);
+        self.hashes[slot as usize] = (hash, fingerprint);
+        let hashes = &self.hashes;
+        self.table
+            .insert_unique(hash, slot, |&s| hashes[s as usize].0);
+        self.orders.on_register(slot, key, fingerprint);
         self.orders.on_release(slot);
         false
     }

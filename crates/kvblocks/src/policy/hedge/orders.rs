@@ -5,12 +5,12 @@
 //! [`super::super::Lineage`] keeps them, with leaves split by use:
 //!
 //! - `once`: leaves (no resident child) not reused since registration;
-//! - `twice`: leaves reused at least once: hit after their first release,
-//!   so the hits of the request that registered a block (or of requests
-//!   that overlap it) count as one use, as LRU-K's correlated reference
-//!   period has them; or registered again while a fixed-size history
-//!   (`policy/history.rs`, twice as many entries as slots) remembers that
-//!   the block left recently, as LRU-K's retained history has it;
+//! - `twice`: leaves reused at least once: found again while evictable
+//!   (reacquired), so the hits of the request that registered a block (or
+//!   of requests that overlap it) count as one use, as LRU-K's correlated
+//!   reference period has them; or registered again while a fixed-size
+//!   memory of blocks that left (`hedge/ghosts.rs`, twice as many entries
+//!   as slots) remembers it, as LRU-K's retained history has it;
 //! - `inner`: blocks with a resident child, the last resort of both orders.
 //!
 //! [`Order::LeafLru`] takes the older of the two leaf fronts (by release
@@ -29,9 +29,9 @@
 //! newer than the front's, as `Lineage` puts it first. This module knows
 //! nothing of learning; [`super::Hedge`] decides which order evicts.
 
-use super::super::history::History;
 use super::super::list::{Links, List, NIL};
 use super::super::tree::BlockTree;
+use super::ghosts::Ghosts;
 use crate::SequenceHash;
 
 /// The eviction orders [`Orders`] can follow.
@@ -52,25 +52,68 @@ enum Place {
     Pinned = 3,
 }
 
-/// Released at least once since registration.
-const RELEASED: u8 = 1;
-/// Reused: hit after a release.
-const REUSED: u8 = 2;
+/// What a slot's hooks read and write, in one word (8 bytes a slot, so
+/// the hot per-slot state of a large pool stays small): the release stamp
+/// above bit 3, then the reuse bit, then the place.
+#[derive(Clone, Copy)]
+struct Meta(u64);
+
+impl Meta {
+    /// Not registered, or pinned: no stamp, not reused.
+    const PINNED: Meta = Meta(Place::Pinned as u64);
+    const REUSED: u64 = 1 << 2;
+    const STAMP_SHIFT: u32 = 3;
+
+    #[inline]
+    fn stamp(self) -> u64 {
+        self.0 >> Self::STAMP_SHIFT
+    }
+
+    #[inline]
+    fn place(self) -> Place {
+        match self.0 & 3 {
+            0 => Place::Once,
+            1 => Place::Twice,
+            2 => Place::Inner,
+            _ => Place::Pinned,
+        }
+    }
+
+    /// Found again after a release (or remembered by the ghosts).
+    #[inline]
+    fn reused(self) -> bool {
+        self.0 & Self::REUSED != 0
+    }
+
+    #[inline]
+    fn with_stamp(self, stamp: u64) -> Meta {
+        Meta(stamp << Self::STAMP_SHIFT | self.0 & 7)
+    }
+
+    #[inline]
+    fn with_place(self, place: Place) -> Meta {
+        Meta(self.0 & !3 | place as u64)
+    }
+
+    #[inline]
+    fn with_reused(self, reused: bool) -> Meta {
+        Meta(self.0 & !Self::REUSED | u64::from(reused) << 2)
+    }
+}
 
 /// The lists and the block tree.
 pub(crate) struct Orders {
-    tree: BlockTree,
+    /// The resident blocks' tree; `None` in a miniature cache that samples
+    /// keys, whose blocks' parents are seldom in the sample.
+    tree: Option<BlockTree>,
     links: Links,
     /// `once`, `twice`, `inner`, indexed by [`Place`].
     lists: [List; 3],
-    place: Vec<Place>,
-    flags: Vec<u8>,
-    /// Release stamp per slot.
-    stamp: Vec<u64>,
+    meta: Vec<Meta>,
     clock: u64,
-    /// Keys of blocks that left, as LRU-K's retained history: one that
-    /// registers again is on its second use.
-    history: History,
+    /// Blocks that left, as LRU-K's retained history: one that registers
+    /// again is on its second use.
+    ghosts: Ghosts,
     /// Once-first protects a reused leaf for this many releases after its
     /// own: eight pools' worth of turnover. (One pool protects too little
     /// against scans whose reuse distance passes the pool; unbounded, too
@@ -80,108 +123,117 @@ pub(crate) struct Orders {
 }
 
 impl Orders {
-    pub(crate) fn new(slots: usize) -> Self {
+    /// Orders over slots `0..slots`, leaf-first if `tree` (else every
+    /// block counts as a leaf).
+    pub(crate) fn new(slots: usize, tree: bool) -> Self {
         Self {
-            tree: BlockTree::new(slots),
+            tree: tree.then(|| BlockTree::new(slots)),
             links: Links::new(slots),
             lists: [List::new(), List::new(), List::new()],
-            place: vec![Place::Pinned; slots],
-            flags: vec![0; slots],
-            stamp: vec![0; slots],
+            meta: vec![Meta::PINNED; slots],
             clock: 0,
             protection: 8 * slots as u64,
-            history: History::new(2 * slots),
+            ghosts: Ghosts::new(2 * slots),
         }
     }
 
+    /// Resident children of `slot` (none without a tree).
+    #[inline]
+    fn children(&self, slot: u32) -> u32 {
+        self.tree.as_ref().map_or(0, |tree| tree.children(slot))
+    }
+
     /// The list an evictable `slot` belongs in now.
+    #[inline]
     fn class(&self, slot: u32) -> Place {
-        if self.tree.children(slot) > 0 {
+        if self.children(slot) > 0 {
             Place::Inner
-        } else if self.flags[slot as usize] & REUSED != 0 {
+        } else if self.meta[slot as usize].reused() {
             Place::Twice
         } else {
             Place::Once
         }
     }
 
+    #[inline]
     fn unlink(&mut self, slot: u32) {
-        let place = std::mem::replace(&mut self.place[slot as usize], Place::Pinned);
+        let meta = &mut self.meta[slot as usize];
+        let place = meta.place();
+        *meta = meta.with_place(Place::Pinned);
         if place != Place::Pinned {
             self.lists[place as usize].remove(&mut self.links, slot);
         }
     }
 
-    /// Appends an evictable `slot` to its list with a fresh stamp.
-    fn push_newest(&mut self, slot: u32) {
-        self.clock += 1;
-        self.stamp[slot as usize] = self.clock;
-        let place = self.class(slot);
-        self.place[slot as usize] = place;
-        self.lists[place as usize].push_back(&mut self.links, slot);
-    }
-
     /// Moves an evictable `slot` to the list its children call for; a slot
     /// that became a leaf goes first, no newer than that list's front.
     fn reclassify(&mut self, slot: u32) {
-        let from = self.place[slot as usize];
+        let from = self.meta[slot as usize].place();
         let wanted = self.class(slot);
         if from == Place::Pinned || from == wanted {
             return;
         }
-        self.unlink(slot);
+        self.lists[from as usize].remove(&mut self.links, slot);
         let list = &mut self.lists[wanted as usize];
-        if wanted == Place::Inner {
+        let stamp = if wanted == Place::Inner {
             // Gained a child: to the back of the last resort, fresh stamp.
-            self.clock += 1;
-            self.stamp[slot as usize] = self.clock;
             list.push_back(&mut self.links, slot);
+            self.clock += 1;
+            self.clock
         } else {
             let front = list.front();
-            if front != NIL {
-                let front_stamp = self.stamp[front as usize];
-                let own = &mut self.stamp[slot as usize];
-                *own = (*own).min(front_stamp);
-            }
             list.push_front(&mut self.links, slot);
-        }
-        self.place[slot as usize] = wanted;
+            let own = self.meta[slot as usize].stamp();
+            if front == NIL {
+                own
+            } else {
+                own.min(self.meta[front as usize].stamp())
+            }
+        };
+        let meta = &mut self.meta[slot as usize];
+        *meta = meta.with_stamp(stamp).with_place(wanted);
     }
 
-    pub(crate) fn on_register(&mut self, slot: u32, hash: SequenceHash) {
-        self.place[slot as usize] = Place::Pinned;
-        self.flags[slot as usize] = if self.history.take(hash).is_some() {
-            REUSED
-        } else {
-            0
-        };
-        if let Some(parent) = self.tree.register(slot, hash) {
+    /// `slot` now holds `hash`, whose fixed-seed hash is `fingerprint`
+    /// (what the ghosts file it under).
+    #[inline]
+    pub(crate) fn on_register(&mut self, slot: u32, hash: SequenceHash, fingerprint: u64) {
+        let reused = self.ghosts.take(fingerprint);
+        let meta = &mut self.meta[slot as usize];
+        *meta = meta.with_place(Place::Pinned).with_reused(reused);
+        if let Some(parent) = self
+            .tree
+            .as_mut()
+            .and_then(|tree| tree.register(slot, hash))
+        {
             self.reclassify(parent);
         }
     }
 
-    pub(crate) fn on_hit(&mut self, slot: u32) {
-        let s = slot as usize;
-        if self.flags[s] & RELEASED != 0 && self.flags[s] & REUSED == 0 {
-            self.flags[s] |= REUSED;
-            if self.place[s] == Place::Once {
-                // Hit while evictable and not pinned: a touch.
-                self.unlink(slot);
-                self.push_newest(slot);
-            }
-        }
-    }
-
+    /// Appends `slot` to its list with a fresh stamp.
+    #[inline]
     pub(crate) fn on_release(&mut self, slot: u32) {
-        self.flags[slot as usize] |= RELEASED;
-        self.push_newest(slot);
+        self.clock += 1;
+        let place = self.class(slot);
+        let meta = &mut self.meta[slot as usize];
+        *meta = meta.with_stamp(self.clock).with_place(place);
+        self.lists[place as usize].push_back(&mut self.links, slot);
     }
 
+    /// An evictable slot is found again: a use after a release, so it is
+    /// reused from now on. (Hits on a pinned slot need no hook: one that
+    /// was never released is still in the use that registered it, as
+    /// LRU-K's correlated reference period has it, and one that was got
+    /// here first.)
+    #[inline]
     pub(crate) fn on_reacquire(&mut self, slot: u32) {
+        let meta = &mut self.meta[slot as usize];
+        *meta = meta.with_reused(true);
         self.unlink(slot);
     }
 
     /// The next victim under `order`, without changing anything.
+    #[inline]
     pub(crate) fn peek(&self, order: Order) -> Option<u32> {
         let [once, twice, inner] = &self.lists;
         let (once, twice) = (once.front(), twice.front());
@@ -192,9 +244,15 @@ impl Orders {
             (o, t) => match order {
                 // A reused leaf idle for eight pools' worth of releases has
                 // outlived its protection.
-                Order::OnceFirst if self.clock - self.stamp[t as usize] > self.protection => t,
+                Order::OnceFirst
+                    if self.clock - self.meta[t as usize].stamp() > self.protection =>
+                {
+                    t
+                }
                 Order::OnceFirst => o,
-                Order::LeafLru if self.stamp[t as usize] < self.stamp[o as usize] => t,
+                Order::LeafLru if self.meta[t as usize].stamp() < self.meta[o as usize].stamp() => {
+                    t
+                }
                 Order::LeafLru => o,
             },
         };
@@ -202,18 +260,22 @@ impl Orders {
         (victim != NIL).then_some(victim)
     }
 
+    #[inline]
     pub(crate) fn evict(&mut self, order: Order) -> Option<u32> {
         let victim = self.peek(order)?;
         self.unlink(victim);
         Some(victim)
     }
 
-    /// The slot leaves (evicted, or discarded while pinned).
-    pub(crate) fn forget(&mut self, slot: u32, hash: SequenceHash) {
-        self.history.insert(hash, 0);
+    /// The slot leaves (evicted, or discarded while pinned); `fingerprint`
+    /// as at its registration.
+    #[inline]
+    pub(crate) fn forget(&mut self, slot: u32, fingerprint: u64) {
+        self.ghosts.insert(fingerprint);
         self.unlink(slot);
-        self.flags[slot as usize] = 0;
-        if let Some(parent) = self.tree.forget(slot) {
+        let meta = &mut self.meta[slot as usize];
+        *meta = meta.with_reused(false);
+        if let Some(parent) = self.tree.as_mut().and_then(|tree| tree.forget(slot)) {
             self.reclassify(parent);
         }
     }
@@ -222,8 +284,12 @@ impl Orders {
         self.lists.iter().map(List::len).sum()
     }
 
-    /// Every list sorted by stamp, every slot in the list its place says.
+    /// Every list sorted by stamp, every slot in the list its place and
+    /// its class say, the tree's child counts right.
     pub(crate) fn check(&self) -> Result<(), String> {
+        if let Some(tree) = &self.tree {
+            tree.check()?;
+        }
         for (list, place) in self
             .lists
             .iter()
@@ -234,25 +300,27 @@ impl Orders {
             let mut last = 0;
             while slot != NIL {
                 let s = slot as usize;
-                if self.place[s] != place {
+                let meta = self.meta[s];
+                if meta.place() != place || self.class(slot) != place {
                     return Err(format!(
-                        "orders: slot {slot} in {place:?} list is {:?}",
-                        self.place[s]
+                        "orders: slot {slot} in {place:?} list is placed {:?}, belongs in {:?}",
+                        meta.place(),
+                        self.class(slot)
                     ));
                 }
-                if place != Place::Inner && self.stamp[s] < last {
+                if place != Place::Inner && meta.stamp() < last {
                     return Err(format!(
                         "orders: {place:?} list out of release order at slot {slot}"
                     ));
                 }
-                last = self.stamp[s];
+                last = meta.stamp();
                 count += 1;
                 if count > list.len() {
                     return Err(format!("orders: {place:?} list longer than its count"));
                 }
                 slot = self.links.next(slot);
             }
-            let tally = self.place.iter().filter(|&&p| p == place).count();
+            let tally = self.meta.iter().filter(|m| m.place() == place).count();
             if count != list.len() || tally != count {
                 return Err(format!(
                     "orders: {place:?} list holds {count}, counts {}, places say {tally}",

@@ -7,6 +7,11 @@ use super::*;
 use crate::policy::test_utils::{check_random_sequences, evict_all, register_all, roots};
 use crate::policy::{Lineage, LruK, S3Fifo};
 
+/// A key's fingerprint, as Hedge computes it.
+fn fingerprint(hash: SequenceHash) -> u64 {
+    KeyHasher::with_seed(SAMPLER_SEED).hash_u128(hash.as_u128())
+}
+
 /// One of Hedge's orders alone, as a policy (the experts' stand-alone runs).
 struct Fixed(Orders, Order);
 
@@ -15,10 +20,7 @@ impl EvictionPolicy for Fixed {
         "fixed"
     }
     fn on_register(&mut self, slot: u32, hash: SequenceHash) {
-        self.0.on_register(slot, hash)
-    }
-    fn on_hit(&mut self, slot: u32) {
-        self.0.on_hit(slot)
+        self.0.on_register(slot, hash, fingerprint(hash))
     }
     fn on_release(&mut self, slot: u32) {
         self.0.on_release(slot)
@@ -30,7 +32,7 @@ impl EvictionPolicy for Fixed {
         self.0.evict(self.1)
     }
     fn on_forget(&mut self, slot: u32, hash: SequenceHash) {
-        self.0.forget(slot, hash)
+        self.0.forget(slot, fingerprint(hash))
     }
     fn len(&self) -> usize {
         self.0.len()
@@ -40,9 +42,9 @@ impl EvictionPolicy for Fixed {
 #[test]
 fn leaf_lru_equals_lineage_and_once_first_keeps_reused_leaves() {
     let hashes = roots(4);
-    let mut lru = Fixed(Orders::new(4), Order::LeafLru);
+    let mut lru = Fixed(Orders::new(4, true), Order::LeafLru);
     let mut lineage = Lineage::new(4);
-    let mut once_first = Fixed(Orders::new(4), Order::OnceFirst);
+    let mut once_first = Fixed(Orders::new(4, true), Order::OnceFirst);
     fn play(policy: &mut impl EvictionPolicy, hashes: &[SequenceHash]) {
         register_all(policy, hashes, &[0, 1, 2, 3]);
         // Slot 0, the oldest, is found again after its release: reused.
@@ -85,8 +87,15 @@ fn every_miniature_cache_sees_each_reference_to_a_sampled_key() {
     let mut hedge = Hedge::new(16);
     register_all(&mut hedge, &hashes, &[0, 1, 2, 3]);
     assert_eq!(hedge.score, [0.0; EXPERTS]);
+    // Found again after its release: a reference, a hit in both.
     hedge.on_hit(2);
+    hedge.on_reacquire(2);
     assert!(hedge.score.iter().all(|&s| s > 0.99), "{:?}", hedge.score);
+    // Another hit while pinned is the same use: no reference.
+    let score = hedge.score;
+    hedge.on_hit(2);
+    assert_eq!(hedge.score, score);
+    hedge.on_release(2);
     hedge.check().unwrap();
 
     // A large pool samples about one key in 32 into 1,024-slot miniatures.
@@ -256,12 +265,12 @@ fn follows_the_best_expert_when_the_workload_changes_character() {
     let requests = switching_workload();
     let experts = [
         hits_per_phase(
-            Fixed(Orders::new(SLOTS), Order::LeafLru),
+            Fixed(Orders::new(SLOTS, true), Order::LeafLru),
             &requests,
             |_, _| {},
         ),
         hits_per_phase(
-            Fixed(Orders::new(SLOTS), Order::OnceFirst),
+            Fixed(Orders::new(SLOTS, true), Order::OnceFirst),
             &requests,
             |_, _| {},
         ),
