@@ -396,45 +396,16 @@ impl EventBatcher {
         let events = match open.kind {
             EventKind::Create => KvCacheEvents::Create(open.creates),
             EventKind::Remove => KvCacheEvents::Remove(open.removes),
-            EventKind::Mixed => one_kind_if_uniform(open.changes),
+            // One kind only: closed as that kind (the shape kvbm-logical's
+            // consumers know).
+            EventKind::Mixed => KvCacheEvents::of_one_kind(&open.changes)
+                .unwrap_or(KvCacheEvents::Mixed(open.changes)),
             EventKind::Clear => KvCacheEvents::Clear,
         };
         out(Batch {
             tier: open.tier,
             events,
         });
-    }
-}
-
-/// A closed mixed batch as a batch of one kind when it holds only stores or
-/// only removals (the shape kvbm-logical's consumers know), else as it is.
-fn one_kind_if_uniform(changes: Vec<BlockChange>) -> KvCacheEvents {
-    let stores = changes
-        .iter()
-        .filter(|change| matches!(change, BlockChange::Stored(_)))
-        .count();
-    if stores == changes.len() {
-        KvCacheEvents::Create(
-            changes
-                .into_iter()
-                .filter_map(|change| match change {
-                    BlockChange::Stored(block) => Some(block),
-                    BlockChange::Removed(_) => None,
-                })
-                .collect(),
-        )
-    } else if stores == 0 {
-        KvCacheEvents::Remove(
-            changes
-                .into_iter()
-                .filter_map(|change| match change {
-                    BlockChange::Removed(hash) => Some(hash),
-                    BlockChange::Stored(_) => None,
-                })
-                .collect(),
-        )
-    } else {
-        KvCacheEvents::Mixed(changes)
     }
 }
 

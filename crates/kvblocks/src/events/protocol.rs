@@ -221,31 +221,56 @@ impl KvCacheEvents {
             .chunk_by(same_kind)
             .map(|run| {
                 Cow::Owned(match run[0] {
-                    BlockChange::Stored(_) => KvCacheEvents::Create(
-                        run.iter()
-                            .filter_map(|c| match *c {
-                                BlockChange::Stored(block) => Some(block),
-                                BlockChange::Removed(_) => None,
-                            })
-                            .collect(),
-                    ),
-                    BlockChange::Removed(_) => KvCacheEvents::Remove(
-                        run.iter()
-                            .filter_map(|c| match *c {
-                                BlockChange::Removed(hash) => Some(hash),
-                                BlockChange::Stored(_) => None,
-                            })
-                            .collect(),
-                    ),
+                    BlockChange::Stored(_) => KvCacheEvents::Create(stored_blocks(run)),
+                    BlockChange::Removed(_) => KvCacheEvents::Remove(removed_hashes(run)),
                 })
             })
             .collect()
+    }
+
+    /// `changes` as a batch of one kind if they are all stores or all
+    /// removals (the shape kvbm-logical's consumers know), else `None`.
+    pub(crate) fn of_one_kind(changes: &[BlockChange]) -> Option<KvCacheEvents> {
+        let stores = matches!(changes.first(), Some(BlockChange::Stored(_)));
+        if !changes
+            .iter()
+            .all(|change| matches!(change, BlockChange::Stored(_)) == stores)
+        {
+            return None;
+        }
+        Some(if stores {
+            KvCacheEvents::Create(stored_blocks(changes))
+        } else {
+            KvCacheEvents::Remove(removed_hashes(changes))
+        })
     }
 
     /// Whether the batch names no block.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The stored blocks among `changes`, in order.
+fn stored_blocks(changes: &[BlockChange]) -> Vec<StoredBlock> {
+    changes
+        .iter()
+        .filter_map(|change| match *change {
+            BlockChange::Stored(block) => Some(block),
+            BlockChange::Removed(_) => None,
+        })
+        .collect()
+}
+
+/// The removed hashes among `changes`, in order.
+fn removed_hashes(changes: &[BlockChange]) -> Vec<SequenceHash> {
+    changes
+        .iter()
+        .filter_map(|change| match *change {
+            BlockChange::Removed(hash) => Some(hash),
+            BlockChange::Stored(_) => None,
+        })
+        .collect()
 }
 
 /// A batch as it leaves a worker (kvbm-logical's wire type, plus tier,
