@@ -181,34 +181,15 @@ fn main() -> ExitCode {
             let given = matches.subcommand_matches("replay").map(GivenFlags::new);
             run_replay(*args, &given.unwrap_or_default())
         }
-        Command::Generate(args) => run_generate(args).map_err(Failure::Runtime),
-        Command::Schedule(args) => run_schedule(args).map_err(Failure::Runtime),
+        Command::Generate(args) => run_generate(args),
+        Command::Schedule(args) => run_schedule(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Runtime(message)) => {
+        Err(message) => {
             eprintln!("kvsim: error: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Why a command failed: a value kvsim refused, or a failed run (exit
-/// code 1; clap exits with 2 on a command line it cannot parse).
-#[derive(Debug)]
-enum Failure {
-    Runtime(String),
-}
-
-impl From<String> for Failure {
-    fn from(message: String) -> Self {
-        Failure::Runtime(message)
-    }
-}
-
-impl From<&str> for Failure {
-    fn from(message: &str) -> Self {
-        Failure::Runtime(message.to_string())
     }
 }
 
@@ -357,7 +338,7 @@ fn workload_config(seed: u64, requests: usize) -> Result<WorkloadConfig, String>
     Ok(config)
 }
 
-fn run_replay(args: ReplayArgs, given: &GivenFlags) -> Result<(), Failure> {
+fn run_replay(args: ReplayArgs, given: &GivenFlags) -> Result<(), String> {
     warn_unused_flags(&args, given);
     let tiered = !args.tiered.tiers.is_empty();
     if tiered {
@@ -373,9 +354,10 @@ fn run_replay(args: ReplayArgs, given: &GivenFlags) -> Result<(), Failure> {
         Mode::Window => HoldMode::Window(args.window),
         Mode::Time => {
             if !(args.decode_tps.is_finite() && args.decode_tps > 0.0) {
-                return Err(
-                    format!("--decode-tps: {} is not a positive speed", args.decode_tps).into(),
-                );
+                return Err(format!(
+                    "--decode-tps: {} is not a positive speed",
+                    args.decode_tps
+                ));
             }
             HoldMode::Time {
                 decode_tokens_per_s: args.decode_tps,

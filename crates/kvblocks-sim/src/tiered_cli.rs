@@ -19,7 +19,7 @@ use kvblocks_sim::tiered::{self, OffloadMode, TierSetup};
 use kvblocks_sim::tiers::{self, TierList};
 use kvblocks_sim::{belady, replay, BLOCK_TOKENS};
 
-use crate::{Failure, ReplayArgs};
+use crate::ReplayArgs;
 
 /// When blocks are copied to the lower tiers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,11 +107,11 @@ struct Plan {
 }
 
 /// A flag value kvsim refuses.
-fn refused(message: impl ToString) -> Failure {
-    Failure::Runtime(message.to_string())
+fn refused(message: impl ToString) -> String {
+    message.to_string()
 }
 
-fn plan(args: &TieredArgs) -> Result<Plan, Failure> {
+fn plan(args: &TieredArgs) -> Result<Plan, String> {
     let mut lists: Vec<TierList> = Vec::new();
     for text in &args.tiers {
         let list = tiers::parse_tiers(text).map_err(refused)?;
@@ -166,7 +166,7 @@ fn plan(args: &TieredArgs) -> Result<Plan, Failure> {
 }
 
 /// Checks the tiered flags only (refused values before anything else).
-pub fn check(args: &TieredArgs) -> Result<(), Failure> {
+pub fn check(args: &TieredArgs) -> Result<(), String> {
     plan(args).map(|_| ())
 }
 
@@ -176,7 +176,7 @@ pub fn run(
     args: &ReplayArgs,
     policies: &[EvictionPolicyKind],
     prepared: &[PreparedTrace],
-) -> Result<(), Failure> {
+) -> Result<(), String> {
     let plan = plan(&args.tiered)?;
     let mut report = TieredReport {
         cost_model: plan.cost.clone(),
@@ -225,7 +225,7 @@ pub fn run(
                 let label = format!("{} {}", policy.name(), list.label());
                 progress.set_message(label);
                 let stats = tiered::run(trace, &setups, plan.offload, |n| progress.inc(n))
-                    .map_err(|err| Failure::Runtime(err.to_string()))?;
+                    .map_err(|err| err.to_string())?;
 
                 let g1 = setups[0].capacity;
                 let g1_alone = match alone.iter().find(|(key, _)| *key == (policy, g1)) {
@@ -233,7 +233,7 @@ pub fn run(
                     None => {
                         progress.set_message(format!("{} @ {g1}", policy.name()));
                         let stats = replay::run(trace, policy, g1, |n| progress.inc(n))
-                            .map_err(|err| Failure::Runtime(err.to_string()))?;
+                            .map_err(|err| err.to_string())?;
                         alone.push(((policy, g1), stats));
                         stats
                     }
@@ -270,11 +270,11 @@ pub fn run(
     io::stdout()
         .lock()
         .write_all(text.as_bytes())
-        .map_err(|err| Failure::Runtime(format!("writing the report: {err}")))?;
+        .map_err(|err| format!("writing the report: {err}"))?;
     if !args.no_plot {
         for (trace_report, stem) in report.traces.iter().zip(&stems) {
             let paths = tier_report::plot(trace_report, &args.plot_dir, stem)
-                .map_err(|err| Failure::Runtime(format!("drawing the plot: {err}")))?;
+                .map_err(|err| format!("drawing the plot: {err}"))?;
             let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
             eprintln!("kvsim: plot written to {}", names.join(" and "));
         }
