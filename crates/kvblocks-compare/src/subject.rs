@@ -73,8 +73,9 @@ pub trait Subject: Send + Sync + Sized + 'static {
     fn build(block_count: usize, block_size: usize, eviction: Eviction) -> Self;
 
     /// Like [`build`](Self::build), split into about `shards` pool shards
-    /// where the library has them (kvblocks' `pool_shards`); a library
-    /// without them builds its only layout.
+    /// where the library has them (kvblocks' `pool_shards`; 0: the
+    /// builder's default, which splits on contention); a library without
+    /// them builds its only layout.
     fn build_sharded(
         block_count: usize,
         block_size: usize,
@@ -103,6 +104,11 @@ pub trait Subject: Send + Sync + Sized + 'static {
     /// Slots that an allocation could hand out now (reset + inactive).
     fn available_blocks(&self) -> usize;
 
+    /// Pool shards in use now (1 where the library has no such thing).
+    fn pool_shards(&self) -> usize {
+        1
+    }
+
     /// Drop a finished request's handles, the library's fastest way (plain
     /// drop unless the library has a batch call).
     fn release(&self, blocks: Vec<Self::Held>) {
@@ -130,8 +136,11 @@ impl Subject for Kvblocks {
     ) -> Self {
         let builder = kvblocks::BlockManager::<Tier>::builder()
             .block_count(block_count)
-            .block_size(block_size)
-            .pool_shards(shards);
+            .block_size(block_size);
+        let builder = match shards {
+            0 => builder,
+            shards => builder.pool_shards(shards),
+        };
         let builder = match eviction {
             Eviction::Lru => builder.with_lru_backend(),
             Eviction::Lineage => builder.with_lineage_backend(),
@@ -171,6 +180,10 @@ impl Subject for Kvblocks {
     #[inline]
     fn available_blocks(&self) -> usize {
         kvblocks::BlockManager::available_blocks(self)
+    }
+
+    fn pool_shards(&self) -> usize {
+        kvblocks::BlockManager::pool_shards(self)
     }
 
     /// One lock for the whole request instead of one per block going inactive.

@@ -135,6 +135,13 @@ pub mod testing {
     ) -> usize {
         manager.store().index.home_bucket(hash)
     }
+
+    /// Splits a manager built to split on contention into its pool shards
+    /// now, as contention would; `false` if it cannot (already split, or
+    /// not built to).
+    pub fn split_pool<T: crate::BlockMetadata>(manager: &crate::BlockManager<T>) -> bool {
+        manager.store().split()
+    }
 }
 
 use std::sync::atomic::{AtomicU64, Ordering};

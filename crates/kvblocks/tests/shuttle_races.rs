@@ -825,3 +825,124 @@ fn registration_racing_eviction_in_another_tier() {
 fn registration_racing_eviction_in_another_tier_keeps_presence_and_handles_right() {
     explore(registration_racing_eviction_in_another_tier, ITERATIONS);
 }
+
+/// A manager of 4 slots that starts as one pool and splits into two shards
+/// of 2 (slots 0-1 and 2-3) when told to.
+fn splitting_manager(duplication: BlockDuplicationPolicy) -> Arc<BlockManager<Tier>> {
+    let manager = BlockManager::<Tier>::builder()
+        .block_count(4)
+        .block_size(4)
+        .pool_shards(2)
+        .testing_split_on_contention()
+        .duplication_policy(duplication)
+        .build()
+        .unwrap();
+    assert_eq!(manager.pool_shards(), 1);
+    Arc::new(manager)
+}
+
+/// The split moves slots between shards while other threads release the
+/// last handle of a block in slot 3 (shard 1 after the split) and match it
+/// again, and register a batch whose two slots (1 and 2) were in one pool
+/// when the batch began and are in two shards after the split: every call
+/// must find its slot's shard as it is when it holds the lock.
+fn split_racing_release_match_and_registration(duplication: BlockDuplicationPolicy) {
+    let a = SequenceHash::root(40);
+    let (b, c, d) = (a.extend(1), a.extend(2), SequenceHash::root(41));
+    let manager = splitting_manager(duplication);
+    let mut blocks = manager.allocate_blocks(4).unwrap();
+    blocks.sort_by_key(|b| b.block_id());
+    let mut staged: Vec<_> = blocks
+        .into_iter()
+        .zip([a, b, c, d])
+        .map(|(block, h)| block.stage(h, 4).unwrap())
+        .collect();
+    let held_d = manager.register_block(staged.pop().unwrap());
+    let batch: Vec<_> = staged.drain(1..).collect();
+    let held_a = manager.register_block(staged.pop().unwrap());
+    assert_eq!((held_a.block_id(), held_d.block_id()), (0, 3));
+
+    let m = Arc::clone(&manager);
+    let splitter = thread::spawn(move || kvblocks::testing::split_pool(&m));
+    let m = Arc::clone(&manager);
+    let releaser = thread::spawn(move || {
+        drop(held_d);
+        let hits = m.match_blocks(&[d]);
+        assert_eq!(hits.len(), 1, "a released block stays cached");
+        assert_eq!(hits[0].block_id(), 3);
+        hits
+    });
+    let m = Arc::clone(&manager);
+    let registrar = thread::spawn(move || m.register_blocks(batch));
+    assert!(splitter.join().unwrap(), "the only split");
+    let hits = releaser.join().unwrap();
+    let registered = registrar.join().unwrap();
+
+    assert_eq!(manager.pool_shards(), 2);
+    let slots: Vec<_> = registered.iter().map(|h| h.block_id()).collect();
+    assert_eq!(slots, vec![1, 2]);
+    for hash in [a, b, c, d] {
+        assert!(manager.contains(hash));
+    }
+    check_counts(&manager);
+    drop(hits);
+    // Slot 3 is evictable again, in shard 1's policy.
+    let (again, evicted) = manager.allocate_blocks_with_evictions(1).unwrap();
+    assert_eq!((again[0].block_id(), evicted), (3, vec![d]));
+    drop((again, registered, held_a));
+    check_all_back(&manager);
+}
+
+#[test]
+fn split_racing_release_match_and_registration_under_allow() {
+    explore(
+        || split_racing_release_match_and_registration(BlockDuplicationPolicy::Allow),
+        ITERATIONS,
+    );
+}
+
+#[test]
+fn split_racing_release_match_and_registration_under_reject() {
+    explore(
+        || split_racing_release_match_and_registration(BlockDuplicationPolicy::Reject),
+        ITERATIONS,
+    );
+}
+
+/// The split races an evicting allocation (which may read the store as one
+/// pool and get the lock only after the split) and the last release of
+/// another block: the allocation must still find the oldest evictable block
+/// (slot 2, in shard 1 after the split), and no slot is lost or counted
+/// twice.
+fn split_racing_an_evicting_allocation() {
+    let hashes: Vec<_> = (0..4).map(|i| SequenceHash::root(50 + i)).collect();
+    let manager = splitting_manager(BlockDuplicationPolicy::Reject);
+    let mut held = register(&manager, &hashes);
+    held.sort_by_key(|h| h.block_id());
+    // Slot 2 is evictable; slot 3 becomes so while the split runs.
+    drop(held.remove(2));
+    let last = held.pop().unwrap();
+
+    let m = Arc::clone(&manager);
+    let splitter = thread::spawn(move || kvblocks::testing::split_pool(&m));
+    let m = Arc::clone(&manager);
+    let allocator = thread::spawn(move || m.allocate_blocks_with_evictions(1));
+    let releaser = thread::spawn(move || drop(last));
+    assert!(splitter.join().unwrap());
+    releaser.join().unwrap();
+    let (blocks, evicted) = allocator
+        .join()
+        .unwrap()
+        .expect("a block was evictable throughout");
+    assert_eq!(blocks[0].block_id(), 2, "the oldest evictable block");
+    assert_eq!(evicted, vec![hashes[2]]);
+    check_counts(&manager);
+    assert_eq!(manager.metrics().inactive_pool_size, 1);
+    drop((blocks, held));
+    check_all_back(&manager);
+}
+
+#[test]
+fn split_racing_an_evicting_allocation_loses_no_slot() {
+    explore(split_racing_an_evicting_allocation, ITERATIONS);
+}

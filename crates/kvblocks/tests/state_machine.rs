@@ -13,7 +13,9 @@
 //! step the replayed stream must equal the registered set (invariant 5).
 //!
 //! The configuration is random too: block count and pool shard count (so
-//! shards of unequal sizes, e.g. 5 blocks in shards of 4 and 1, are covered).
+//! shards of unequal sizes, e.g. 5 blocks in shards of 4 and 1, are covered),
+//! and whether the shards exist from the start or the manager starts as one
+//! pool and splits into them at a random step (as contention would split it).
 //! With one thread, allocation still takes every shard's reset pool before it
 //! evicts anything, so the model needs no notion of shards.
 
@@ -98,6 +100,8 @@ enum Op {
         chain: usize,
     },
     ResetInactive,
+    /// Splits a manager built to split on contention (a no-op otherwise).
+    SplitPool,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -121,6 +125,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..CHAINS, 1..=CHAIN_LEN).prop_map(|(chain, len)| Op::Match { chain, len }),
         1 => (0..CHAINS).prop_map(|chain| Op::Scan { chain }),
         1 => Just(Op::ResetInactive),
+        1 => Just(Op::SplitPool),
     ]
 }
 
@@ -177,6 +182,10 @@ impl Replay {
 /// The model plus the real guards the test holds.
 struct Harness {
     blocks: usize,
+    /// Pool shards once split (as many from the start unless `split_later`).
+    shards: usize,
+    /// Whether the manager starts as one pool and is still one.
+    unsplit: bool,
     manager: BlockManager<Tier>,
     replay: RefCell<Replay>,
     other: BlockManager<Tier>,
@@ -200,14 +209,22 @@ impl Harness {
         duplication: BlockDuplicationPolicy,
         blocks: usize,
         shards: usize,
+        split_later: bool,
     ) -> Self {
         let replay = Replay::new();
+        // Only the built-in kinds split later.
+        let split_later = split_later && matches!(policy, Policy::Kind(_));
         let build = |events: Option<Arc<EventsManager>>| {
             let builder = BlockManager::<Tier>::builder()
                 .block_count(blocks)
                 .block_size(BLOCK_SIZE)
                 .duplication_policy(duplication)
                 .pool_shards(shards);
+            let builder = if split_later {
+                builder.testing_split_on_contention()
+            } else {
+                builder
+            };
             let builder = match policy {
                 Policy::Kind(kind) => builder.eviction_policy(kind),
                 Policy::MultiLru => builder
@@ -228,9 +245,13 @@ impl Harness {
         let manager = build(Some(Arc::clone(&replay.events)));
         // Shards hold a power of two of slots each, the last one the rest.
         let shard_len = blocks.div_ceil(shards.min(blocks)).next_power_of_two();
-        assert_eq!(manager.pool_shards(), blocks.div_ceil(shard_len));
+        let shards = blocks.div_ceil(shard_len);
+        let unsplit = split_later && shards > 1;
+        assert_eq!(manager.pool_shards(), if unsplit { 1 } else { shards });
         Self {
             blocks,
+            shards,
+            unsplit,
             manager,
             replay: RefCell::new(replay),
             other: build(None),
@@ -545,6 +566,12 @@ impl Harness {
                 let all_reset = self.states.iter().all(|s| *s == State::Reset);
                 assert_eq!(result.is_ok(), all_reset);
             }
+            Op::SplitPool => {
+                let split = kvblocks::testing::split_pool(&self.manager);
+                assert_eq!(split, self.unsplit, "splits once, if built to");
+                self.unsplit = false;
+                assert_eq!(self.manager.pool_shards(), self.shards);
+            }
         }
     }
 
@@ -625,9 +652,10 @@ fn run(
     duplication: BlockDuplicationPolicy,
     blocks: usize,
     shards: usize,
+    split_later: bool,
     ops: Vec<Op>,
 ) {
-    let mut harness = Harness::new(policy, duplication, blocks, shards);
+    let mut harness = Harness::new(policy, duplication, blocks, shards, split_later);
     for op in ops {
         harness.step(op);
         harness.check();
@@ -645,9 +673,10 @@ proptest! {
         reject in any::<bool>(),
         blocks in 5..=MAX_BLOCKS,
         shards in 1usize..=4,
+        split_later in any::<bool>(),
     ) {
         let duplication = if reject { BlockDuplicationPolicy::Reject } else { BlockDuplicationPolicy::Allow };
-        run(policy, duplication, blocks, shards, ops);
+        run(policy, duplication, blocks, shards, split_later, ops);
     }
 
     /// The frequency-tiered policy again, on its own: its levels depend on
@@ -660,7 +689,7 @@ proptest! {
         shards in 1usize..=4,
     ) {
         let duplication = if reject { BlockDuplicationPolicy::Reject } else { BlockDuplicationPolicy::Allow };
-        run(Policy::MultiLru, duplication, blocks, shards, ops);
+        run(Policy::MultiLru, duplication, blocks, shards, false, ops);
     }
 }
 
@@ -729,6 +758,7 @@ fn recorded_regressions_with_one_and_several_shards() {
                     duplication,
                     MAX_BLOCKS,
                     shards,
+                    false,
                     ops.clone(),
                 );
             }

@@ -151,6 +151,17 @@ fn store_is_freed_when_the_manager_and_the_last_guard_are_gone() {
         }
     }
 
+    // A store that split while guards were out (its keepalive moved from
+    // the one pool to the shards that hold live slots).
+    for manager_first in [true, false] {
+        a_split_store_is_freed(manager_first);
+        assert_eq!(
+            LIVE.load(Ordering::SeqCst),
+            baseline,
+            "split store, manager first {manager_first}: the store leaked"
+        );
+    }
+
     // Steady state: a long churn of registrations and evictions (removals
     // leave hash-table tombstones) must not grow any structure.
     for kind in kvblocks::EvictionPolicyKind::ALL {
@@ -248,4 +259,40 @@ fn every_guard_order_frees_the_store(shards: usize, duplication: BlockDuplicatio
         }
         drop(weak);
     }
+}
+
+/// Guards on slots of the last shard only (so the one pool's first shard
+/// is idle after the split), then a split, then the manager and the guards
+/// dropped in either order.
+fn a_split_store_is_freed(manager_first: bool) {
+    let manager = BlockManager::<Tier>::builder()
+        .block_count(16)
+        .block_size(4)
+        .pool_shards(4)
+        .testing_split_on_contention()
+        .build()
+        .unwrap();
+    let mut blocks = manager.allocate_blocks(16).unwrap();
+    blocks.sort_by_key(|b| b.block_id());
+    let last = blocks.split_off(12);
+    drop(blocks);
+    let mut last = last.into_iter();
+    let held = manager.register_block(
+        last.next()
+            .unwrap()
+            .stage(SequenceHash::root(7), 4)
+            .unwrap(),
+    );
+    let mutable: Vec<_> = last.collect();
+    assert!(kvblocks::testing::split_pool(&manager));
+    let weak = held.downgrade();
+    if manager_first {
+        drop(manager);
+        drop((held, mutable));
+    } else {
+        drop((held, mutable));
+        manager.check_invariants().unwrap();
+        drop(manager);
+    }
+    drop(weak);
 }

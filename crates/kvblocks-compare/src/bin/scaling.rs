@@ -9,9 +9,11 @@
 //! blocks processed by all threads over the wall time from the first start to
 //! the last finish; the median of the repetitions is reported.
 //!
-//! kvblocks runs twice: with its default single pool, and with the pool split
-//! into [`SHARDS`] pool shards (`BlockManagerBuilder::pool_shards`), the
-//! configuration for a manager several threads call at once. A last row runs
+//! kvblocks runs three times: with one pool (`pool_shards(1)`), with the pool
+//! split into [`SHARDS`] pool shards from the start
+//! (`BlockManagerBuilder::pool_shards`), and with the builder's defaults
+//! (one pool that splits into 16 shards when threads contend; the row says
+//! how many shards the manager had at the end). A last row runs
 //! kvblocks on 2 threads with a manager each (nothing shared): the machine's
 //! own parallel capacity in that run (about 1.8x on an idle 2-vCPU machine;
 //! about 1x if something else holds a core), so the shared figures can be
@@ -19,7 +21,7 @@
 //!
 //! Run: `cargo run --release -p kvblocks-compare --bin scaling [-- REQUESTS_PER_THREAD REPS]`
 //! (`KVSCALING_THREADS=1` or `2` runs one thread count only, for profiling;
-//! `KVSCALING_SHARDS=N` one kvblocks configuration, any shard count; `KVCOMPARE_ONLY=kvblocks`
+//! `KVSCALING_SHARDS=N` one kvblocks configuration, any shard count, 0 for the defaults; `KVCOMPARE_ONLY=kvblocks`
 //! or `kvbm` one library.)
 
 use std::sync::{Arc, Barrier};
@@ -38,8 +40,11 @@ const SHARDS: usize = 16;
 /// One measured configuration.
 struct Row {
     library: &'static str,
-    /// kvblocks pool shards (1 for kvbm, which has no such setting).
+    /// kvblocks pool shards asked for (0: the defaults; 1 for kvbm, which
+    /// has no such setting).
     shards: usize,
+    /// Pool shards the last repetition's manager had at its end.
+    shards_at_end: usize,
     /// Whether the threads shared one manager (else one manager each).
     shared: bool,
     threads: usize,
@@ -69,6 +74,7 @@ fn measure<S: Subject>(
         .collect();
     let mut rates = Vec::with_capacity(reps);
     let mut hit_rate = 0.0;
+    let mut shards_at_end = 1;
     for _ in 0..reps {
         // Shared: one manager for all threads (the figure that matters).
         // Not shared: one manager per thread, the machine's parallel capacity
@@ -124,6 +130,7 @@ fn measure<S: Subject>(
         let blocks = (threads * requests * spec.chain_len()) as f64;
         rates.push(blocks / elapsed.as_secs_f64());
         hit_rate = clients.iter().map(ServingLoop::hit_rate).sum::<f64>() / threads as f64;
+        shards_at_end = managers[0].pool_shards();
         // Drop every handle before the manager they came from.
         clients.iter_mut().for_each(ServingLoop::release);
         drop(managers);
@@ -132,6 +139,7 @@ fn measure<S: Subject>(
     Row {
         library: S::NAME,
         shards,
+        shards_at_end,
         shared,
         threads,
         rates,
@@ -174,7 +182,7 @@ fn main() {
         if selected(Kvblocks::NAME) {
             let configurations = match only_shards {
                 Some(only) => vec![only],
-                None => vec![1, SHARDS],
+                None => vec![1, SHARDS, 0],
             };
             for shards in configurations {
                 rows.push(measure::<Kvblocks>(threads, requests, reps, true, shards));
@@ -199,10 +207,10 @@ fn main() {
             })
             .map_or(f64::NAN, Row::median);
         let manager = if row.shared { "" } else { " (a manager each)" };
-        let shards = if row.shards > 1 {
-            format!(", pool_shards({})", row.shards)
-        } else {
-            String::new()
+        let shards = match row.shards {
+            0 => format!(", defaults ({} shards at the end)", row.shards_at_end),
+            1 => String::new(),
+            shards => format!(", pool_shards({shards})"),
         };
         println!(
             "| {}{}{} | {} | {:.2} | {:.2}..{:.2} | {:.1} | {:.2}x | {:.1}% |",

@@ -115,6 +115,9 @@ pub struct BlockManagerBuilder<T> {
     policy: PolicyChoice,
     /// `None`: chosen at build time ([`BlockManagerBuilder::pool_shards`]).
     pool_shards: Option<usize>,
+    /// Start as one pool and split into the shards on contention even when
+    /// they were set (a test hook; the default does so when unset).
+    split_on_contention: bool,
     generation_bits: u32,
     registry: Option<BlockRegistry>,
     evict_on_release: bool,
@@ -144,6 +147,7 @@ impl<T: BlockMetadata> Default for BlockManagerBuilder<T> {
             duplication: BlockDuplicationPolicy::default(),
             policy: PolicyChoice::Kind(EvictionPolicyKind::Lru),
             pool_shards: None,
+            split_on_contention: false,
             generation_bits: 32,
             registry: None,
             evict_on_release: false,
@@ -210,9 +214,14 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
     /// per-block state across releases (the leaf-first and frequency-aware
     /// ones) see only their own shard and lose more.
     ///
-    /// Unset, the builder chooses: with LRU, one shard per 1,024 slots, at
-    /// most [`DEFAULT_MAX_POOL_SHARDS`]; with any other policy, one shard.
-    /// One shard is exactly the single-pool behaviour.
+    /// Set, the pool is split from the start. Unset, the builder chooses:
+    /// with LRU, one shard per 1,024 slots, at most
+    /// [`DEFAULT_MAX_POOL_SHARDS`], split *on contention*: the manager starts
+    /// as one pool (so a thread alone pays nothing for shards) and splits
+    /// into its shards, once, the first time threads are seen waiting for
+    /// each other (8 waits for a lock within 65,536 allocated blocks); with
+    /// any other policy, one shard. One shard is exactly the single-pool
+    /// behaviour. [`BlockManager::pool_shards`] tells how many are in use.
     ///
     /// ```
     /// # use kvblocks::BlockManager;
@@ -220,14 +229,25 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
     /// let manager = BlockManager::<Gpu>::builder()
     ///     .block_count(65_536).block_size(16).pool_shards(8).build()?;
     /// assert_eq!(manager.pool_shards(), 8);
+    /// // One pool until threads contend, then 16 shards.
     /// let by_default = BlockManager::<Gpu>::builder().block_count(65_536).block_size(16).build()?;
-    /// assert_eq!(by_default.pool_shards(), 16);
+    /// assert_eq!(by_default.pool_shards(), 1);
     /// let small = BlockManager::<Gpu>::builder().block_count(1_000).block_size(16).build()?;
     /// assert_eq!(small.pool_shards(), 1);
     /// # Ok::<(), kvblocks::BuildError>(())
     /// ```
     pub fn pool_shards(mut self, shards: usize) -> Self {
         self.pool_shards = Some(shards);
+        self
+    }
+
+    /// Starts as one pool and splits into the shards set by
+    /// [`pool_shards`](Self::pool_shards) on contention, as the default
+    /// does (for the built-in policies), so a test can drive the split
+    /// (`kvblocks::testing::split_pool`). Not for production use.
+    #[doc(hidden)]
+    pub fn testing_split_on_contention(mut self) -> Self {
+        self.split_on_contention = true;
         self
     }
 
@@ -358,13 +378,23 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
         if block_size > MAX_BLOCK_SIZE {
             return Err(BuildError::BlockSizeTooLarge(block_size));
         }
-        let shards = match self.pool_shards {
+        let (shards, split_later) = match self.pool_shards {
             Some(0) => return Err(BuildError::ZeroPoolShards),
             Some(shards) if shards > MAX_POOL_SHARDS => {
                 return Err(BuildError::TooManyPoolShards(shards))
             }
-            Some(shards) => shards,
-            None => default_pool_shards(block_count, &self.policy),
+            Some(shards) => (shards, self.split_on_contention),
+            None => (default_pool_shards(block_count, &self.policy), true),
+        };
+        // Only the built-in kinds can split later (their maker can move to
+        // another thread; a custom policy's maker need not).
+        let split_on_contention = match (&self.policy, split_later) {
+            (&PolicyChoice::Kind(kind), true) => {
+                let make: Box<dyn FnMut(usize) -> AnyPolicy + Send> =
+                    Box::new(move |slots| kind.build(slots));
+                Some(make)
+            }
+            _ => None,
         };
         let registry = self.registry.unwrap_or_default();
         let multi_lru = match self.policy {
@@ -392,6 +422,7 @@ impl<T: BlockMetadata> BlockManagerBuilder<T> {
             block_count,
             block_size,
             shards,
+            split_on_contention,
             duplication: self.duplication,
             generation_bits: self.generation_bits,
             registry: Arc::clone(&registry.shared),

@@ -425,8 +425,9 @@ impl<T: BlockMetadata> BlockManager<T> {
         self.store.block_size
     }
 
-    /// Pool shards (fixed at build time; see
-    /// [`BlockManagerBuilder::pool_shards`]).
+    /// Pool shards in use now: as built, except that a manager built to
+    /// split on contention (the default with LRU) reports 1 until it has
+    /// split (see [`BlockManagerBuilder::pool_shards`]).
     pub fn pool_shards(&self) -> usize {
         self.store.shard_count()
     }

@@ -323,7 +323,10 @@ impl EvictionPolicy for AnyPolicy {
     fn name(&self) -> &'static str {
         dispatch!(self, p => p.name())
     }
-    #[inline]
+    // Always: registration calls it on every block, and the split's calls
+    // would otherwise make it a call there (`BENCHMARKS.md`, "One thread
+    // with the default shards").
+    #[inline(always)]
     fn on_register(&mut self, slot: u32, hash: SequenceHash) {
         dispatch!(self, p => p.on_register(slot, hash))
     }

@@ -2,7 +2,9 @@
 //!
 //! The contract is the single pool's: all or nothing, the reset pools before
 //! any eviction, and evictions in the policy's order. With one shard that is
-//! one locked call. With several, each thread starts at its own rotating
+//! one locked call (and, in a store built to split on contention, the place
+//! where the split happens once contention was seen: [`super::split`]). With
+//! several, each thread starts at its own rotating
 //! shard (so two threads rarely want the same lock) and:
 //!
 //! 1. takes the whole request from the first shard whose reset pool, by its
@@ -149,30 +151,35 @@ impl Store {
         count: usize,
         mut take: impl FnMut(u32),
     ) -> Option<usize> {
-        let shards = self.shard_count();
-        if shards == 1 {
+        if self.shard_count() == 1 && !(self.split_due() && self.split()) {
             let mut core = self.lock_shard(0);
-            if core.available() < count {
-                return None;
-            }
-            let from_reset = core.take_free(count, self, &mut take);
-            if count > from_reset {
-                if self.events.enabled() {
-                    let mut removals = Removals::new(self);
-                    core.evict(count - from_reset, self, |slot| {
-                        removals.add_slot(slot);
-                        take(slot);
-                    });
-                    removals.push_all();
-                } else {
-                    // No removal to report: no buffer to fill (a one-block
-                    // allocation would pay more for its setup than for the
-                    // eviction).
-                    core.evict(count - from_reset, self, &mut take);
+            // Unless the store split while this waited for the lock.
+            if self.shard_count() == 1 {
+                if core.available() < count {
+                    return None;
                 }
+                let before = core.counters.allocations;
+                let from_reset = core.take_free(count, self, &mut take);
+                if count > from_reset {
+                    if self.events.enabled() {
+                        let mut removals = Removals::new(self);
+                        core.evict(count - from_reset, self, |slot| {
+                            removals.add_slot(slot);
+                            take(slot);
+                        });
+                        removals.push_all();
+                    } else {
+                        // No removal to report: no buffer to fill (a
+                        // one-block allocation would pay more for its setup
+                        // than for the eviction).
+                        core.evict(count - from_reset, self, &mut take);
+                    }
+                }
+                self.age_contention(before, core.counters.allocations);
+                return Some(from_reset);
             }
-            return Some(from_reset);
         }
+        let shards = self.shard_count();
         // The clock that dates releases (see `evict_oldest_first`).
         self.tick();
         let start = next_start(shards);

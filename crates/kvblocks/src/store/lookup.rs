@@ -107,7 +107,7 @@ impl Store {
     ) -> Option<Registered> {
         let slot = self.candidate(hash)?;
         let generation = cursor
-            .get(self.shard_of(slot))
+            .get_slot(slot)
             .pin_if_primary_of(slot, hash, touch, self)?;
         Some(Registered { slot, generation })
     }
@@ -204,7 +204,7 @@ impl Store {
         }
         let mut cursor = ShardCursor::new(self);
         let registered = match cursor
-            .get(self.shard_of(slot))
+            .get_slot(slot)
             .upgrade_same(slot, generation, hash, self)
         {
             Some(generation) => Some(Registered { slot, generation }),
@@ -218,7 +218,7 @@ impl Store {
     /// Whether `hash` has a resident primary (no pin, no policy update).
     pub(crate) fn contains(&self, hash: SequenceHash) -> bool {
         self.candidate(hash).is_some_and(|slot| {
-            let _shard = self.lock_shard(self.shard_of(slot));
+            let _shard = self.lock_slot(slot);
             is_registered_primary(slot, hash, self)
         })
     }

@@ -24,7 +24,10 @@
 //! - **stale entry**: an index entry whose slot was evicted but whose removal
 //!   has not run yet.
 //! - **shard** (pool shard): a contiguous range of slots with its own lock
-//!   around its [`state::ShardState`] (reset pool, policy, tallies);
+//!   around its [`state::ShardState`] (reset pool, policy, tallies). A store
+//!   built to *split on contention* starts with every slot in shard 0 (one
+//!   pool) and splits into its shards once, when threads contend
+//!   ([`split`]);
 //!   **keepalive**: the store's own `Arc`, held by every shard with a live
 //!   slot, so guards can reach the store through a plain pointer.
 //!
@@ -33,7 +36,8 @@
 //! [`allocate`] picks shards for an allocation, [`register`] files staged
 //! blocks, [`lookup`] resolves hashes to pinned slots, [`release`] is the
 //! one way handles and outstanding slots come back, [`shard`] is the lock
-//! layer and enforces the keepalive rule, [`state`] is a shard's locked state
+//! layer and enforces the keepalive rule, [`split`] turns one pool into
+//! shards, [`state`] is a shard's locked state
 //! machine, [`index`], [`refcount`] and [`slot`] are the lock-free tables,
 //! and this module builds the store and reads it across shards.
 //!
@@ -67,6 +71,8 @@
 //! | index epoch (seqlock) | open a removal batch | `Relaxed` RMW + `Release` fence | the reader's `Acquire` fence after its probe: a reader that saw any bucket a removal wrote then reads the odd epoch and reports `Unsure` |
 //! | | close a batch (`settle`) | `Release` | the reader's `Acquire` load at probe start: an even epoch means no shift it could miss |
 //! | free mask, free hints ([`shard`]) | allocation hints | `Relaxed` | hints only; the locked state decides |
+//! | layout (which shard holds a slot, [`split`]) | written once, with every shard locked | `Relaxed` | a reader holding any shard lock sees the final value (the lock orders it); a lock-free read may be stale, so every path that locks the shard of a slot checks the layout again under the lock ([`Store::lock_slot`]) |
+//! | contention count ([`split`]) | counter | `Relaxed` | a heuristic |
 //! | match tally stripes, unstagings | counters | `Relaxed` | statistics |
 //!
 //! Shard locks and the index writer's lock are mutexes: everything written
@@ -82,6 +88,7 @@ mod register;
 mod release;
 mod shard;
 pub(crate) mod slot;
+mod split;
 pub(crate) mod state;
 mod striped;
 
@@ -99,6 +106,7 @@ use self::index::{HashIndex, IndexWriter, Probe};
 use self::refcount::RefCounts;
 use self::shard::{Shard, ShardGuard};
 use self::slot::Records;
+use self::split::{SplitPlan, UNSPLIT};
 use self::state::{Counters, ShardState, StateCounts};
 use self::striped::MatchTally;
 use crate::policy::AnyPolicy;
@@ -161,8 +169,13 @@ pub(crate) struct Store {
     /// The clock that dates releases with several shards: one tick per
     /// allocation (see [`allocate`]).
     clock: Padded<AtomicU32>,
-    /// `slot >> shard_shift` is the slot's shard.
-    shard_shift: u32,
+    /// `slot >> layout` is the slot's shard: the log2 of the shards' length,
+    /// or [`UNSPLIT`] while every slot is in shard 0 (see [`split`]).
+    layout: AtomicU32,
+    /// Locks found taken while the store is one pool (see [`split`]).
+    contended: Padded<AtomicU32>,
+    /// How to split, until the store has split (see [`split`]).
+    plan: Mutex<Option<SplitPlan>>,
     /// The store's own `Arc`, weakly: what a shard upgrades to keep the store
     /// alive (see [`shard`]).
     pub(super) me: Weak<Store>,
@@ -190,12 +203,22 @@ pub(crate) struct Store {
     pub(crate) unstagings: Padded<AtomicU64>,
 }
 
+/// The shard holding `slot` under `layout` (a store's [`Store::layout`]).
+#[inline(always)]
+pub(crate) fn shard_in(layout: u32, slot: u32) -> usize {
+    (u64::from(slot) >> layout) as usize
+}
+
 /// What a store is built from.
 pub(crate) struct StoreConfig {
     pub(crate) block_count: usize,
     pub(crate) block_size: usize,
     /// Shards asked for (rounded so each holds a power of two of slots).
     pub(crate) shards: usize,
+    /// With a maker of the shards' policies: start as one pool and split
+    /// into `shards` when threads contend (see [`split`]). Without: split
+    /// from the start.
+    pub(crate) split_on_contention: Option<Box<dyn FnMut(usize) -> AnyPolicy + Send>>,
     pub(crate) duplication: BlockDuplicationPolicy,
     /// Generations wrap after `2^generation_bits` (32; tests use fewer to
     /// reach a wrap quickly).
@@ -224,6 +247,7 @@ impl Store {
             block_count,
             block_size,
             shards,
+            split_on_contention,
             duplication,
             generation_bits,
             registry,
@@ -234,24 +258,37 @@ impl Store {
         let shard_len = block_count
             .div_ceil(shards.clamp(1, block_count))
             .next_power_of_two();
-        let shard_shift = shard_len.trailing_zeros();
+        let split_later = split_on_contention.is_some() && shard_len < block_count;
         let mut built = Vec::new();
         for (index, base) in (0..block_count).step_by(shard_len).enumerate() {
-            let len = shard_len.min(block_count - base);
-            let free = try_vec(len, 0u32)?;
-            // Release dates only matter to eviction across shards.
-            let released = try_vec(if shard_len < block_count { len } else { 0 }, 0u32)?;
-            let state = ShardState::new(base as u32, len as u32, free, released, make_policy(len));
+            let state = if split_later {
+                // One pool in shard 0; the others stay empty until the split.
+                let len = if index == 0 { block_count } else { 0 };
+                let free = try_vec(len, 0u32)?;
+                ShardState::new(base as u32, len as u32, free, Vec::new(), make_policy(len))
+            } else {
+                let len = shard_len.min(block_count - base);
+                let free = try_vec(len, 0u32)?;
+                // Release dates only matter to eviction across shards.
+                let released = try_vec(if shard_len < block_count { len } else { 0 }, 0u32)?;
+                ShardState::new(base as u32, len as u32, free, released, make_policy(len))
+            };
             built.push(Shard {
                 index,
+                free_hint: AtomicU64::new(state.free_len() as u64),
                 state: Mutex::new(state),
-                free_hint: AtomicU64::new(len as u64),
                 victim_hint: AtomicU64::new(0),
             });
         }
         let shards = built.into_boxed_slice();
         debug_assert!(shards.len() <= MAX_POOL_SHARDS);
-        let free_mask = Padded(AtomicU64::new(u64::MAX >> (64 - shards.len())));
+        let (layout, plan, in_use) = match split_on_contention {
+            Some(make_policy) if split_later => {
+                (UNSPLIT, Some(SplitPlan::new(shard_len, make_policy)), 1)
+            }
+            _ => (shard_len.trailing_zeros(), None, shards.len()),
+        };
+        let free_mask = Padded(AtomicU64::new(u64::MAX >> (64 - in_use)));
         let policy_observes_hits = shards[0].state.lock().policy_observes_hits();
         let (index, writer) = HashIndex::with_capacity(block_count)?;
         let refs = RefCounts::new(block_count, generation_bits)?;
@@ -261,7 +298,9 @@ impl Store {
             shards,
             free_mask,
             clock: Padded(AtomicU32::new(0)),
-            shard_shift,
+            layout: AtomicU32::new(layout),
+            contended: Padded(AtomicU32::new(0)),
+            plan: Mutex::new(plan),
             me: me.clone(),
             refs,
             records,
@@ -284,16 +323,45 @@ impl Store {
         }))
     }
 
-    /// Number of pool shards.
+    /// Number of pool shards in use: 1 until a store built to split on
+    /// contention has split.
     #[inline]
     pub(crate) fn shard_count(&self) -> usize {
-        self.shards.len()
+        if self.layout() == UNSPLIT {
+            1
+        } else {
+            self.shards.len()
+        }
     }
 
-    /// The shard holding `slot`.
+    /// Which shard holds which slot (see [`shard_in`]).
+    #[inline(always)]
+    pub(crate) fn layout(&self) -> u32 {
+        // ORDERING: Relaxed; written once under every shard lock, so exact
+        // under any of them, and checked again under the lock by every
+        // lock-free caller (see `lock_slot`).
+        self.layout.load(Ordering::Relaxed)
+    }
+
+    /// The shard holding `slot`. Exact while any shard lock is held; a
+    /// caller that reads it before locking must check it again under the
+    /// lock ([`Store::lock_slot`], [`shard::ShardCursor::get_slot`]).
     #[inline(always)]
     pub(crate) fn shard_of(&self, slot: u32) -> usize {
-        (slot >> self.shard_shift) as usize
+        shard_in(self.layout(), slot)
+    }
+
+    /// Locks the shard holding `slot` (checked again once locked, in case
+    /// the store split meanwhile).
+    #[inline]
+    pub(crate) fn lock_slot(&self, slot: u32) -> ShardGuard<'_> {
+        loop {
+            let shard = self.shard_of(slot);
+            let guard = self.lock_shard(shard);
+            if self.shard_of(slot) == shard {
+                return guard;
+            }
+        }
     }
 
     /// Locks shard `shard`.
@@ -480,7 +548,7 @@ impl Store {
         let Some(slot) = candidate else {
             return false;
         };
-        let shard = self.lock_shard(self.shard_of(slot));
+        let shard = self.lock_slot(slot);
         let held = state::is_registered_primary(slot, hash, self);
         if held {
             records.set_flags(slot, slot::flag::NOTED);

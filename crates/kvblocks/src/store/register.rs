@@ -1,7 +1,9 @@
 //! Registration: filing staged slots under their hashes, applying the
 //! duplication policy.
 //!
-//! A batch goes in chunks of slots from one shard. For each chunk it holds
+//! A batch goes in chunks of slots from one shard (by the layout read when
+//! the chunk was formed; a chunk that a split overtook goes one slot at a
+//! time, see [`super::split`]). For each chunk it holds
 //! the shard's lock and, only while it inserts the chunk's index entries, the
 //! index writer's lock (the lock order); then it finishes each registration
 //! under the shard lock alone, so the global index lock is held for the
@@ -23,7 +25,7 @@ use super::index::Insert;
 use super::lookup::LockFreePin;
 use super::shard::{ShardCursor, ShardGuard};
 use super::state::{is_registered_primary, Registered};
-use super::Store;
+use super::{shard_in, Store};
 use crate::SequenceHash;
 
 /// Slots registered per chunk (bounded so a chunk lives on the stack).
@@ -73,12 +75,13 @@ impl Store {
         let mut staged = staged.into_iter().peekable();
         let blank = Pending::new(0, SequenceHash::from_valid_u128(0));
         let mut chunk = [blank; CHUNK];
+        let layout = self.layout();
         while let Some(&(first, _)) = staged.peek() {
-            let shard = self.shard_of(first);
+            let shard = shard_in(layout, first);
             let mut len = 0;
             while len < CHUNK {
                 match staged.peek() {
-                    Some(&(slot, hash)) if self.shard_of(slot) == shard => {
+                    Some(&(slot, hash)) if shard_in(layout, slot) == shard => {
                         chunk[len] = Pending::new(slot, hash);
                         len += 1;
                         staged.next();
@@ -86,7 +89,7 @@ impl Store {
                     _ => break,
                 }
             }
-            self.register_chunk(&mut held, shard, &mut chunk[..len], &mut done);
+            self.register_chunk(&mut held, layout, &mut chunk[..len], &mut done);
         }
         // A `Reject` dedup may leave a shard idle; the caller's `Arc`
         // outlives this drop (see `shard`).
@@ -105,7 +108,7 @@ impl Store {
         let mut held = ShardCursor::new(self);
         let mut chunk = [Pending::new(slot, hash)];
         let mut result = None;
-        self.register_chunk(&mut held, self.shard_of(slot), &mut chunk, |r, _, new| {
+        self.register_chunk(&mut held, self.layout(), &mut chunk, |r, _, new| {
             result = Some((r, new));
         });
         // As in `register_slots`.
@@ -116,17 +119,25 @@ impl Store {
         }
     }
 
-    /// Registers the slots of `chunk` (all in `shard`), handing each
-    /// outcome to `done` in order.
+    /// Registers the slots of `chunk` (all in one shard by `layout`),
+    /// handing each outcome to `done` in order.
     #[inline]
     fn register_chunk(
         self: &Arc<Self>,
         held: &mut ShardCursor<'_>,
-        shard: usize,
+        layout: u32,
         chunk: &mut [Pending],
         mut done: impl FnMut(Registered, SequenceHash, bool),
     ) {
-        self.insert_chunk(held, shard, chunk);
+        if !self.insert_chunk(held, layout, chunk) {
+            // The store split after the chunk was formed: its slots may sit
+            // in several shards now. One at a time, by the final layout.
+            let layout = self.layout();
+            for k in 0..chunk.len() {
+                let done_one = self.insert_chunk(held, layout, &mut chunk[k..=k]);
+                debug_assert!(done_one, "a store splits once");
+            }
+        }
         if chunk.iter().any(|p| p.outcome.is_none()) {
             held.unlock();
             let strays = chunk.iter_mut().filter_map(|p| p.stray.take());
@@ -146,9 +157,14 @@ impl Store {
     }
 
     /// Inserts the chunk's entries and finishes every registration that needs
-    /// no other shard's lock; the others keep `outcome: None`.
-    fn insert_chunk(&self, held: &mut ShardCursor<'_>, shard: usize, chunk: &mut [Pending]) {
-        let core = held.get(shard);
+    /// no other shard's lock; the others keep `outcome: None`. Does nothing
+    /// and returns `false` if the layout is no longer `layout` (the store
+    /// split after the chunk was formed).
+    fn insert_chunk(&self, held: &mut ShardCursor<'_>, layout: u32, chunk: &mut [Pending]) -> bool {
+        let core = held.get(shard_in(layout, chunk[0].slot));
+        if self.layout() != layout {
+            return false;
+        }
         {
             let records = &self.records;
             let mut writer = self.writer.lock();
@@ -178,6 +194,7 @@ impl Store {
                     .map(|p| p.hash),
             );
         }
+        true
     }
 
     /// Settles a slot of the locked shard `core` whose hash has the entry

@@ -50,7 +50,7 @@ impl Store {
     /// A mutable or staged guard was dropped: its slot goes back to reset.
     #[inline]
     pub(crate) fn release_outstanding(&self, slot: u32, was_staged: bool) -> Keepalive {
-        let mut shard = self.lock_shard(self.shard_of(slot));
+        let mut shard = self.lock_slot(slot);
         shard.release_outstanding(slot, was_staged, self);
         shard.unlock()
     }
@@ -69,7 +69,7 @@ impl Store {
                 lost: None,
             };
         }
-        let mut shard = self.lock_shard(self.shard_of(slot));
+        let mut shard = self.lock_slot(slot);
         let last = if self.refs.decrement(slot) {
             shard.release_if_unused(slot, self)
         } else {
@@ -138,7 +138,7 @@ impl Store {
         }
         // Possibly the last handle: decide under the slot's shard lock, where
         // a resurrecting match would have to add its handle too.
-        let shard = cursor.get(self.shard_of(slot));
+        let shard = cursor.get_slot(slot);
         if self.refs.decrement(slot) {
             shard.release_if_unused(slot, self)
         } else {

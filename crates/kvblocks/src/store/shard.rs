@@ -84,13 +84,21 @@ pub(crate) struct ShardGuard<'a> {
 }
 
 impl<'a> ShardGuard<'a> {
-    /// Shard `shard` of `store`, locked.
+    /// Shard `shard` of `store`, locked. A lock found taken is counted
+    /// (while the store is one pool, see [`super::split`]).
     #[inline]
     pub(super) fn lock(store: &'a Store, shard: &'a Shard) -> Self {
+        let state = match shard.state.try_lock() {
+            Some(state) => state,
+            None => {
+                store.note_contention();
+                shard.state.lock()
+            }
+        };
         Self {
             store,
             shard,
-            state: shard.state.lock(),
+            state,
         }
     }
 
@@ -198,6 +206,22 @@ impl<'a> ShardCursor<'a> {
         if self.held.as_ref().map(ShardGuard::index) != Some(shard) {
             self.unlock();
             self.held = Some(self.store.lock_shard(shard));
+        }
+        match &mut self.held {
+            Some(guard) => guard,
+            None => unreachable!("a shard was just locked"),
+        }
+    }
+
+    /// The shard holding `slot`, locked. While a shard is held the layout
+    /// cannot change, so the held one is kept if the slot is in it; a shard
+    /// locked here is checked again once locked ([`Store::lock_slot`]).
+    #[inline(always)]
+    pub(crate) fn get_slot(&mut self, slot: u32) -> &mut ShardGuard<'a> {
+        let shard = self.store.shard_of(slot);
+        if self.held.as_ref().map(ShardGuard::index) != Some(shard) {
+            self.unlock();
+            self.held = Some(self.store.lock_slot(slot));
         }
         match &mut self.held {
             Some(guard) => guard,

@@ -102,6 +102,16 @@ pub(crate) enum LastRelease {
     Discarded { noted: Option<SequenceHash> },
 }
 
+/// What a one-pool shard held besides its slots, once taken apart by
+/// [`ShardState::dismantle`].
+pub(crate) struct Dismantled {
+    /// Its reset pool, in stack order.
+    pub(crate) free: Vec<u32>,
+    pub(crate) counters: Counters,
+    /// The store's `Arc`, if the shard held it.
+    pub(crate) keepalive: Option<Arc<Store>>,
+}
+
 /// One shard: reset pool, policy and tallies for slots `base..base + len`.
 pub(crate) struct ShardState {
     /// First slot of the shard; the policy numbers slots from here.
@@ -136,13 +146,27 @@ impl ShardState {
     pub(crate) fn new(
         base: u32,
         len: u32,
+        free: Vec<u32>,
+        released: Vec<u32>,
+        policy: AnyPolicy,
+    ) -> Self {
+        let mut shard = Self::empty(base, len, free, released, policy);
+        // Reversed so the first allocation hands out base, base + 1, ...
+        shard.free.extend((base..base + len).rev());
+        shard
+    }
+
+    /// A shard of `len` slots from `base` that holds none of them yet: a
+    /// split hands them over ([`super::split`]). `free` (its capacity the
+    /// reset pool's) and `released` as in [`new`](Self::new).
+    pub(crate) fn empty(
+        base: u32,
+        len: u32,
         mut free: Vec<u32>,
         released: Vec<u32>,
         policy: AnyPolicy,
     ) -> Self {
-        // Reversed so the first allocation hands out base, base + 1, ...
         free.clear();
-        free.extend((base..base + len).rev());
         Self {
             base,
             len,
@@ -156,6 +180,55 @@ impl ShardState {
             frontier: 0,
             counters: Counters::default(),
         }
+    }
+
+    /// Takes a one-pool shard apart for a split: appends its evictable
+    /// slots to `order` in its policy's eviction order (oldest first) and
+    /// returns the rest of what it held.
+    pub(crate) fn dismantle(mut self, order: &mut Vec<u32>, store: &Store) -> Dismantled {
+        while order.len() < self.inactive {
+            let slot = self.next_victim(store);
+            order.push(slot);
+        }
+        Dismantled {
+            free: std::mem::take(&mut self.free),
+            counters: self.counters,
+            keepalive: self.keepalive.take(),
+        }
+    }
+
+    /// A split hands this shard one of its reset slots.
+    pub(crate) fn adopt_free(&mut self, slot: u32) {
+        debug_assert!(self.local(slot) < self.len);
+        self.free.push(slot);
+    }
+
+    /// A split hands this shard one of its outstanding slots.
+    pub(crate) fn adopt_outstanding(&mut self) {
+        self.outstanding += 1;
+    }
+
+    /// A split hands this shard one of its active slots (a primary, which
+    /// its policy now tracks, or a duplicate copy).
+    pub(crate) fn adopt_active(&mut self, slot: u32, store: &Store) {
+        if store.records.is_primary(slot) {
+            self.policy
+                .on_register(self.local(slot), store.records.hash(slot));
+        }
+        self.active += 1;
+    }
+
+    /// A split hands this shard one of its evictable slots, released at
+    /// `date`; slots come oldest first, so the policy evicts them in that
+    /// order.
+    pub(crate) fn adopt_evictable(&mut self, slot: u32, date: u32, store: &Store) {
+        let local = self.local(slot);
+        self.policy.on_register(local, store.records.hash(slot));
+        self.policy.on_release(local);
+        if self.dated() {
+            self.released[local as usize] = date;
+        }
+        self.inactive += 1;
     }
 
     /// Whether slots are dated (the store has several shards).
