@@ -12,8 +12,11 @@
 #    Stacked Borrows and Tree Borrows (installs nightly's miri component if
 #    it is missing).
 #
-# Each model checker builds in its own target directory, so the normal build
-# is not invalidated. SKIP_MIRI=1 skips step 4 (for quick local runs).
+# Steps 2-4 run the tests of the `kvblocks-checks` crate, which depends on
+# kvblocks alone, so each checker builds about 20 crates rather than the 96
+# of kvblocks' dev dependencies; each builds in its own target directory, so
+# the normal build is not invalidated. SKIP_MIRI=1 skips step 4 (for quick
+# local runs). Each step prints the seconds since the start.
 #
 # kvblocks-nats' tests need a NATS server with JetStream on 127.0.0.1:4222.
 # If nothing listens there, this script starts one (installing Debian's
@@ -67,11 +70,11 @@ cargo test --locked -p kvblocks --features prometheus --lib --test prometheus_sc
 
 step "shuttle"
 CARGO_TARGET_DIR=target/shuttle RUSTFLAGS="--cfg shuttle" \
-    cargo test --locked --release -p kvblocks --test shuttle_races
+    cargo test --locked --release -p kvblocks-checks --test shuttle_races
 
 step "loom"
 CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 \
-    cargo test --locked --release -p kvblocks --test loom_races -- --test-threads=1
+    cargo test --locked --release -p kvblocks-checks --test loom_races -- --test-threads=1
 
 if [[ "${SKIP_MIRI:-0}" == 1 ]]; then
     step "miri skipped (SKIP_MIRI=1)"
@@ -89,16 +92,16 @@ cargo +nightly miri setup >/dev/null
 MIRI_TESTS=(--test regressions --test lifecycle --test store_lifetime --test shadow_memory)
 miri_pass() {
     local borrows=$1
-    MIRIFLAGS="$borrows" cargo +nightly miri test --locked -p kvblocks "${MIRI_TESTS[@]}"
-    MIRIFLAGS="$borrows" cargo +nightly miri test --locked -p kvblocks --test concurrency \
+    MIRIFLAGS="$borrows" cargo +nightly miri test --locked -p kvblocks-checks "${MIRI_TESTS[@]}"
+    MIRIFLAGS="$borrows" cargo +nightly miri test --locked -p kvblocks-checks --test concurrency \
         manager_dropped_while_threads_still_release_their_blocks
     # A panicking policy may strand slots by design (a leak, never unsound).
     MIRIFLAGS="$borrows -Zmiri-ignore-leaks" \
-        cargo +nightly miri test --locked -p kvblocks --test policy_panics
+        cargo +nightly miri test --locked -p kvblocks-checks --test policy_panics
 }
 # Build once, then run both borrow models at the same time (Miri interprets
 # on one core; the machine has two), each into its own log.
-cargo +nightly miri test --locked -p kvblocks --no-run "${MIRI_TESTS[@]}" \
+cargo +nightly miri test --locked -p kvblocks-checks --no-run "${MIRI_TESTS[@]}" \
     --test concurrency --test policy_panics
 MIRI_LOGS=$(mktemp -d)
 miri_pass "" >"$MIRI_LOGS/stacked" 2>&1 &

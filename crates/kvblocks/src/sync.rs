@@ -6,10 +6,10 @@
 //! the real store code:
 //!
 //! - `RUSTFLAGS="--cfg shuttle"`: shuttle's randomized and PCT schedulers
-//!   (`tests/shuttle_races.rs`), fast on whole scenarios, but every atomic
+//!   (`kvblocks-checks/tests/shuttle_races.rs`), fast on whole scenarios, but every atomic
 //!   behaves as `SeqCst`, so they never test an ordering choice;
 //! - `RUSTFLAGS="--cfg loom"`: loom's exhaustive search, which also models
-//!   what `Relaxed`, `Acquire` and `Release` allow (`tests/loom_races.rs`),
+//!   what `Relaxed`, `Acquire` and `Release` allow (`kvblocks-checks/tests/loom_races.rs`),
 //!   on the smallest races.
 
 #[cfg(not(any(shuttle, loom)))]

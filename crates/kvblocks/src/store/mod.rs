@@ -52,7 +52,7 @@
 //! # Memory orderings
 //!
 //! Every atomic of the store, its ordering, and what it pairs with (each
-//! site also carries an `// ORDERING:` comment). `tests/loom_races.rs` checks
+//! site also carries an `// ORDERING:` comment). `kvblocks-checks/tests/loom_races.rs` checks
 //! the pairings that matter under loom's weak-memory model.
 //!
 //! | atomic | operation | ordering | pairs with / why |

@@ -17,6 +17,7 @@ use kvblocks::{
     BlockDuplicationPolicy, BlockManager, EvictionPolicyKind, ImmutableBlock, SequenceHash,
 };
 
+#[path = "../../kvblocks/tests/common/mod.rs"]
 mod common;
 use common::Rng;
 

@@ -1,5 +1,5 @@
 //! Model-checked races (shuttle): run with
-//! `CARGO_TARGET_DIR=target/shuttle RUSTFLAGS="--cfg shuttle" cargo test --release -p kvblocks --test shuttle_races`
+//! `CARGO_TARGET_DIR=target/shuttle RUSTFLAGS="--cfg shuttle" cargo test --release -p kvblocks-checks --test shuttle_races`
 //! (`SEED=<n>` replays a failure; see [`explore`]). Shuttle treats every
 //! atomic as `SeqCst`; `loom_races.rs` checks the memory orderings.
 //!

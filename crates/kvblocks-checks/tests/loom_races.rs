@@ -2,7 +2,7 @@
 //! *and* every outcome the memory orderings allow (shuttle, in
 //! `shuttle_races.rs`, treats every atomic as `SeqCst`, so only loom tests an
 //! ordering choice). Run with
-//! `RUSTFLAGS="--cfg loom" cargo test -p kvblocks --release --test loom_races -- --test-threads=1`;
+//! `RUSTFLAGS="--cfg loom" cargo test -p kvblocks-checks --release --test loom_races -- --test-threads=1`;
 //! `LOOM_MAX_PREEMPTIONS` bounds the search (`scripts/test.sh` uses 3).
 //!
 //! Each model builds its own manager inside `loom::model`, so every atomic
