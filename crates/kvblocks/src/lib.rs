@@ -48,9 +48,10 @@
 //! most once per batch call. Cloning or dropping an [`ImmutableBlock`] that is
 //! not the last handle touches only a per-slot atomic. The pool is split into
 //! shards, each with its own lock, so threads sharing a manager through an
-//! `Arc` rarely wait for each other: by default an LRU manager gets one shard
-//! per 1,024 slots (up to 16), and evicts from the shard whose next victim is
-//! oldest, so the shards keep about one LRU order over the whole pool
+//! `Arc` rarely wait for each other: by default an LRU manager starts as one
+//! pool (so a thread alone pays nothing for shards) and splits, the first
+//! time threads wait for it, into one shard per 1,024 slots (up to 16), which
+//! evict from the shard whose next victim is oldest, so the shards keep about one LRU order over the whole pool
 //! (`BENCHMARKS.md`: within 0.3 points of hit rate of a single pool). Other
 //! policies keep per-block state that one shard cannot see across the others,
 //! so they default to one shard;
