@@ -353,15 +353,26 @@ impl Store {
 
     /// Locks the shard holding `slot` (checked again once locked, in case
     /// the store split meanwhile).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lock_slot(&self, slot: u32) -> ShardGuard<'_> {
-        loop {
-            let shard = self.shard_of(slot);
-            let guard = self.lock_shard(shard);
-            if self.shard_of(slot) == shard {
-                return guard;
-            }
+        let layout = self.layout();
+        let guard = self.lock_shard(shard_in(layout, slot));
+        if self.layout() == layout {
+            return guard;
         }
+        drop(guard);
+        self.lock_slot_after_split(slot)
+    }
+
+    /// [`lock_slot`](Self::lock_slot) for a slot whose shard changed while
+    /// its caller waited: the store has split, for good, so the layout read
+    /// now is final.
+    #[cold]
+    #[inline(never)]
+    fn lock_slot_after_split(&self, slot: u32) -> ShardGuard<'_> {
+        let guard = self.lock_shard(self.shard_of(slot));
+        debug_assert_eq!(guard.index(), self.shard_of(slot), "a store splits once");
+        guard
     }
 
     /// Locks shard `shard`.
