@@ -265,7 +265,11 @@ impl Store {
                 // One pool in shard 0; the others stay empty until the split.
                 let len = if index == 0 { block_count } else { 0 };
                 let free = try_vec(len, 0u32)?;
-                ShardState::new(base as u32, len as u32, free, Vec::new(), make_policy(len))
+                if index == 0 {
+                    ShardState::new_spread(len as u32, shard_len as u32, free, make_policy(len))
+                } else {
+                    ShardState::new(base as u32, 0, free, Vec::new(), make_policy(0))
+                }
             } else {
                 let len = shard_len.min(block_count - base);
                 let free = try_vec(len, 0u32)?;

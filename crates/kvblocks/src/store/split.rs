@@ -6,7 +6,12 @@
 //! default shards"). So a store built to *split on contention* (the default
 //! for LRU) starts with every slot in shard 0, where one thread runs exactly
 //! the one-pool code, and splits into its shards the first time threads are
-//! seen waiting for shard 0's lock:
+//! seen waiting for shard 0's lock. Its reset pool hands slots out in runs
+//! of 16 from each future shard in turn
+//! ([`ShardState::new_spread`](super::state::ShardState::new_spread)), so
+//! the blocks that stay registered from before the split (a workload's
+//! shared prompts) are spread over the shards, as in a store split from the
+//! start, rather than all in shard 0. How it decides to split:
 //!
 //! - every shard lock taken while the store is one pool counts how often it
 //!   found the lock taken ([`Store::note_contention`]); the count starts

@@ -156,6 +156,20 @@ impl ShardState {
         shard
     }
 
+    /// A one-pool shard of all `len` slots of a store that will split into
+    /// shards of `shard_len` slots: its reset pool hands out runs of
+    /// [`SPREAD_RUN`] slots from each future shard in turn (0..16 from the
+    /// first, then 0..16 from the second, ...), so the blocks registered
+    /// before a split (a workload's shared prompts, which stay registered)
+    /// end up spread over the shards as they are when the store is split
+    /// from the start, not all in the first shard, whose lock every thread
+    /// would then take to reuse them.
+    pub(crate) fn new_spread(len: u32, shard_len: u32, free: Vec<u32>, policy: AnyPolicy) -> Self {
+        let mut shard = Self::empty(0, len, free, Vec::new(), policy);
+        push_spread(&mut shard.free, len, shard_len);
+        shard
+    }
+
     /// A shard of `len` slots from `base` that holds none of them yet: a
     /// split hands them over ([`super::split`]). `free` (its capacity the
     /// reset pool's) and `released` as in [`new`](Self::new).
@@ -764,4 +778,55 @@ pub(crate) fn is_registered_primary(slot: u32, hash: SequenceHash, store: &Store
     matches!(records.state(slot), SlotState::Active | SlotState::Inactive)
         && records.is_primary(slot)
         && records.hash(slot) == hash
+}
+
+/// Slots per run of [`ShardState::new_spread`]'s allocation order (one
+/// request's worth of blocks stays in one future shard).
+pub(crate) const SPREAD_RUN: u32 = 16;
+
+/// Pushes the slots `0..len` onto `free` (a stack: the last pushed is
+/// handed out first) so that a one-pool shard that will split into shards
+/// of `shard_len` slots hands them out in runs of [`SPREAD_RUN`] from each
+/// future shard in turn.
+fn push_spread(free: &mut Vec<u32>, len: u32, shard_len: u32) {
+    let run = SPREAD_RUN.min(shard_len);
+    let shards = len.div_ceil(shard_len);
+    for round in (0..shard_len / run).rev() {
+        for shard in (0..shards).rev() {
+            let start = shard * shard_len + round * run;
+            if start < len {
+                free.extend((start..(start + run).min(len)).rev());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spread_order_hands_out_every_slot_once_a_run_per_future_shard_in_turn() {
+        for (len, shard_len) in [(64, 16), (100, 32), (65_536, 4_096), (40, 8), (5, 4)] {
+            let mut stack = Vec::new();
+            push_spread(&mut stack, len, shard_len);
+            let order: Vec<u32> = stack.into_iter().rev().collect();
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..len).collect::<Vec<_>>(), "{len} / {shard_len}");
+            let run = SPREAD_RUN.min(shard_len) as usize;
+            let shards = len.div_ceil(shard_len) as usize;
+            // The first runs come from the future shards in turn.
+            let firsts: Vec<u32> = order
+                .chunks(run)
+                .take(shards)
+                .map(|r| r[0] / shard_len)
+                .collect();
+            assert_eq!(
+                firsts,
+                (0..shards as u32).collect::<Vec<_>>(),
+                "{len} / {shard_len}"
+            );
+        }
+    }
 }
