@@ -346,6 +346,69 @@ impl EventBatcher {
                     open.removes.extend_from_slice(hashes)
                 })
             }
+            RunEvents::Mixed(changes) if mixed => self.fill(
+                EventKind::Mixed,
+                tier,
+                changes,
+                now,
+                out,
+                |open, changes| open.changes.extend_from_slice(changes),
+            ),
+            RunEvents::Mixed(changes) => {
+                // A buffer of mixed runs feeding one-kind batches: the runs
+                // of one kind within it, in order.
+                for run in changes.chunk_by(|a, b| {
+                    matches!(a, BlockChange::Stored(_)) == matches!(b, BlockChange::Stored(_))
+                }) {
+                    match run[0] {
+                        BlockChange::Stored(_) => {
+                            let blocks = super::protocol::stored_blocks(run);
+                            self.push_run(tier, RunEvents::Create(&blocks), now, out);
+                        }
+                        BlockChange::Removed(_) => {
+                            let hashes = super::protocol::removed_hashes(run);
+                            self.push_run(tier, RunEvents::Remove(&hashes), now, out);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds `changes` (stores and removals of `tier`, in order) at time
+    /// `now`, like [`push_run`](Self::push_run) with their slice, but when
+    /// no batch is open and they fit in one, the vector itself becomes the
+    /// open batch: nothing is copied (a flush of the emitters' buffer in the
+    /// common case, one tier and no barrier). With one-kind batches, the
+    /// changes are copied run by run.
+    pub(crate) fn push_changes(
+        &mut self,
+        tier: LogicalLayoutHandle,
+        changes: Vec<BlockChange>,
+        now: Instant,
+        out: &mut impl FnMut(Batch),
+    ) {
+        let max = self.config.max_batch_size.get();
+        if !self.config.mixed_kinds
+            || self.open.is_some()
+            || changes.is_empty()
+            || changes.len() > max
+        {
+            self.push_run(tier, RunEvents::Mixed(&changes), now, out);
+            return;
+        }
+        self.coming = self.coming.saturating_sub(changes.len());
+        self.open = Some(Open {
+            kind: EventKind::Mixed,
+            tier,
+            deadline: now + self.config.window,
+            creates: Vec::new(),
+            removes: Vec::new(),
+            changes,
+        });
+        if self.pending() >= max {
+            self.stats.by_size += 1;
+            self.close(out);
         }
     }
 
@@ -494,6 +557,87 @@ mod tests {
             proptest::prop_assert_eq!(one, all);
             proptest::prop_assert_eq!(a.stats(), b.stats());
         }
+    }
+
+    proptest::proptest! {
+        /// Handing a vector of changes over (`push_changes`, uncopied when
+        /// no batch is open) closes exactly the batches that pushing its
+        /// events one by one would, whatever was pushed before, with mixed
+        /// and with one-kind batches.
+        #[test]
+        fn handing_changes_over_batches_like_pushing_one_by_one(
+            before in proptest::collection::vec(0..3u8, 0..6),
+            kinds in proptest::collection::vec(proptest::prelude::any::<bool>(), 0..40),
+            max in 1..12usize,
+            mixed in proptest::prelude::any::<bool>(),
+        ) {
+            let earlier: Vec<_> = before.iter().enumerate().map(|(i, k)| match k {
+                0 => create(100 + i as u64),
+                1 => remove(100 + i as u64, G1),
+                _ => remove(100 + i as u64, G2),
+            }).collect();
+            let changes: Vec<_> = kinds.iter().enumerate().map(|(i, &stored)| {
+                let hash = SequenceHash::new(i as u64 * 31 + 7, Some(3), i as u64);
+                if stored {
+                    BlockChange::Stored(StoredBlock::orphan(hash))
+                } else {
+                    BlockChange::Removed(hash)
+                }
+            }).collect();
+            let config = BatchingConfig::default()
+                .with_max_size(NonZeroUsize::new(max).unwrap())
+                .with_mixed_kinds(mixed);
+            let now = Instant::now();
+            let (mut one, mut handed) = (Vec::new(), Vec::new());
+            let mut a = EventBatcher::new(config);
+            for &event in &earlier {
+                a.push(event, now, &mut |b| one.push(b));
+            }
+            for change in &changes {
+                let event = match *change {
+                    BlockChange::Stored(block) => KvCacheEvent::Create { block, tier: G1 },
+                    BlockChange::Removed(hash) => KvCacheEvent::Remove { hash, tier: G1 },
+                };
+                a.push(event, now, &mut |b| one.push(b));
+            }
+            a.flush(&mut |b| one.push(b));
+            let mut b = EventBatcher::new(config);
+            for &event in &earlier {
+                b.push(event, now, &mut |batch| handed.push(batch));
+            }
+            b.push_changes(G1, changes, now, &mut |batch| handed.push(batch));
+            b.flush(&mut |batch| handed.push(batch));
+            proptest::prop_assert_eq!(one, handed);
+        }
+    }
+
+    #[test]
+    fn a_vector_handed_to_an_idle_batcher_becomes_the_batch_uncopied() {
+        let config = BatchingConfig::default().with_max_size(NonZeroUsize::new(4).unwrap());
+        let mut batcher = EventBatcher::new(config);
+        let now = Instant::now();
+        let changes: Vec<_> = (0..4)
+            .map(|p| BlockChange::Removed(SequenceHash::root(p)))
+            .collect();
+        let address = changes.as_ptr();
+        let mut out = Vec::new();
+        batcher.push_changes(G1, changes, now, &mut |b| out.push(b));
+        let KvCacheEvents::Remove(hashes) = &out[0].events else {
+            panic!("one kind closes as that kind: {out:?}");
+        };
+        assert_eq!((out.len(), hashes.len()), (1, 4), "closed by size");
+        assert_eq!(batcher.stats().by_size, 1);
+
+        let stored = BlockChange::Stored(StoredBlock::orphan(SequenceHash::root(9)));
+        let mixed = vec![stored, BlockChange::Removed(SequenceHash::root(1))];
+        let address_mixed = mixed.as_ptr();
+        batcher.push_changes(G1, mixed, now, &mut |b| out.push(b));
+        batcher.flush(&mut |b| out.push(b));
+        let KvCacheEvents::Mixed(changes) = &out[1].events else {
+            panic!("expected a mixed batch: {out:?}");
+        };
+        assert_eq!(changes.as_ptr(), address_mixed, "the vector itself");
+        assert_ne!(address, address_mixed);
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! The buffer emitters append to: events in push order, kept as runs of one
 //! kind and tier over typed payload vectors.
 //!
-//! A stored block costs 32 bytes here and a removed hash 16 (a
-//! [`KvCacheEvent`](super::KvCacheEvent) costs 48), and a flush hands the
-//! batcher whole runs as slices, which it copies with one `memcpy` each
+//! For batches of one kind a stored block costs 32 bytes here and a removed
+//! hash 16 (a [`KvCacheEvent`](super::KvCacheEvent) costs 48). For mixed
+//! batches (the default) stores and removals go in order into one vector of
+//! the [`BlockChange`]s a mixed batch is made of, so a flush moves a run
+//! into its batch without converting it, and can hand the whole vector
+//! over as the batch ([`EventBuffer::take_mixed`]). Either way a flush hands
+//! the batcher whole runs as slices, which it copies with one `memcpy` each
 //! instead of matching every event. This module owns the layout of the
 //! buffer and nothing else: it never batches, filters or locks (the emitter
 //! holds its lock around every call).
 
-use super::protocol::StoredBlock;
+use super::protocol::{BlockChange, StoredBlock};
 use crate::{LogicalLayoutHandle, SequenceHash};
 
 /// The kind of the events of a run.
@@ -20,6 +24,8 @@ pub(crate) enum RunKind {
     Remove,
     /// A clear.
     Clear,
+    /// Stores and removals, in order (mixed batches).
+    Mixed,
 }
 
 /// Consecutive events of one kind and one tier.
@@ -40,6 +46,8 @@ pub(crate) enum RunEvents<'a> {
     Remove(&'a [SequenceHash]),
     /// One clear of the run's tier.
     Clear,
+    /// Stores and removals, in push order.
+    Mixed(&'a [BlockChange]),
 }
 
 /// Where a walk over the buffer's runs has got to (see
@@ -49,6 +57,7 @@ pub(crate) struct Cursor {
     run: usize,
     create: usize,
     remove: usize,
+    mixed: usize,
 }
 
 /// Events in push order: runs over typed payload vectors.
@@ -59,6 +68,8 @@ pub(crate) struct EventBuffer {
     pub(super) creates: Vec<StoredBlock>,
     /// Every removed hash of every remove run, in order.
     pub(super) removes: Vec<SequenceHash>,
+    /// Every change of every mixed run, in order.
+    pub(super) changes: Vec<BlockChange>,
     /// Runs before this index take no more events (a barrier follows them).
     sealed: usize,
 }
@@ -67,7 +78,7 @@ impl EventBuffer {
     /// Block events buffered (clears not counted).
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.creates.len() + self.removes.len()
+        self.creates.len() + self.removes.len() + self.changes.len()
     }
 
     /// Records that the last `count` entries of the kind's payload vector
@@ -132,6 +143,11 @@ impl EventBuffer {
                     cursor.remove += run.len;
                     RunEvents::Remove(&self.removes[start..cursor.remove])
                 }
+                RunKind::Mixed => {
+                    let start = cursor.mixed;
+                    cursor.mixed += run.len;
+                    RunEvents::Mixed(&self.changes[start..cursor.mixed])
+                }
                 RunKind::Clear => RunEvents::Clear,
             };
             f(run.tier, events);
@@ -149,7 +165,27 @@ impl EventBuffer {
         self.runs.clear();
         self.creates.clear();
         self.removes.clear();
+        self.changes.clear();
         self.sealed = 0;
+    }
+
+    /// When the buffer holds one mixed run and nothing else (no barrier):
+    /// takes its changes out whole, with its tier, leaving the buffer empty
+    /// with room for `room` changes (so the emitters' next pushes do not
+    /// grow the vector from nothing).
+    pub(crate) fn take_mixed(
+        &mut self,
+        room: usize,
+    ) -> Option<(LogicalLayoutHandle, Vec<BlockChange>)> {
+        let &[run] = self.runs.as_slice() else {
+            return None;
+        };
+        if run.kind != RunKind::Mixed || self.sealed != 0 {
+            return None;
+        }
+        self.runs.clear();
+        let changes = std::mem::replace(&mut self.changes, Vec::with_capacity(room));
+        Some((run.tier, changes))
     }
 }
 
@@ -220,5 +256,43 @@ mod tests {
         assert_eq!(seen, [RunEvents::Remove(&[a])]);
         buffer.for_each_run(&mut cursor, usize::MAX, |_, run| seen.push(run));
         assert_eq!(seen, [RunEvents::Remove(&[a]), RunEvents::Remove(&[b])]);
+    }
+
+    #[test]
+    fn a_lone_mixed_run_is_taken_whole_and_nothing_else_is() {
+        let (a, b) = (SequenceHash::root(1), SequenceHash::root(2));
+        let mut buffer = EventBuffer::default();
+        buffer.changes.push(BlockChange::Removed(a));
+        buffer
+            .changes
+            .push(BlockChange::Stored(StoredBlock::orphan(b)));
+        buffer.close_push(RunKind::Mixed, G1, 2);
+        let (tier, changes) = buffer.take_mixed(8).expect("one mixed run");
+        assert_eq!(tier, G1);
+        assert_eq!(
+            changes,
+            [
+                BlockChange::Removed(a),
+                BlockChange::Stored(StoredBlock::orphan(b))
+            ]
+        );
+        assert_eq!((buffer.len(), buffer.runs()), (0, 0));
+        assert!(buffer.changes.capacity() >= 8);
+
+        // Two runs, a barrier, or a run of another kind: not taken.
+        buffer.changes.push(BlockChange::Removed(a));
+        buffer.close_push(RunKind::Mixed, G1, 1);
+        buffer.changes.push(BlockChange::Removed(b));
+        buffer.close_push(RunKind::Mixed, G2, 1);
+        assert!(buffer.take_mixed(8).is_none());
+        buffer.clear();
+        buffer.changes.push(BlockChange::Removed(a));
+        buffer.close_push(RunKind::Mixed, G1, 1);
+        buffer.seal();
+        assert!(buffer.take_mixed(8).is_none());
+        buffer.clear();
+        buffer.removes.push(a);
+        buffer.close_push(RunKind::Remove, G1, 1);
+        assert!(buffer.take_mixed(8).is_none());
     }
 }

@@ -38,7 +38,7 @@ use parking_lot::Mutex;
 
 use super::buffer::{EventBuffer, RunKind};
 use super::policy::Filter;
-use super::protocol::StoredBlock;
+use super::protocol::{BlockChange, StoredBlock};
 use super::replay::TierSnapshot;
 use crate::{LogicalLayoutHandle, SequenceHash};
 
@@ -66,6 +66,76 @@ pub(crate) struct Shared {
     pub(crate) pending: Mutex<Pending>,
     /// A full batch's worth of buffered events.
     pub(crate) flush_hint: usize,
+    /// Whether stores and removals go into one run of [`BlockChange`]s
+    /// (mixed batches) instead of runs of one kind.
+    pub(crate) mixed: bool,
+}
+
+/// Appends a stored block for each of `hashes` to `to` (as `wrap` makes
+/// it), linking each to the hash before it (the first to `previous`);
+/// returns how many were offered and kept (the same: all are kept).
+#[inline(always)]
+fn extend_linked<T>(
+    to: &mut Vec<T>,
+    hashes: impl Iterator<Item = SequenceHash>,
+    mut previous: Option<SequenceHash>,
+    wrap: impl Fn(StoredBlock) -> T,
+) -> (usize, usize) {
+    let before = to.len();
+    to.extend(hashes.map(|hash| {
+        let parent = previous.and_then(|p| p.hash_as_parent_of(hash));
+        previous = Some(hash);
+        wrap(StoredBlock { hash, parent })
+    }));
+    let added = to.len() - before;
+    (added, added)
+}
+
+/// Pushes a stored block for each of `hashes` that `keep` keeps onto `to`
+/// (as `wrap` makes it), linking each to the hash before it (the first to
+/// `previous`); returns how many were offered and how many kept.
+#[inline(always)]
+fn push_stored<T>(
+    to: &mut Vec<T>,
+    hashes: impl Iterator<Item = SequenceHash>,
+    mut previous: Option<SequenceHash>,
+    keep: impl Fn(SequenceHash) -> bool,
+    wrap: impl Fn(StoredBlock) -> T,
+) -> (usize, usize) {
+    let before = to.len();
+    let mut offered = 0;
+    to.reserve(hashes.size_hint().0);
+    for hash in hashes {
+        offered += 1;
+        let parent = match previous {
+            Some(p) => p.hash_as_parent_of(hash),
+            None => None,
+        };
+        previous = Some(hash);
+        if keep(hash) {
+            to.push(wrap(StoredBlock { hash, parent }));
+        }
+    }
+    (offered, to.len() - before)
+}
+
+/// Pushes each of `items` that `keep` keeps onto `to` (as `wrap` makes
+/// it); returns how many were kept.
+#[inline(always)]
+fn push_kept<S: Copy, T>(
+    to: &mut Vec<T>,
+    items: &[S],
+    keep: impl Fn(S) -> bool,
+    wrap: impl Fn(S) -> T,
+) -> usize {
+    let before = to.len();
+    to.reserve(items.len());
+    for &item in items {
+        if keep(item) {
+            to.push(wrap(item));
+        }
+    }
+    to.len() - before
 }
 
 /// Names a snapshot requested with [`EventEmitter::snapshot_barrier`].
@@ -150,30 +220,43 @@ impl EventEmitter {
         let Some(shared) = &self.shared else {
             return false;
         };
-        let mut previous = parent_of_first;
-        let mut offered = 0u64;
-        let mut link = |hash: SequenceHash| {
-            offered += 1;
-            let parent = previous.and_then(|p| p.hash_as_parent_of(hash));
-            previous = Some(hash);
-            StoredBlock { hash, parent }
-        };
         let mut pending = shared.pending.lock();
-        let creates = &mut pending.events.creates;
-        let before = creates.len();
-        if shared.filter.keeps_all() {
-            creates.extend(hashes.map(link));
-        } else {
-            for hash in hashes {
-                let block = link(hash);
-                if shared.filter.keeps(hash) {
-                    creates.push(block);
-                }
-            }
-        }
-        let kept = creates.len() - before;
-        pending.events.close_push(RunKind::Create, tier, kept);
-        let kept = kept as u64;
+        let events = &mut pending.events;
+        let (kind, (offered, kept)) = match (shared.mixed, shared.filter.keeps_all()) {
+            // Every block kept: one `extend` (the common case).
+            (true, true) => (
+                RunKind::Mixed,
+                extend_linked(&mut events.changes, hashes, parent_of_first, |b| {
+                    BlockChange::Stored(b)
+                }),
+            ),
+            (false, true) => (
+                RunKind::Create,
+                extend_linked(&mut events.creates, hashes, parent_of_first, |b| b),
+            ),
+            (true, false) => (
+                RunKind::Mixed,
+                push_stored(
+                    &mut events.changes,
+                    hashes,
+                    parent_of_first,
+                    |hash| shared.filter.keeps(hash),
+                    BlockChange::Stored,
+                ),
+            ),
+            (false, false) => (
+                RunKind::Create,
+                push_stored(
+                    &mut events.creates,
+                    hashes,
+                    parent_of_first,
+                    |hash| shared.filter.keeps(hash),
+                    |b| b,
+                ),
+            ),
+        };
+        events.close_push(kind, tier, kept);
+        let (offered, kept) = (offered as u64, kept as u64);
         pending.emitted += kept;
         pending.filtered += offered - kept;
         pending.events.len() >= shared.flush_hint
@@ -185,16 +268,19 @@ impl EventEmitter {
         let Some(shared) = &self.shared else {
             return false;
         };
+        let keep = |block: StoredBlock| shared.filter.keeps(block.hash);
         let mut pending = shared.pending.lock();
-        let creates = &mut pending.events.creates;
-        let before = creates.len();
-        creates.extend(
-            blocks
-                .iter()
-                .filter(|block| shared.filter.keeps(block.hash)),
-        );
-        let kept = creates.len() - before;
-        pending.events.close_push(RunKind::Create, tier, kept);
+        let events = &mut pending.events;
+        let (kind, kept) = if shared.mixed {
+            let kept = push_kept(&mut events.changes, blocks, keep, BlockChange::Stored);
+            (RunKind::Mixed, kept)
+        } else {
+            (
+                RunKind::Create,
+                push_kept(&mut events.creates, blocks, keep, |b| b),
+            )
+        };
+        events.close_push(kind, tier, kept);
         let kept = kept as u64;
         pending.emitted += kept;
         pending.filtered += blocks.len() as u64 - kept;
@@ -207,16 +293,30 @@ impl EventEmitter {
         let Some(shared) = &self.shared else {
             return false;
         };
+        let keeps_all = shared.filter.keeps_all();
+        let keep = |hash| shared.filter.keeps(hash);
         let mut pending = shared.pending.lock();
-        let removes = &mut pending.events.removes;
-        let before = removes.len();
-        if shared.filter.keeps_all() {
-            removes.extend_from_slice(hashes);
-        } else {
-            removes.extend(hashes.iter().filter(|&&hash| shared.filter.keeps(hash)));
-        }
-        let kept = removes.len() - before;
-        pending.events.close_push(RunKind::Remove, tier, kept);
+        let events = &mut pending.events;
+        let (kind, kept) = match (shared.mixed, keeps_all) {
+            (true, true) => {
+                let removed = hashes.iter().map(|&hash| BlockChange::Removed(hash));
+                events.changes.extend(removed);
+                (RunKind::Mixed, hashes.len())
+            }
+            (false, true) => {
+                events.removes.extend_from_slice(hashes);
+                (RunKind::Remove, hashes.len())
+            }
+            (true, false) => (
+                RunKind::Mixed,
+                push_kept(&mut events.changes, hashes, keep, BlockChange::Removed),
+            ),
+            (false, false) => (
+                RunKind::Remove,
+                push_kept(&mut events.removes, hashes, keep, |h| h),
+            ),
+        };
+        events.close_push(kind, tier, kept);
         let kept = kept as u64;
         pending.emitted += kept;
         pending.filtered += hashes.len() as u64 - kept;

@@ -147,6 +147,7 @@ impl EventsManagerBuilder {
             filter: self.filter,
             pending: Mutex::new(Pending::default()),
             flush_hint: self.batching.max_batch_size.get(),
+            mixed: self.batching.mixed_kinds,
         });
         let broadcast = BroadcastSink::new(self.broadcast_capacity);
         let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(broadcast.clone())];
@@ -389,6 +390,15 @@ impl EventsManager {
         } = state;
         batcher.poll(now, &mut |batch| outbox.publish(batch));
         batcher.expect(events.len());
+        // The common case with mixed batches: one run, no barrier. Its
+        // vector becomes the batch, uncopied, if no batch is open.
+        if barriers.is_empty() {
+            // Room for as many as this flush found, for the next one.
+            let room = events.len().clamp(64, self.shared.flush_hint.max(64));
+            if let Some((tier, changes)) = events.take_mixed(room) {
+                batcher.push_changes(tier, changes, now, &mut |batch| outbox.publish(batch));
+            }
+        }
         let mut cursor = Cursor::default();
         for barrier in barriers.drain(..) {
             events.for_each_run(&mut cursor, barrier.at, |tier, run| {

@@ -252,7 +252,7 @@ impl KvCacheEvents {
 }
 
 /// The stored blocks among `changes`, in order.
-fn stored_blocks(changes: &[BlockChange]) -> Vec<StoredBlock> {
+pub(crate) fn stored_blocks(changes: &[BlockChange]) -> Vec<StoredBlock> {
     changes
         .iter()
         .filter_map(|change| match *change {
@@ -263,7 +263,7 @@ fn stored_blocks(changes: &[BlockChange]) -> Vec<StoredBlock> {
 }
 
 /// The removed hashes among `changes`, in order.
-fn removed_hashes(changes: &[BlockChange]) -> Vec<SequenceHash> {
+pub(crate) fn removed_hashes(changes: &[BlockChange]) -> Vec<SequenceHash> {
     changes
         .iter()
         .filter_map(|change| match *change {
