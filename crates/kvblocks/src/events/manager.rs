@@ -119,9 +119,9 @@ impl EventsManagerBuilder {
         self
     }
 
-    /// Batches the built-in broadcast keeps for slow receivers (default 64:
-    /// up to 64 full batches of memory stay alive after every receiver has
-    /// read them, so a large ring costs cache, not just memory).
+    /// Batches the built-in broadcast keeps for slow receivers (default 64).
+    /// A batch leaves the ring as soon as every receiver has read it, so the
+    /// ring holds memory only while some receiver is behind.
     pub fn broadcast_capacity(mut self, capacity: usize) -> Self {
         self.broadcast_capacity = capacity;
         self
