@@ -164,7 +164,19 @@ fn store_is_freed_when_the_manager_and_the_last_guard_are_gone() {
 
     // Steady state: a long churn of registrations and evictions (removals
     // leave hash-table tombstones) must not grow any structure.
-    for kind in kvblocks::EvictionPolicyKind::ALL {
+    // (Under Miri, one policy per path the store takes on a hit: LRU pins
+    // active blocks lock-free, S3-FIFO observes hits under the shard lock.
+    // The policies' own code is safe Rust; building all eight under Miri
+    // took minutes of the CI budget.)
+    let kinds: &[kvblocks::EvictionPolicyKind] = if cfg!(miri) {
+        &[
+            kvblocks::EvictionPolicyKind::Lru,
+            kvblocks::EvictionPolicyKind::S3Fifo,
+        ]
+    } else {
+        kvblocks::EvictionPolicyKind::ALL
+    };
+    for kind in kinds {
         churn_does_not_grow(*kind);
     }
 }
