@@ -71,26 +71,6 @@ pub(crate) struct Shared {
     pub(crate) mixed: bool,
 }
 
-/// Appends a stored block for each of `hashes` to `to` (as `wrap` makes
-/// it), linking each to the hash before it (the first to `previous`);
-/// returns how many were offered and kept (the same: all are kept).
-#[inline(always)]
-fn extend_linked<T>(
-    to: &mut Vec<T>,
-    hashes: impl Iterator<Item = SequenceHash>,
-    mut previous: Option<SequenceHash>,
-    wrap: impl Fn(StoredBlock) -> T,
-) -> (usize, usize) {
-    let before = to.len();
-    to.extend(hashes.map(|hash| {
-        let parent = previous.and_then(|p| p.hash_as_parent_of(hash));
-        previous = Some(hash);
-        wrap(StoredBlock { hash, parent })
-    }));
-    let added = to.len() - before;
-    (added, added)
-}
-
 /// Pushes a stored block for each of `hashes` that `keep` keeps onto `to`
 /// (as `wrap` makes it), linking each to the hash before it (the first to
 /// `previous`); returns how many were offered and how many kept.
@@ -222,38 +202,20 @@ impl EventEmitter {
         };
         let mut pending = shared.pending.lock();
         let events = &mut pending.events;
-        let (kind, (offered, kept)) = match (shared.mixed, shared.filter.keeps_all()) {
-            // Every block kept: one `extend` (the common case).
-            (true, true) => (
-                RunKind::Mixed,
-                extend_linked(&mut events.changes, hashes, parent_of_first, |b| {
-                    BlockChange::Stored(b)
-                }),
-            ),
-            (false, true) => (
-                RunKind::Create,
-                extend_linked(&mut events.creates, hashes, parent_of_first, |b| b),
-            ),
-            (true, false) => (
-                RunKind::Mixed,
-                push_stored(
-                    &mut events.changes,
-                    hashes,
-                    parent_of_first,
-                    |hash| shared.filter.keeps(hash),
-                    BlockChange::Stored,
-                ),
-            ),
-            (false, false) => (
-                RunKind::Create,
-                push_stored(
-                    &mut events.creates,
-                    hashes,
-                    parent_of_first,
-                    |hash| shared.filter.keeps(hash),
-                    |b| b,
-                ),
-            ),
+        let keeps_all = shared.filter.keeps_all();
+        let keep = |hash| keeps_all || shared.filter.keeps(hash);
+        let (kind, (offered, kept)) = if shared.mixed {
+            let counts = push_stored(
+                &mut events.changes,
+                hashes,
+                parent_of_first,
+                keep,
+                BlockChange::Stored,
+            );
+            (RunKind::Mixed, counts)
+        } else {
+            let counts = push_stored(&mut events.creates, hashes, parent_of_first, keep, |b| b);
+            (RunKind::Create, counts)
         };
         events.close_push(kind, tier, kept);
         let (offered, kept) = (offered as u64, kept as u64);

@@ -261,15 +261,13 @@ impl Store {
         let split_later = split_on_contention.is_some() && shard_len < block_count;
         let mut built = Vec::new();
         for (index, base) in (0..block_count).step_by(shard_len).enumerate() {
-            let state = if split_later {
-                // One pool in shard 0; the others stay empty until the split.
-                let len = if index == 0 { block_count } else { 0 };
-                let free = try_vec(len, 0u32)?;
-                if index == 0 {
-                    ShardState::new_spread(len as u32, shard_len as u32, free, make_policy(len))
-                } else {
-                    ShardState::new(base as u32, 0, free, Vec::new(), make_policy(0))
-                }
+            // One pool in shard 0; the others stay empty until the split.
+            let state = if split_later && index == 0 {
+                let free = try_vec(block_count, 0u32)?;
+                let (len, shard_len) = (block_count as u32, shard_len as u32);
+                ShardState::new_spread(len, shard_len, free, make_policy(block_count))
+            } else if split_later {
+                ShardState::new(base as u32, 0, Vec::new(), Vec::new(), make_policy(0))
             } else {
                 let len = shard_len.min(block_count - base);
                 let free = try_vec(len, 0u32)?;
