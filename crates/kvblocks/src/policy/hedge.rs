@@ -10,7 +10,9 @@
 //!   request most likely continues a recent one (multi-turn chat, agentic
 //!   sessions).
 //! - **once-first**: leaves used once before any leaf used twice, each
-//!   group oldest first, as LRU-2 and 2Q order them. A block counts as used
+//!   group oldest first, as LRU-2 and 2Q order them (a parent left a leaf
+//!   by its evicted tail counts from when it became a leaf, so a chain is
+//!   not unravelled at once). A block counts as used
 //!   twice when a request finds it after its first user released it, so
 //!   the hits of the request that registered it, or of requests running
 //!   alongside, are one use (LRU-K's correlated reference period), or when
@@ -33,40 +35,47 @@
 //! version here blamed every expert whose would-be victim came back, LeCaR
 //! style; the experts ended with nearly equal blame.) So each order also
 //! runs alone as a *miniature cache* (`hedge/mini.rs`; Waldspurger et al.,
-//! ATC'17, spatial sampling) over a fixed sample of the keys: a block is
-//! sampled when its key's hash under a fixed seed falls in one bucket of
-//! `rate` (so a replay repeats exactly). Each miniature has `slots / rate`
-//! slots, `rate` a power of two near `slots / 1024`: 1 up to 1,024 slots,
-//! else between 4 and 64. A registration of a sampled block, or a match
-//! that finds it evictable (`on_reacquire`), is a reference to both
-//! miniatures, a hit there if the key is resident. Hits on a block some
-//! request still pins are the same use as that request's, as once-first
-//! counts uses, so Hedge does not observe hits at all and the store pins
-//! active blocks for a match without its lock, as under LRU. A miniature
-//! keeps a block tree only when it samples every key (`rate` 1): in a
-//! sample of at most one key in four, a block's parent is seldom there. The
-//! order whose miniature scores more hits, decayed per sampled reference
-//! with a half-life of two miniature pools, leads; a challenger must beat
-//! the leader by 5% and by a few hits, so near ties do not flap.
+//! ATC'17, spatial sampling) over a fixed sample of the blocks. Each
+//! miniature has `slots / rate` slots, `rate` a power of two near
+//! `slots / 1024`: 1 up to 1,024 slots, else between 4 and 64. A
+//! registration of a sampled block, or a match that finds it evictable
+//! (`on_reacquire`), is a reference to both miniatures, a hit there if the
+//! key is resident. Hits on a block some request still pins are the same
+//! use as that request's, as once-first counts uses, so Hedge does not
+//! observe hits at all and the store pins active blocks for a match
+//! without its lock, as under LRU. The order whose miniature scores more
+//! hits, decayed per sampled reference with a half-life of two miniature
+//! pools, leads; a challenger must beat the leader by 5% and by a few
+//! hits, so near ties do not flap.
 //!
-//! Sampling whole chains instead (a block sampled with its resident
-//! parent, a hit counted only below a hit, as a prefix match counts) was
-//! tried: on the Mooncake synthetic trace, whose traffic hangs off a few
-//! shared roots, a sample of roots is too lumpy, and it lost 0.2-1.8 points
-//! against sampling keys at three of four pool sizes (`BENCHMARKS.md`).
-//! Sampling keys has its own blind spot: a miniature sees reuse, not
-//! chains, and on the agentic mix it prefers once-first where the chained
-//! real cache does better with leaf-first LRU.
+//! **The sample is every `rate`-th block of each chain** (*stride
+//! sampling*): a block's *phase* is its parent's plus one, modulo `rate`
+//! (a block registered without a resident parent, a chain's first, draws
+//! its phase from its key's hash under a fixed seed, so a replay repeats
+//! exactly), and phase 0 is sampled. So a chain shrinks by `rate` in the
+//! sample as the pool does in the miniature, every block has the same
+//! chance to be sampled, and each sampled block below a chain's first has
+//! a sampled ancestor `rate` blocks up (Hedge keeps each slot's nearest
+//! sampled ancestor): the miniature links them into its own tree and both
+//! orders are leaf-first inside it, as in the real cache. Sampling keys
+//! independently (the first version here) leaves a sampled block's parent
+//! out of the sample: its miniatures saw reuse but not chains, and on the
+//! agentic mix they preferred once-first by 8-16% where the real cache
+//! does better with leaf-first LRU by up to 11 points (Hedge lost up to
+//! 7.9 points there). Sampling whole chains (a block sampled with its
+//! parent) is too lumpy where traffic hangs off a few roots, and a chain
+//! longer than the miniature empties it (`BENCHMARKS.md`).
 //!
 //! # Cost
 //!
 //! The real cache pays what leaf-first LRU pays (a parent table probe per
 //! registration and forget, list moves) plus a stamp compare per eviction,
-//! one fixed-seed hash per registration and forget, which both picks the
-//! sample and files the key in the ghosts (`hedge/ghosts.rs`: 2 bytes an
-//! entry, one 16-byte set read per registration and written per forget);
-//! one reference in `rate` also goes through both miniatures (a table
-//! probe and the same list moves each). Everything is sized in
+//! one fixed-seed hash per registration and forget, which files the key
+//! in the ghosts (`hedge/ghosts.rs`: 2 bytes an entry, one 16-byte set
+//! read per registration and written per forget) and seeds a chain's
+//! phase; one reference in `rate` also goes through both miniatures (a
+//! table probe and the same list moves each, and on a miss a second probe
+//! for the parent). Everything is sized in
 //! [`Hedge::new`]; no hook allocates. `BENCHMARKS.md` ("Adaptive
 //! eviction", "Replay cost per block") has the cost against LRU's, before
 //! and after these cuts.
@@ -116,9 +125,50 @@ const MIN_RATE: usize = 4;
 /// At most one key in this many is sampled.
 const MAX_RATE: usize = 64;
 
-/// Seed of the fingerprint hash, which picks the sample and files keys in
-/// the ghosts (digits of pi: any dense constant will do).
+/// Seed of the fingerprint hash, which seeds chains' phases and files keys
+/// in the ghosts (digits of pi: any dense constant will do).
 const SAMPLER_SEED: [u64; 2] = [0x243F_6A88_85A3_08D3, 0x1319_8A2E_0370_7344];
+
+/// A slot's phase (low 6 bits: `rate` is at most 64) and the slot of its
+/// nearest sampled proper ancestor (the other 26 bits; all ones if none
+/// was resident, or if that slot is past 2^26 - 2). The ancestor's key in
+/// `keys` is the block's parent in the miniatures. The ancestor slot may
+/// have changed blocks since; then the miniature links under a wrong key
+/// or none: a wrong guess about the miniature's tree, never a wrong
+/// eviction in the real cache.
+#[derive(Clone, Copy)]
+struct Sample(u32);
+
+impl Sample {
+    const PHASE_BITS: u32 = 6;
+    const NO_ANCESTOR: u32 = u32::MAX >> Self::PHASE_BITS;
+    /// Phase 0 (sampled), no ancestor.
+    const ROOT: Sample = Sample(u32::MAX << Self::PHASE_BITS);
+
+    #[inline]
+    fn new(phase: u8, ancestor: Option<u32>) -> Self {
+        let ancestor = ancestor
+            .filter(|&a| a < Self::NO_ANCESTOR)
+            .unwrap_or(Self::NO_ANCESTOR);
+        Sample(ancestor << Self::PHASE_BITS | u32::from(phase))
+    }
+
+    #[inline]
+    fn phase(self) -> u8 {
+        (self.0 & ((1 << Self::PHASE_BITS) - 1)) as u8
+    }
+
+    #[inline]
+    fn sampled(self) -> bool {
+        self.phase() == 0
+    }
+
+    #[inline]
+    fn ancestor(self) -> Option<u32> {
+        let ancestor = self.0 >> Self::PHASE_BITS;
+        (ancestor != Self::NO_ANCESTOR).then_some(ancestor)
+    }
+}
 
 /// Follows whichever of leaf-first LRU and once-first scores more hits in
 /// its miniature cache.
@@ -126,9 +176,10 @@ pub struct Hedge {
     orders: Orders,
     /// Index of the expert that evicts.
     leader: usize,
-    /// Whether each slot's block is in the sample (read on every hit, so
-    /// one byte a slot).
-    sampled: Vec<bool>,
+    /// Per slot, in one word: the block's phase in its chain, modulo
+    /// `rate` (phase 0 is sampled), and its nearest sampled proper
+    /// ancestor's slot (see [`Sample`]).
+    sample: Vec<Sample>,
     /// Each sampled slot's key (the store names only the slot on a hit).
     keys: Vec<SequenceHash>,
     minis: [Mini; EXPERTS],
@@ -136,10 +187,10 @@ pub struct Hedge {
     score: [f64; EXPERTS],
     /// Factor applied to every score per sampled reference.
     decay: f64,
-    /// Keys whose sampling hash has these bits clear are sampled.
-    sample_mask: u64,
-    /// Fingerprints keys, to pick the sample and for the ghosts: fixed, so
-    /// that a replay repeats exactly.
+    /// `rate - 1`: phases count modulo `rate`.
+    phase_mask: u8,
+    /// Fingerprints keys, for chains' first phases and the ghosts: fixed,
+    /// so that a replay repeats exactly.
     sampler: KeyHasher,
     /// Hashes keys for the miniature tables (random seed, flooding).
     hasher: KeyHasher,
@@ -163,15 +214,12 @@ impl Hedge {
         Self {
             orders: Orders::new(slots, true),
             leader: 0,
-            sampled: vec![false; slots],
+            sample: vec![Sample::ROOT; slots],
             keys: vec![SequenceHash::default(); slots],
-            // A sample of one key in `rate` seldom holds a block's parent
-            // with it: the miniatures keep a tree only if it holds every key.
-            minis: ORDERS.map(|order| Mini::new(order, mini, rate == 1)),
+            minis: ORDERS.map(|order| Mini::new(order, mini)),
             score: [0.0; EXPERTS],
             decay: 0.5f64.powf(1.0 / (2 * mini) as f64),
-            // The sample uses the sampling hash's high bits.
-            sample_mask: (rate as u64 - 1) << 48,
+            phase_mask: (rate - 1) as u8,
             sampler: KeyHasher::with_seed(SAMPLER_SEED),
             hasher,
             switches: 0,
@@ -188,18 +236,23 @@ impl Hedge {
         self.switches
     }
 
-    /// `key`'s fixed-seed hash: the sample and the ghosts read it.
+    /// `key`'s fixed-seed hash: the ghosts and a chain's first phase read it.
     #[inline]
     fn fingerprint(&self, key: SequenceHash) -> u64 {
         self.sampler.hash_u128(key.as_u128())
     }
 
-    /// One reference to a sampled key: both miniature caches see it, the
-    /// scores move and the leader may change.
-    fn reference(&mut self, key: SequenceHash, fingerprint: u64) {
+    /// One reference to a sampled key whose nearest sampled ancestor is in
+    /// slot `ancestor`: both miniature caches see it, the scores move and
+    /// the leader may change.
+    fn reference(&mut self, key: SequenceHash, fingerprint: u64, ancestor: Option<u32>) {
         let hash = self.hasher.hash_u128(key.as_u128());
+        let parent = ancestor.map(|a| {
+            let key = self.keys[a as usize];
+            (key, self.hasher.hash_u128(key.as_u128()))
+        });
         for (mini, score) in self.minis.iter_mut().zip(&mut self.score) {
-            let hit = mini.reference(key, hash, fingerprint);
+            let hit = mini.reference(key, hash, fingerprint, parent);
             *score = *score * self.decay + f64::from(u8::from(hit));
         }
         let challenger = 1 - self.leader;
@@ -218,12 +271,23 @@ impl EvictionPolicy for Hedge {
 
     fn on_register(&mut self, slot: u32, hash: SequenceHash) {
         let fingerprint = self.fingerprint(hash);
-        self.orders.on_register(slot, hash, fingerprint);
-        let sampled = fingerprint & self.sample_mask == 0;
-        self.sampled[slot as usize] = sampled;
-        if sampled {
+        let sample = match self.orders.on_register(slot, hash, fingerprint) {
+            Some(parent) => {
+                let up = self.sample[parent as usize];
+                let ancestor = if up.sampled() {
+                    Some(parent)
+                } else {
+                    up.ancestor()
+                };
+                Sample::new((up.phase() + 1) & self.phase_mask, ancestor)
+            }
+            // A chain's first block: a phase from the key's high bits.
+            None => Sample::new((fingerprint >> 48) as u8 & self.phase_mask, None),
+        };
+        self.sample[slot as usize] = sample;
+        if sample.sampled() {
             self.keys[slot as usize] = hash;
-            self.reference(hash, fingerprint);
+            self.reference(hash, fingerprint, sample.ancestor());
         }
     }
 
@@ -243,9 +307,10 @@ impl EvictionPolicy for Hedge {
     /// the same use as the one pinning it, as LRU-K's correlated reference
     /// period has them.)
     fn on_reacquire(&mut self, slot: u32) {
-        if self.sampled[slot as usize] {
+        let sample = self.sample[slot as usize];
+        if sample.sampled() {
             let key = self.keys[slot as usize];
-            self.reference(key, self.fingerprint(key));
+            self.reference(key, self.fingerprint(key), sample.ancestor());
         }
         self.orders.on_reacquire(slot);
     }
@@ -256,7 +321,7 @@ impl EvictionPolicy for Hedge {
     }
 
     fn on_forget(&mut self, slot: u32, hash: SequenceHash) {
-        // `sampled[slot]` is stale from here and rewritten at registration.
+        // `sample[slot]` is stale from here and rewritten at registration.
         self.orders.forget(slot, self.fingerprint(hash));
     }
 

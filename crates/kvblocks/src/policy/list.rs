@@ -78,6 +78,12 @@ impl List {
         self.head
     }
 
+    /// The newest entry, or [`NIL`].
+    #[inline]
+    pub(crate) fn back(&self) -> u32 {
+        self.tail
+    }
+
     /// Appends `slot` as the newest entry. The caller guarantees `slot` is in no list.
     #[inline]
     pub(crate) fn push_back(&mut self, links: &mut Links, slot: u32) {

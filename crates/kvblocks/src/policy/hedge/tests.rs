@@ -20,7 +20,7 @@ impl EvictionPolicy for Fixed {
         "fixed"
     }
     fn on_register(&mut self, slot: u32, hash: SequenceHash) {
-        self.0.on_register(slot, hash, fingerprint(hash))
+        self.0.on_register(slot, hash, fingerprint(hash));
     }
     fn on_release(&mut self, slot: u32) {
         self.0.on_release(slot)
@@ -98,20 +98,59 @@ fn every_miniature_cache_sees_each_reference_to_a_sampled_key() {
     hedge.on_release(2);
     hedge.check().unwrap();
 
-    // A large pool samples about one key in 32 into 1,024-slot miniatures.
-    let hedge = Hedge::new(1 << 15);
-    assert_eq!(hedge.sample_mask.count_ones(), 5);
+    // A large pool samples one block in 32 into 1,024-slot miniatures:
+    // a chain's first blocks by their keys' hashes, about one in 32 ...
+    let mut hedge = Hedge::new(1 << 15);
+    assert_eq!(hedge.phase_mask, 31);
     assert_eq!(hedge.minis[0].slots(), 1024);
     let keys = roots(32 * 512);
-    let sampled = keys
-        .iter()
-        .filter(|k| hedge.sampler.hash_u128(k.as_u128()) & hedge.sample_mask == 0)
+    register_all(
+        &mut hedge,
+        &keys,
+        &(0..keys.len() as u32).collect::<Vec<_>>(),
+    );
+    let sampled = (0..keys.len())
+        .filter(|&s| hedge.sample[s].sampled())
         .count();
     assert!(
         (256..=1024).contains(&sampled),
         "{sampled} of {} sampled",
         keys.len()
     );
+    assert!(hedge.sample[..keys.len()]
+        .iter()
+        .all(|s| s.ancestor().is_none()));
+    hedge.check().unwrap();
+}
+
+#[test]
+fn every_rate_th_block_of_a_chain_is_sampled_under_its_sampled_ancestor() {
+    let mut hedge = Hedge::new(1 << 15);
+    let blocks = chain(7, 100);
+    let first = 1 << 14;
+    for (i, &key) in blocks.iter().enumerate() {
+        hedge.on_register(first + i as u32, key);
+    }
+    let sampled: Vec<usize> = (0..blocks.len())
+        .filter(|&i| hedge.sample[first as usize + i].sampled())
+        .collect();
+    // One block in 32, spaced 32 apart, whatever the first one's phase.
+    assert!((3..=4).contains(&sampled.len()), "{sampled:?}");
+    assert!(sampled.windows(2).all(|w| w[1] - w[0] == 32), "{sampled:?}");
+    for i in 0..blocks.len() {
+        let expected = sampled
+            .iter()
+            .rev()
+            .find(|&&s| s < i)
+            .map(|&s| first + s as u32);
+        assert_eq!(
+            hedge.sample[first as usize + i].ancestor(),
+            expected,
+            "block {i}"
+        );
+    }
+    // The miniatures' trees (linked under those ancestors) check out.
+    hedge.check().unwrap();
 }
 
 /// A tiny single-request-at-a-time cache over a policy: a request matches
