@@ -1,7 +1,7 @@
 //! The request layer of both libraries behind one trait, [`Requests`], so the
 //! decode and admission workloads are written once: kvblocks'
 //! `SchedulableSequence` and kvbm-logical's `SchedulableSequence`, each on its
-//! own manager (LRU, built as [`Subject::build`](crate::Subject::build) does).
+//! own manager (LRU, built as [`Subject::build`] does).
 //!
 //! Owns only the mapping onto each library's public calls; every method is a
 //! direct forward. A failure the workloads never provoke panics.
