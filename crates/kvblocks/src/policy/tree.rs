@@ -7,9 +7,11 @@
 //! owns that table, each slot's link to its parent and its count of resident
 //! children; it knows nothing of eviction.
 //!
-//! A link remembers the parent's epoch (bumped whenever a slot registers or is
-//! forgotten), so a parent slot that was reused in between is not mistaken for
-//! the block the link was made to: its children become roots.
+//! The links themselves ([`ParentLinks`]) serve any tree whose owner finds
+//! the parents. A link remembers the parent's epoch (bumped whenever a slot
+//! registers or is forgotten), so a parent slot that was reused in between is
+//! not mistaken for the block the link was made to: its children become
+//! roots.
 
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
@@ -55,28 +57,27 @@ struct Link {
     parent: u32,
     /// The parent's `epoch` when the link was made.
     parent_epoch: u32,
-    /// Bumped at each registration and forget of this slot.
+    /// Bumped whenever this slot starts or stops holding a block.
     epoch: u32,
     /// Resident children linked to this slot.
     children: u32,
 }
 
-/// The tree of registered slots: `(position, fragment) -> slot`, parent links
-/// and child counts.
-pub(crate) struct BlockTree {
-    keys: Vec<Key>,
+/// Each slot's link to its parent slot and its count of linked children,
+/// for trees whose owner finds the parents: [`BlockTree`] by key, Hedge's
+/// miniature caches by their sample.
+///
+/// A link remembers the parent's epoch, so a parent slot that holds
+/// another block since is not mistaken for the one linked to: its
+/// children become roots.
+pub(crate) struct ParentLinks {
     links: Vec<Link>,
-    by_key: HashTable<u32>,
-    /// Hashes `keys` for `by_key`, with this tree's own random seed.
-    hasher: KeyHasher,
 }
 
-impl BlockTree {
-    /// A tree for slots `0..slots`. The table is sized for twice the slots, so
-    /// clearing tombstones rehashes in place and never grows (see `store::index`).
+impl ParentLinks {
+    /// Slots `0..slots`, none linked.
     pub(crate) fn new(slots: usize) -> Self {
         Self {
-            keys: vec![NO_KEY; slots],
             links: vec![
                 Link {
                     parent: NONE,
@@ -86,42 +87,7 @@ impl BlockTree {
                 };
                 slots
             ],
-            by_key: HashTable::with_capacity(slots.saturating_mul(2)),
-            hasher: KeyHasher::random(),
         }
-    }
-
-    /// Records that `slot` now holds `hash`, links it under its resident
-    /// parent and returns that parent (whose child count just grew), if any.
-    pub(crate) fn register(&mut self, slot: u32, hash: SequenceHash) -> Option<u32> {
-        let parent = self.find_parent(slot, hash);
-        let link = &mut self.links[slot as usize];
-        link.epoch = link.epoch.wrapping_add(1);
-        link.children = 0;
-        link.parent = NONE;
-        let parent = parent?;
-        let parent_epoch = self.links[parent as usize].epoch;
-        let link = &mut self.links[slot as usize];
-        link.parent = parent;
-        link.parent_epoch = parent_epoch;
-        self.links[parent as usize].children += 1;
-        Some(parent)
-    }
-
-    /// Forgets `slot` and returns its live parent (whose child count just
-    /// dropped), if any.
-    pub(crate) fn forget(&mut self, slot: u32) -> Option<u32> {
-        self.forget_key(slot);
-        let parent = self.parent(slot);
-        if let Some(parent) = parent {
-            let link = &mut self.links[parent as usize];
-            link.children = link.children.saturating_sub(1);
-        }
-        let link = &mut self.links[slot as usize];
-        link.epoch = link.epoch.wrapping_add(1);
-        link.parent = NONE;
-        link.children = 0;
-        parent
     }
 
     /// Resident children linked to `slot`.
@@ -135,6 +101,107 @@ impl BlockTree {
         let link = self.links[slot as usize];
         (link.parent != NONE && self.links[link.parent as usize].epoch == link.parent_epoch)
             .then_some(link.parent)
+    }
+
+    /// `slot` starts holding a block: a new epoch, no parent, no child.
+    pub(crate) fn reset(&mut self, slot: u32) {
+        let link = &mut self.links[slot as usize];
+        link.epoch = link.epoch.wrapping_add(1);
+        link.parent = NONE;
+        link.children = 0;
+    }
+
+    /// Links `slot` under `parent` (whose child count grows).
+    pub(crate) fn link(&mut self, slot: u32, parent: u32) {
+        let parent_epoch = self.links[parent as usize].epoch;
+        let link = &mut self.links[slot as usize];
+        link.parent = parent;
+        link.parent_epoch = parent_epoch;
+        self.links[parent as usize].children += 1;
+    }
+
+    /// `slot` stops holding its block: unlinks it and returns its live
+    /// parent (whose child count just dropped), if any.
+    pub(crate) fn detach(&mut self, slot: u32) -> Option<u32> {
+        let parent = self.parent(slot);
+        if let Some(parent) = parent {
+            let link = &mut self.links[parent as usize];
+            link.children = link.children.saturating_sub(1);
+        }
+        self.reset(slot);
+        parent
+    }
+
+    /// Checks every slot's child count against the parent links that name
+    /// it (O(slots); for a policy's `check`).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let mut children = vec![0u32; self.links.len()];
+        for slot in 0..self.links.len() as u32 {
+            if let Some(parent) = self.parent(slot) {
+                children[parent as usize] += 1;
+            }
+        }
+        for (slot, &count) in children.iter().enumerate() {
+            let counted = self.children(slot as u32);
+            if counted != count {
+                return Err(format!(
+                    "tree: slot {slot} counts {counted} children, has {count}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tree of registered slots: `(position, fragment) -> slot`, parent links
+/// and child counts.
+pub(crate) struct BlockTree {
+    keys: Vec<Key>,
+    links: ParentLinks,
+    by_key: HashTable<u32>,
+    /// Hashes `keys` for `by_key`, with this tree's own random seed.
+    hasher: KeyHasher,
+}
+
+impl BlockTree {
+    /// A tree for slots `0..slots`. The table is sized for twice the slots, so
+    /// clearing tombstones rehashes in place and never grows (see `store::index`).
+    pub(crate) fn new(slots: usize) -> Self {
+        Self {
+            keys: vec![NO_KEY; slots],
+            links: ParentLinks::new(slots),
+            by_key: HashTable::with_capacity(slots.saturating_mul(2)),
+            hasher: KeyHasher::random(),
+        }
+    }
+
+    /// Records that `slot` now holds `hash`, links it under its resident
+    /// parent and returns that parent (whose child count just grew), if any.
+    pub(crate) fn register(&mut self, slot: u32, hash: SequenceHash) -> Option<u32> {
+        let parent = self.find_parent(slot, hash);
+        self.links.reset(slot);
+        let parent = parent?;
+        self.links.link(slot, parent);
+        Some(parent)
+    }
+
+    /// Forgets `slot` and returns its live parent (whose child count just
+    /// dropped), if any.
+    pub(crate) fn forget(&mut self, slot: u32) -> Option<u32> {
+        self.forget_key(slot);
+        self.links.detach(slot)
+    }
+
+    /// Resident children linked to `slot`.
+    #[inline]
+    pub(crate) fn children(&self, slot: u32) -> u32 {
+        self.links.children(slot)
+    }
+
+    /// `slot`'s parent, if it still holds the block the link was made to.
+    #[cfg(test)]
+    pub(crate) fn parent(&self, slot: u32) -> Option<u32> {
+        self.links.parent(slot)
     }
 
     /// Records `slot`'s key and returns the slot of its resident parent, if
@@ -173,27 +240,13 @@ impl BlockTree {
         self.keys[slot as usize] = NO_KEY;
     }
 
-    /// Bytes the table reserves (tests check it never grows).
     /// Checks every slot's child count against the parent links that name
     /// it (O(slots); for a policy's `check`).
     pub(crate) fn check(&self) -> Result<(), String> {
-        let mut children = vec![0u32; self.links.len()];
-        for slot in 0..self.links.len() as u32 {
-            if let Some(parent) = self.parent(slot) {
-                children[parent as usize] += 1;
-            }
-        }
-        for (slot, &count) in children.iter().enumerate() {
-            let counted = self.children(slot as u32);
-            if counted != count {
-                return Err(format!(
-                    "tree: slot {slot} counts {counted} children, has {count}"
-                ));
-            }
-        }
-        Ok(())
+        self.links.check()
     }
 
+    /// Bytes the table reserves (tests check it never grows).
     #[cfg(test)]
     pub(crate) fn allocation_size(&self) -> usize {
         self.by_key.allocation_size()

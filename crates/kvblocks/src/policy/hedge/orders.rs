@@ -39,13 +39,13 @@
 //! whose last child leaves rejoins the front of its list (`bared` or
 //! `twice`) with a stamp no newer than that front's or `once`'s, as
 //! `Lineage` puts it first; `bared` also keeps the clock at which each
-//! entry joined, newest at the front, for once-first. Without a tree (the
-//! miniature caches) the owner says which slots have children
-//! ([`Orders::set_inner`]). This module knows nothing of learning;
+//! entry joined, newest at the front, for once-first. Without a keyed tree
+//! (the miniature caches) the owner links each slot to its parent
+//! ([`Orders::link`]). This module knows nothing of learning;
 //! [`super::Hedge`] decides which order evicts.
 
 use super::super::list::{Links, List, NIL};
-use super::super::tree::BlockTree;
+use super::super::tree::{BlockTree, ParentLinks};
 use super::ghosts::Ghosts;
 use crate::SequenceHash;
 
@@ -120,13 +120,18 @@ impl Meta {
     }
 }
 
+/// The tree over the slots: the resident blocks' own, found by key, or one
+/// whose owner links the slots (a miniature cache, whose tree joins sampled
+/// blocks to sampled ancestors).
+enum Tree {
+    Keyed(BlockTree),
+    Linked(ParentLinks),
+}
+
 /// The lists and the block tree.
 pub(crate) struct Orders {
-    /// The resident blocks' tree; `None` in a miniature cache, whose owner
-    /// keeps its own and marks slots with children in `inner`.
-    tree: Option<BlockTree>,
-    /// Without a tree: whether each slot has a resident child.
-    inner: Vec<bool>,
+    /// Which slots have resident children.
+    tree: Tree,
     links: Links,
     /// `once`, `twice`, `inner`, `bared`, indexed by [`Place`].
     lists: [List; 4],
@@ -147,12 +152,15 @@ pub(crate) struct Orders {
 }
 
 impl Orders {
-    /// Orders over slots `0..slots`, with a block tree if `tree` (else the
-    /// owner marks slots with children through [`Orders::set_inner`]).
+    /// Orders over slots `0..slots`, with the blocks' own tree if `tree`
+    /// (else the owner links slots through [`Orders::link`]).
     pub(crate) fn new(slots: usize, tree: bool) -> Self {
         Self {
-            tree: tree.then(|| BlockTree::new(slots)),
-            inner: if tree { Vec::new() } else { vec![false; slots] },
+            tree: if tree {
+                Tree::Keyed(BlockTree::new(slots))
+            } else {
+                Tree::Linked(ParentLinks::new(slots))
+            },
             links: Links::new(slots),
             lists: [List::new(), List::new(), List::new(), List::new()],
             meta: vec![Meta::PINNED; slots],
@@ -167,16 +175,20 @@ impl Orders {
     #[inline]
     fn has_children(&self, slot: u32) -> bool {
         match &self.tree {
-            Some(tree) => tree.children(slot) > 0,
-            None => self.inner[slot as usize],
+            Tree::Keyed(tree) => tree.children(slot) > 0,
+            Tree::Linked(links) => links.children(slot) > 0,
         }
     }
 
-    /// Without a tree: `slot` has (or no longer has) a resident child.
-    pub(crate) fn set_inner(&mut self, slot: u32, inner: bool) {
-        debug_assert!(self.tree.is_none(), "orders: set_inner with a tree");
-        self.inner[slot as usize] = inner;
-        self.reclassify(slot);
+    /// Without a keyed tree: links a newly registered `slot` under
+    /// `parent` (the owner's choice of parent).
+    pub(crate) fn link(&mut self, slot: u32, parent: u32) {
+        let Tree::Linked(links) = &mut self.tree else {
+            debug_assert!(false, "orders: link with a keyed tree");
+            return;
+        };
+        links.link(slot, parent);
+        self.reclassify(parent);
     }
 
     /// The list an evictable `slot` belongs in at release (a leaf used
@@ -270,10 +282,10 @@ impl Orders {
         let reused = self.ghosts.take(fingerprint);
         let meta = &mut self.meta[slot as usize];
         *meta = meta.with_place(Place::Pinned).with_reused(reused);
-        let parent = self
-            .tree
-            .as_mut()
-            .and_then(|tree| tree.register(slot, hash));
+        let parent = match &mut self.tree {
+            Tree::Keyed(tree) => tree.register(slot, hash),
+            Tree::Linked(_) => None,
+        };
         if let Some(parent) = parent {
             self.reclassify(parent);
         }
@@ -366,10 +378,11 @@ impl Orders {
         self.unlink(slot);
         let meta = &mut self.meta[slot as usize];
         *meta = meta.with_reused(false);
-        if let Some(inner) = self.inner.get_mut(slot as usize) {
-            *inner = false;
-        }
-        if let Some(parent) = self.tree.as_mut().and_then(|tree| tree.forget(slot)) {
+        let parent = match &mut self.tree {
+            Tree::Keyed(tree) => tree.forget(slot),
+            Tree::Linked(links) => links.detach(slot),
+        };
+        if let Some(parent) = parent {
             self.reclassify(parent);
         }
     }
@@ -382,8 +395,9 @@ impl Orders {
     /// newest first), every slot in the list its place and its class say,
     /// the tree's child counts right.
     pub(crate) fn check(&self) -> Result<(), String> {
-        if let Some(tree) = &self.tree {
-            tree.check()?;
+        match &self.tree {
+            Tree::Keyed(tree) => tree.check()?,
+            Tree::Linked(links) => links.check()?,
         }
         for (list, place) in
             self.lists
