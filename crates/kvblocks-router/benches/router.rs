@@ -7,7 +7,12 @@
 //!   request over the same index.
 //! - After criterion: the query's latency percentiles with the index idle and
 //!   while another thread applies churn as fast as it can, and the index's
-//!   bytes per (block, worker) pair (skipped if `KVROUTER_SKIP_LATENCY` is set).
+//!   bytes per (block, worker) pair (skipped if `KVROUTER_SKIP_LATENCY` is set),
+//!   beside the floor of a query on this machine: 128 independent random
+//!   reads from an array as large as the index. Each query is timed twice
+//!   over: with the request's hashes read from the stored prompts (cold, in
+//!   memory) and with them copied out just before (hot, as a caller that has
+//!   just hashed the request's tokens holds them).
 //!   `KVROUTER_APPLY_SLICE` sets how many block events the writer applies
 //!   between two chances for waiting queries (default 32).
 
@@ -18,7 +23,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, Throughput};
 use kvblocks::{LogicalLayoutHandle::G1, SequenceHash};
-use kvblocks_router::{IndexBatch, IndexEvent, OverlapScores, Router, WorkerId};
+use kvblocks_router::{IndexBatch, OverlapScores, Router, WorkerId};
 
 const WORKERS: u64 = 64;
 /// Prompts in the index (8192: 1M distinct blocks); `KVROUTER_PROMPTS` overrides.
@@ -53,23 +58,11 @@ fn keys_of(chain: &[SequenceHash]) -> Vec<u64> {
 }
 
 fn stored(worker: u64, blocks: Vec<u64>) -> IndexBatch {
-    IndexBatch {
-        worker: WorkerId(u128::from(worker)),
-        position: None,
-        events: vec![IndexEvent::Stored {
-            tier: G1,
-            parent: None,
-            blocks,
-        }],
-    }
+    IndexBatch::stored(WorkerId(u128::from(worker)), G1, blocks)
 }
 
 fn removed(worker: u64, blocks: Vec<u64>) -> IndexBatch {
-    IndexBatch {
-        worker: WorkerId(u128::from(worker)),
-        position: None,
-        events: vec![IndexEvent::Removed { tier: G1, blocks }],
-    }
+    IndexBatch::removed(WorkerId(u128::from(worker)), G1, blocks)
 }
 
 /// Block events per slice of a batch (`Router::new`'s 32 unless
@@ -159,15 +152,71 @@ fn percentiles(mut samples: Vec<u64>) -> String {
     )
 }
 
-fn query_latencies(router: &Router, prompts: &[Vec<SequenceHash>], queries: usize) -> Vec<u64> {
+/// Where a query's block hashes are when it starts.
+#[derive(Clone, Copy)]
+enum Request {
+    /// Read from the bench's 8,192 stored prompts (16 MB), usually from
+    /// memory: the figure every earlier table in BENCHMARKS.md gives.
+    Cold,
+    /// Copied out just before, as a router's caller that has just hashed
+    /// the request's tokens holds them.
+    Hot,
+}
+
+fn query_latencies(
+    router: &Router,
+    prompts: &[Vec<SequenceHash>],
+    queries: usize,
+    request: Request,
+) -> Vec<u64> {
     let mut out = OverlapScores::default();
     let mut samples = Vec::with_capacity(queries);
+    let mut hashes: Vec<u64> = Vec::with_capacity(PROMPT_BLOCKS);
     for q in 0..queries as u64 {
         let prompt = &prompts[(mix(q) % prompts.len() as u64) as usize];
-        let start = Instant::now();
-        router.overlap_scores_into(prompt.iter().map(|h| h.current_sequence_hash()), &mut out);
+        let start = match request {
+            Request::Cold => {
+                let start = Instant::now();
+                router.overlap_scores_into(
+                    prompt.iter().map(|h| h.current_sequence_hash()),
+                    &mut out,
+                );
+                start
+            }
+            Request::Hot => {
+                hashes.clear();
+                hashes.extend(prompt.iter().map(|h| h.current_sequence_hash()));
+                let start = Instant::now();
+                router.overlap_scores_into(hashes.iter().copied(), &mut out);
+                start
+            }
+        };
         samples.push(start.elapsed().as_nanos() as u64);
         black_box(out.scores.len());
+    }
+    samples
+}
+
+/// The floor under any table that reads one random cache line per block:
+/// `queries` rounds of 128 independent 16-byte reads at random places of an
+/// array as large as the index (rounded down to a power of two), the places
+/// worked out first so that nothing holds the reads back. On a large index a
+/// query cannot be faster than this on the same machine at the same minute.
+fn memory_floor(bytes: usize, queries: usize) -> Vec<u64> {
+    let entries = (bytes / 16).max(1).next_power_of_two() / 2;
+    let table: Vec<[u64; 2]> = (0..entries as u64).map(|i| [mix(i), i]).collect();
+    let mut samples = Vec::with_capacity(queries);
+    let mut places = [0usize; 128];
+    for q in 0..queries as u64 {
+        let start = Instant::now();
+        for (j, place) in places.iter_mut().enumerate() {
+            *place = (mix(q << 7 | j as u64) as usize) & (entries - 1);
+        }
+        let sum = places
+            .iter()
+            .fold(0u64, |sum, &at| sum.wrapping_add(table[at][0]));
+        samples.push(start.elapsed().as_nanos() as u64);
+        black_box(sum);
     }
     samples
 }
@@ -189,15 +238,41 @@ fn latency(
     );
     let queries = 200_000;
     println!(
-        "overlap_scores, 128 blocks, idle index:    {}",
-        percentiles(query_latencies(&router, prompts, queries))
+        "floor, 128 random reads from {} MB:                     {}",
+        ((metrics.memory_bytes / 16).max(1).next_power_of_two() / 2 * 16) >> 20,
+        percentiles(memory_floor(metrics.memory_bytes, queries))
     );
+    for (request, name) in [(Request::Cold, "cold"), (Request::Hot, "hot")] {
+        println!(
+            "overlap_scores, 128 blocks, idle index, {name} request:   {}",
+            percentiles(query_latencies(&router, prompts, queries, request))
+        );
+    }
+    for (request, name) in [(Request::Cold, "cold"), (Request::Hot, "hot")] {
+        let (samples, writer_rate) = under_writes(&router, &churn, || {
+            query_latencies(&router, prompts, queries, request)
+        });
+        println!(
+            "overlap_scores, 128 blocks, under writes, {name} request: {}",
+            percentiles(samples)
+        );
+        println!("  meanwhile the writer applied {writer_rate:.1} M block events/s");
+    }
+}
+
+/// Runs `queries` while another thread applies churn as fast as it can;
+/// the queries' result and the writer's rate in M block events/s.
+fn under_writes<T>(
+    router: &Arc<Router>,
+    churn: &Arc<Vec<(IndexBatch, IndexBatch)>>,
+    queries: impl FnOnce() -> T,
+) -> (T, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let applied = Arc::new(AtomicU64::new(0));
     let writer = {
         let (router, churn, stop, applied) = (
-            Arc::clone(&router),
-            Arc::clone(&churn),
+            Arc::clone(router),
+            Arc::clone(churn),
             Arc::clone(&stop),
             Arc::clone(&applied),
         );
@@ -213,18 +288,12 @@ fn latency(
         })
     };
     let start = Instant::now();
-    let samples = query_latencies(&router, prompts, queries);
+    let result = queries();
     let elapsed = start.elapsed();
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer thread");
-    println!(
-        "overlap_scores, 128 blocks, under writes: {}",
-        percentiles(samples)
-    );
-    println!(
-        "  meanwhile the writer applied {:.1} M block events/s",
-        applied.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64() / 1e6
-    );
+    let rate = applied.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64() / 1e6;
+    (result, rate)
 }
 
 fn main() {

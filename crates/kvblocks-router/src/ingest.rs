@@ -80,6 +80,29 @@ pub struct IndexBatch {
 pub struct UnknownMedium(pub String);
 
 impl IndexBatch {
+    /// An unsequenced batch of one store of `blocks` in `tier`, parent not
+    /// named (a source of your own, a test, a benchmark).
+    pub fn stored(worker: WorkerId, tier: LogicalLayoutHandle, blocks: Vec<BlockKey>) -> Self {
+        Self {
+            worker,
+            position: None,
+            events: vec![IndexEvent::Stored {
+                tier,
+                parent: None,
+                blocks,
+            }],
+        }
+    }
+
+    /// An unsequenced batch of one removal of `blocks` from `tier`.
+    pub fn removed(worker: WorkerId, tier: LogicalLayoutHandle, blocks: Vec<BlockKey>) -> Self {
+        Self {
+            worker,
+            position: None,
+            events: vec![IndexEvent::Removed { tier, blocks }],
+        }
+    }
+
     /// A kvblocks batch (from the core's events manager or a decoded
     /// extended frame), sequenced.
     pub fn from_kvblocks(batch: &KvbmCacheEvents) -> Self {
