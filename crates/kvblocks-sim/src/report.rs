@@ -393,6 +393,28 @@ pub(crate) const COLOURS: [RGBColor; 9] = [
     RGBColor(23, 190, 207),
 ];
 
+/// The capacities that get a label on the log-scale x axis: in order, each
+/// at least a label's width (about 64 pixels) right of the last labelled
+/// one, so that close pool sizes (36,848 and 40,000) do not print over each
+/// other. Every capacity keeps its points; only the label is skipped.
+fn labelled_capacities(capacities: &[usize], lo: f64, hi: f64, width_px: u32) -> Vec<f64> {
+    const LABEL_PX: f64 = 64.0;
+    // The plot spans the drawing's width less its margins and the y labels.
+    let plot_px = (f64::from(width_px) - 96.0).max(LABEL_PX);
+    let min_ratio = (hi / lo).powf(LABEL_PX / plot_px);
+    let mut labelled: Vec<f64> = Vec::with_capacity(capacities.len());
+    for &capacity in capacities {
+        let capacity = capacity as f64;
+        if labelled
+            .last()
+            .map_or(true, |&last| capacity >= last * min_ratio)
+        {
+            labelled.push(capacity);
+        }
+    }
+    labelled
+}
+
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     trace: &TraceReport,
@@ -425,6 +447,7 @@ fn draw<DB: DrawingBackend>(
         trace.hold_label()
     );
 
+    let (width, _) = root.dim_in_pixel();
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 22))
         .margin(16)
@@ -433,7 +456,7 @@ fn draw<DB: DrawingBackend>(
         .build_cartesian_2d(
             (lo..hi)
                 .log_scale()
-                .with_key_points(capacities.iter().map(|&c| c as f64).collect()),
+                .with_key_points(labelled_capacities(&capacities, lo, hi, width)),
             0f64..y_max,
         )
         .map_err(err)?;
@@ -504,6 +527,21 @@ fn draw<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_capacities_share_one_axis_label() {
+        let caps = [10_000, 18_424, 36_848, 40_000, 73_697, 147_393];
+        let (lo, hi) = (10_000.0 / 1.3, 147_393.0 * 1.3);
+        let labelled = labelled_capacities(&caps, lo, hi, 960);
+        assert_eq!(
+            labelled,
+            vec![10_000.0, 18_424.0, 36_848.0, 73_697.0, 147_393.0]
+        );
+        // Spread out, every capacity keeps its label.
+        let caps = [2_745, 5_490, 10_981, 21_962];
+        let labelled = labelled_capacities(&caps, 2_745.0 / 1.3, 21_962.0 * 1.3, 960);
+        assert_eq!(labelled.len(), caps.len());
+    }
 
     #[test]
     fn plot_stems_are_file_name_safe() {
