@@ -292,7 +292,31 @@ pub(crate) fn check_random_sequences<P: EvictionPolicy>(make: impl Fn(usize) -> 
 
 mod tests {
     use super::*;
-    use crate::policy::{Lineage, Lru};
+    use crate::policy::{EvictionPolicyKind, Lineage, Lru};
+
+    /// Every kind: with every block pinned there is no victim; a released
+    /// block is the only one while the others stay pinned, a block matched
+    /// again is pinned again, and pinned blocks never come out.
+    #[test]
+    fn pinned_blocks_are_never_victims_under_any_policy() {
+        for &kind in EvictionPolicyKind::ALL {
+            let hashes = roots(6);
+            let mut policy = kind.build(6);
+            for slot in 0..6 {
+                policy.on_register(slot, hashes[slot as usize]);
+                policy.on_hit(slot);
+            }
+            assert_eq!(policy.evict(), None, "{kind}: every block pinned");
+            policy.on_release(4);
+            policy.on_release(1);
+            policy.on_reacquire(4);
+            assert_eq!(policy.len(), 1, "{kind}");
+            assert_eq!(policy.evict(), Some(1), "{kind}: the one released");
+            policy.on_forget(1, hashes[1]);
+            assert_eq!(policy.evict(), None, "{kind}: the rest pinned");
+            assert_eq!(policy.check(), Ok(()), "{kind}");
+        }
+    }
 
     #[test]
     fn lru_agrees_with_the_model_on_random_hook_sequences() {

@@ -576,22 +576,6 @@ mod tests {
     }
 
     #[test]
-    fn pinned_blocks_are_never_victims() {
-        let hashes = roots(10);
-        let mut lfu = TinyLfu::new(10);
-        for slot in 0..10 {
-            lfu.on_register(slot, hashes[slot as usize]);
-        }
-        assert_eq!(lfu.evict(), None);
-        lfu.on_release(4);
-        lfu.on_release(7);
-        lfu.on_reacquire(4);
-        assert_eq!(lfu.evict(), Some(7));
-        assert_eq!(lfu.evict(), None);
-        assert_eq!(lfu.check(), Ok(()));
-    }
-
-    #[test]
     fn random_hook_sequences_agree_with_the_model() {
         check_random_sequences(TinyLfu::new);
     }
