@@ -1,7 +1,7 @@
-//! Long requests against a crowded table: queries of up to several hundred
-//! blocks (more than one lookup window) over an index dense enough that many
-//! blocks sit away from their home cache line, with holes in the workers'
-//! chains. The overlap scores must be what the workers' sets give.
+//! Long requests against a crowded table: queries of up to 420 blocks (past
+//! the query's 16-block prefetch window many times over) over an index dense
+//! enough that many blocks sit away from their home entry, with holes in the
+//! workers' chains. The overlap scores must be what the workers' sets give.
 
 use std::collections::HashSet;
 
@@ -58,7 +58,7 @@ proptest! {
         };
         let chains: Vec<Vec<u64>> = (0..4).map(|c| (0..420).map(|i| key(c, i)).collect()).collect();
         let mut sets: Vec<HashSet<u64>> = vec![HashSet::new(); 64];
-        // Unrelated blocks crowd the table, so runs leave their home lines.
+        // Unrelated blocks crowd the table, so probe runs grow long.
         let crowd: Vec<u64> = (0..filler).map(|i| seed.wrapping_add(i).wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1 << 63).collect();
         router.apply(&stored(workers - 1, crowd.clone())).expect("unsequenced");
         sets[(workers - 1) as usize].extend(crowd);
