@@ -197,13 +197,19 @@ fn query_latencies(
     samples
 }
 
+/// Entries of 16 bytes in the floor's array: the index's bytes, rounded
+/// down to a power of two.
+fn floor_entries(index_bytes: usize) -> usize {
+    let entries = (index_bytes / 16).max(1);
+    1 << (usize::BITS - 1 - entries.leading_zeros())
+}
+
 /// The floor under any table that reads one random cache line per block:
 /// `queries` rounds of 128 independent 16-byte reads at random places of an
-/// array as large as the index (rounded down to a power of two), the places
-/// worked out first so that nothing holds the reads back. On a large index a
-/// query cannot be faster than this on the same machine at the same minute.
-fn memory_floor(bytes: usize, queries: usize) -> Vec<u64> {
-    let entries = (bytes / 16).max(1).next_power_of_two() / 2;
+/// array of `entries` (a power of two), the places worked out first so that
+/// nothing holds the reads back. On a large index a query cannot be faster
+/// than this on the same machine at the same minute.
+fn memory_floor(entries: usize, queries: usize) -> Vec<u64> {
     let table: Vec<[u64; 2]> = (0..entries as u64).map(|i| [mix(i), i]).collect();
     let mut samples = Vec::with_capacity(queries);
     let mut places = [0usize; 128];
@@ -237,10 +243,11 @@ fn latency(
         metrics.memory_bytes as f64 / metrics.table_entries as f64,
     );
     let queries = 200_000;
+    let entries = floor_entries(metrics.memory_bytes);
     println!(
         "floor, 128 random reads from {} MB:                     {}",
-        ((metrics.memory_bytes / 16).max(1).next_power_of_two() / 2 * 16) >> 20,
-        percentiles(memory_floor(metrics.memory_bytes, queries))
+        (entries * 16) >> 20,
+        percentiles(memory_floor(entries, queries))
     );
     for (request, name) in [(Request::Cold, "cold"), (Request::Hot, "hot")] {
         println!(

@@ -393,6 +393,12 @@ pub(crate) const COLOURS: [RGBColor; 9] = [
     RGBColor(23, 190, 207),
 ];
 
+/// Margin around the hit-rate chart, in pixels.
+const MARGIN_PX: u32 = 16;
+
+/// Width of the hit-rate chart's y-axis label area, in pixels.
+const Y_LABEL_AREA_PX: u32 = 64;
+
 /// The capacities that get a label on the log-scale x axis: in order, each
 /// at least a label's width (about 64 pixels) right of the last labelled
 /// one, so that close pool sizes (36,848 and 40,000) do not print over each
@@ -400,7 +406,7 @@ pub(crate) const COLOURS: [RGBColor; 9] = [
 fn labelled_capacities(capacities: &[usize], lo: f64, hi: f64, width_px: u32) -> Vec<f64> {
     const LABEL_PX: f64 = 64.0;
     // The plot spans the drawing's width less its margins and the y labels.
-    let plot_px = (f64::from(width_px) - 96.0).max(LABEL_PX);
+    let plot_px = (f64::from(width_px) - f64::from(2 * MARGIN_PX + Y_LABEL_AREA_PX)).max(LABEL_PX);
     let min_ratio = (hi / lo).powf(LABEL_PX / plot_px);
     let mut labelled: Vec<f64> = Vec::with_capacity(capacities.len());
     for &capacity in capacities {
@@ -450,9 +456,9 @@ fn draw<DB: DrawingBackend>(
     let (width, _) = root.dim_in_pixel();
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 22))
-        .margin(16)
+        .margin(MARGIN_PX)
         .x_label_area_size(48)
-        .y_label_area_size(64)
+        .y_label_area_size(Y_LABEL_AREA_PX)
         .build_cartesian_2d(
             (lo..hi)
                 .log_scale()
