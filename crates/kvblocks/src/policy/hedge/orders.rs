@@ -116,7 +116,7 @@ impl Meta {
 
     #[inline]
     fn with_reused(self, reused: bool) -> Meta {
-        Meta(self.0 & !Self::REUSED | u64::from(reused) << 3)
+        Meta(self.0 & !Self::REUSED | (u64::from(reused) * Self::REUSED))
     }
 }
 
